@@ -1,0 +1,38 @@
+# Everything runs from a project-local virtual environment that this Makefile creates.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: run test bench tools clean
+
+run: $(STAMP)            ## run the platform (embedded shape): make run [ARGS=--simulate]
+	$(BIN)/k2 up $(ARGS)
+
+test: $(STAMP) tools     ## run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)          ## run every benchmark script
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# promtool and the Prometheus server come from Debian's `prometheus` package (nothing on PyPI
+# provides them). The alert-rule and scrape tests skip, saying why, where it cannot be installed.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus package (promtool) for the alert-rule tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } || \
+	    echo "note: could not install prometheus; its tests will be skipped"; \
+	  else echo "note: promtool not found and apt-get not usable as root; its tests will be skipped"; fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

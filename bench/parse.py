@@ -1,0 +1,109 @@
+"""Parse + normalize throughput per venue on one core, against a plain json.loads baseline.
+
+Messages come from the simulator's encoders (the venues' real wire formats): Binance one trade per
+message, Kraken 2 and Coinbase 5 trades per message (typical of their batching). The baseline does
+the same normalization with the standard library: json.loads, dict access, Decimal, side, ns time.
+
+Usage: python bench/parse.py [--seconds S]
+Last line: `parse_binance: <trades/s> trades/s`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from k2.exchanges import make_adapter
+from k2.simulator.binance import BinanceSim
+from k2.simulator.coinbase import CoinbaseSim
+from k2.simulator.faults import Faults
+from k2.simulator.kraken import KrakenSim
+from k2.simulator.binance import text as binance_text
+from k2.simulator.market import SymbolMarket, fmt_min
+from k2.simulator.server import SimConnection
+from k2.timeutil import rfc3339_to_ns
+
+N_MESSAGES = 20_000
+PER_MESSAGE = {"binance": 1, "kraken": 2, "coinbase": 5}
+
+
+class _Conn(SimConnection):
+    def __init__(self, params: dict[str, str]) -> None:  # no socket: encoders only read params
+        self.params, self.sequence = params, 0
+
+
+def messages(venue: str) -> list[bytes]:
+    symbol = {"binance": "BTCUSDT", "kraken": "BTC/USD", "coinbase": "BTC-USD"}[venue]
+    text = {"binance": binance_text, "kraken": fmt_min, "coinbase": fmt_min}[venue]
+    market = SymbolMarket(venue, symbol, "BTC", 1, 1_000_000, 1, history=10**7, text=text)
+    server = {"binance": BinanceSim, "kraken": KrakenSim, "coinbase": CoinbaseSim}[venue]({symbol: market}, Faults(), "127.0.0.1", 0)
+    conn = _Conn({"timeUnit": "MICROSECOND"})
+    now = time.time_ns()
+    k = PER_MESSAGE[venue]
+    return [server.encode(conn, market, market.generate(k, now, now + 1_000_000, False)) for _ in range(N_MESSAGES)]
+
+
+def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
+    """The same normalization as plain Python: json.loads and dicts."""
+
+    def binance(raw: bytes, recv: int) -> list[dict]:
+        d = json.loads(raw)["data"]
+        t = d["T"]
+        return [{"exchange": "binance", "symbol": d["s"], "trade_id": int(d["t"]), "price": Decimal(d["p"]),
+                 "amount": Decimal(d["q"]), "taker_side": "sell" if d["m"] else "buy",
+                 "ts_event": t * 1000 if t > 10**14 else t * 1_000_000, "ts_recv": recv}]  # fmt: skip
+
+    def kraken(raw: bytes, recv: int) -> list[dict]:
+        msg = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+        return [{"exchange": "kraken", "symbol": t["symbol"], "trade_id": int(t["trade_id"]), "price": t["price"],
+                 "amount": t["qty"], "taker_side": t["side"], "ts_event": rfc3339_to_ns(t["timestamp"]),
+                 "ts_recv": recv} for t in msg["data"]]  # fmt: skip
+
+    def coinbase(raw: bytes, recv: int) -> list[dict]:
+        msg = json.loads(raw)
+        return [{"exchange": "coinbase", "symbol": t["product_id"], "trade_id": int(t["trade_id"]),
+                 "price": Decimal(t["price"]), "amount": Decimal(t["size"]),
+                 "taker_side": "buy" if t["side"] == "SELL" else "sell", "ts_event": rfc3339_to_ns(t["time"]),
+                 "ts_recv": recv} for ev in msg["events"] for t in ev["trades"]]  # fmt: skip
+
+    return {"binance": binance, "kraken": kraken, "coinbase": coinbase}[venue]
+
+
+def measure(fn: Callable[[bytes, int], object], msgs: list[bytes], seconds: float) -> float:
+    """Return trades per second for `fn` over `msgs`, best of repeated passes within `seconds`."""
+    count = len(fn(msgs[0], 0).trades if hasattr(fn(msgs[0], 0), "trades") else fn(msgs[0], 0))  # type: ignore[arg-type]
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for raw in msgs:
+            fn(raw, 1)
+        elapsed = time.perf_counter() - start
+        best = max(best, len(msgs) * count / elapsed)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})  # one core
+    results = {}
+    print(f"{'venue':10} {'trades/msg':>10} {'k2 trades/s':>14} {'baseline trades/s':>18} {'ratio':>7}")
+    for venue in ("binance", "kraken", "coinbase"):
+        msgs = messages(venue)
+        adapter = make_adapter(venue)
+        ours = measure(adapter.parse, msgs, args.seconds)
+        base = measure(baseline(venue), msgs, args.seconds)
+        results[venue] = ours
+        print(f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} {base:>18,.0f} {ours / base:>6.2f}x")
+    print(f"parse_binance: {results['binance']:.0f} trades/s")
+
+
+if __name__ == "__main__":
+    main()

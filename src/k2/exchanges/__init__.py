@@ -1,0 +1,24 @@
+"""Venue adapters: one module per venue, registered here by name."""
+
+from __future__ import annotations
+
+from k2.errors import ConfigError
+from k2.exchanges.base import VenueAdapter
+from k2.exchanges.binance import BinanceAdapter
+from k2.exchanges.coinbase import CoinbaseAdapter
+from k2.exchanges.kraken import KrakenAdapter
+
+_REGISTRY: dict[str, type] = {
+    BinanceAdapter.name: BinanceAdapter,
+    KrakenAdapter.name: KrakenAdapter,
+    CoinbaseAdapter.name: CoinbaseAdapter,
+}
+VENUE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def make_adapter(name: str) -> VenueAdapter:
+    """Return a fresh adapter for the venue called `name`."""
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"unknown venue {name!r}; known venues: {', '.join(VENUE_NAMES)}") from None

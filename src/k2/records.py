@@ -1,0 +1,90 @@
+"""The normalized records every stage passes along.
+
+Prices and amounts are `Decimal` built from the venue's text; times are integer UTC nanoseconds.
+See docs/RECORD_SEMANTICS.md for the meaning of every field.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from k2.timeutil import ns_to_rfc3339
+
+BUY = "buy"
+SELL = "sell"
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One trade as normalized from a venue message or REST row."""
+
+    exchange: str
+    symbol: str  # venue-native symbol, as the venue spells it (BTCUSDT, BTC/USD, BTC-USD)
+    canonical_symbol: str  # BASE/QUOTE with venue aliases mapped (XBT -> BTC, XDG -> DOGE)
+    trade_id: int
+    price: Decimal
+    amount: Decimal
+    taker_side: str  # "buy" | "sell": the aggressor's side
+    ts_event: int  # exchange trade time, UTC ns, at the venue's full precision
+    ts_recv: int  # local receive time, UTC ns
+    venue_side: str = ""  # the venue's own side field, verbatim (kept in bronze)
+    raw: bytes = b""  # the venue's JSON for this trade, verbatim (kept in bronze)
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """A detected hole in a (venue, symbol) trade stream and what became of it."""
+
+    gap_id: str
+    exchange: str
+    symbol: str
+    first_id: int  # first missing trade id (inclusive)
+    last_id: int  # last missing trade id (inclusive)
+    ts_from: int  # event time of the last trade before the hole, UTC ns (0 if unknown)
+    ts_to: int  # event time of the first trade after the hole, UTC ns (0 if unknown)
+    detected_at: int  # UTC ns
+    resolved_at: int  # UTC ns, 0 while pending
+    outcome: str  # pending | repaired | partial | unrecoverable
+    missing: int  # ids (or, for window gaps, trades) still missing
+    recovered: int  # trades recovered for this gap (REST or late WS arrival)
+    kind: str = "ids"  # ids: an id range; window: a time window after a disconnect
+
+
+class Reject(msgspec.Struct, frozen=True):
+    """A message that failed validation, quarantined with its raw text."""
+
+    exchange: str
+    reason: str
+    raw: bytes
+    ts_recv: int
+    conn_id: str
+
+
+PENDING = "pending"
+REPAIRED = "repaired"
+PARTIAL = "partial"
+UNRECOVERABLE = "unrecoverable"
+
+
+TRADE_KEYS = ("exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount", "taker_side",
+              "ts_event", "ts_recv")  # fmt: skip
+
+
+def decimal_text(value: Decimal) -> str:
+    """Return a decimal as plain text, never in exponent form."""
+    return format(value, "f")
+
+
+def trade_json(trade: Trade) -> dict[str, str | int]:
+    """Return the JSON form of a trade (`k2 normalize`, `k2 watch --record`, `k2 trades`)."""
+    return {
+        "exchange": trade.exchange,
+        "symbol": trade.symbol,
+        "canonical_symbol": trade.canonical_symbol,
+        "trade_id": trade.trade_id,
+        "price": decimal_text(trade.price),
+        "amount": decimal_text(trade.amount),
+        "taker_side": trade.taker_side,
+        "ts_event": ns_to_rfc3339(trade.ts_event),
+        "ts_recv": ns_to_rfc3339(trade.ts_recv),
+    }

@@ -1,0 +1,237 @@
+"""Typed settings: `k2.toml` plus `K2_` environment variables (`__` nests), built at entry points.
+
+Precedence: explicit arguments > environment > the TOML file > defaults. Unknown keys anywhere are
+an error that names the key, so a typo never reads as "not set".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from k2.errors import ConfigError
+
+ENV_PREFIX = "K2_"
+CONFIG_ENV = "K2_CONFIG"  # path of the TOML file; not itself a setting
+DEFAULT_CONFIG_FILE = "k2.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VenueSettings(_Section):
+    """Per-venue overrides; anything left unset takes the adapter's documented default."""
+
+    enabled: bool = True
+    ws_url: str | None = None
+    rest_url: str | None = None
+    # Planned disconnect: rotate (make-before-break) this long before the venue's connection cut.
+    max_connection_age_s: float | None = None
+    rotate_margin_s: float = 300.0
+    # Reconnect a connection that received nothing (heartbeats included) for this long.
+    heartbeat_timeout_s: float | None = None
+
+
+class IngestSettings(_Section):
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_multiplier: float = 2.0
+    backoff_jitter: float = Field(0.3, ge=0, le=1)  # fraction of the delay drawn at random
+    backoff_reset_after_s: float = 60.0  # a connection healthy this long resets the backoff
+    connect_timeout_s: float = 10.0
+    ping_interval_s: float = 20.0  # send a protocol ping after this long without incoming data
+    ping_timeout_s: float = 20.0  # drop the connection if no pong within this (at most the interval)
+    gap_grace_s: float = 0.3  # wait this long for out-of-order messages before REST repair
+    gap_retry_for_s: float = 600.0  # keep retrying a failing repair this long, then give up
+    rest_timeout_s: float = 10.0
+    recent_ids: int = Field(20_000, ge=100)  # per-symbol dedupe window (non-contiguous ids)
+    check_listing: bool = True  # check instruments against the venue's listing at start
+    quarantine_file: Path | None = None  # where `k2 watch` quarantines rejects (default: data dir)
+
+
+class WriterSettings(_Section):
+    batch_rows: int = Field(20_000, ge=1)
+    batch_interval_ms: int = Field(100, ge=1)
+    max_pending_rows: int = Field(100_000, ge=1)  # feeds wait (backpressure) beyond this
+
+
+class HotStoreSettings(_Section):
+    bronze_ttl_days: int = Field(7, ge=1)
+    silver_ttl_days: int = Field(30, ge=1)
+
+
+class ArchiveSettings(_Section):
+    catalog_uri: SecretStr | None = None  # default: SQLite under <data_dir>/lake
+    warehouse: str | None = None  # default: file://<data_dir>/lake/warehouse
+    catalog_properties: dict[str, str] = {}  # extra pyiceberg catalog properties (s3.*, ...)
+    offload_cron: str = "*/15 * * * *"
+    maintenance_cron: str = "0 2 * * *"
+    reconcile_cron: str = "30 2 * * *"
+    schedule_enabled: bool = True
+    chunk_rows: int = Field(1_000_000, ge=1)
+    candle_lookback_minutes: int = Field(180, ge=0)
+    snapshot_max_age_days: float = Field(7.0, gt=0)
+    snapshot_min_keep: int = Field(3, ge=1)
+    orphan_min_age_hours: float = Field(24.0, ge=0)
+    target_file_mb: int = Field(128, ge=1)
+    small_file_mb: int = Field(32, ge=1)
+    retries: int = Field(3, ge=0)
+    retry_delay_s: float = Field(10.0, ge=0)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    allow_non_loopback: bool = False  # binding beyond loopback must be asked for explicitly
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("host must not be empty")
+        return value
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True  # serve /metrics and observe the histograms on the ingest path
+    # What "memory near its limit" compares RSS with; default: the cgroup limit, else total RAM.
+    memory_limit_bytes: int | None = Field(None, gt=0)
+
+
+class HealthSettings(_Section):
+    """Thresholds `k2 health` and `/health` judge by (the alert rules use the same defaults)."""
+
+    feed_down_s: float = Field(60.0, gt=0)  # a feed not live this long fails
+    symbol_silent_s: float = Field(900.0, gt=0)  # a symbol without trades this long warns
+    fresh_warn_s: float = Field(60.0, gt=0)  # newest hot row older than this warns
+    fresh_fail_s: float = Field(300.0, gt=0)
+    offload_lag_warn_s: float = Field(1800.0, gt=0)  # beyond a candle table's own window length
+    offload_lag_fail_s: float = Field(3600.0, gt=0)
+    offload_failures_warn: int = Field(1, ge=1)  # consecutive failed offloads of a table
+    offload_failures_fail: int = Field(3, ge=1)
+    maintenance_max_age_h: float = Field(26.0, gt=0)
+    reconcile_max_age_h: float = Field(26.0, gt=0)
+    disk_warn_pct: float = Field(10.0, ge=0, le=100)  # free space of the data directory's disk
+    disk_fail_pct: float = Field(5.0, ge=0, le=100)
+
+
+class SimulatorSettings(_Section):
+    seed: int = 1
+    host: str = "127.0.0.1"
+    trades_per_second: float = Field(5.0, gt=0)  # per symbol
+    faults: str = "none"  # none | all | comma-separated fault names
+    disconnect_every_s: float = 20.0
+    connection_max_age_s: float = 30.0  # the compressed "24-hour" cut
+    ping_interval_s: float = 5.0
+    history_per_symbol: int = Field(50_000, ge=1000)
+    fault_seconds: float | None = None  # faults stop this long after the market opens (None: never)
+    record_file: Path | None = None  # ground truth (every trade generated) for in-process runs
+
+
+class Settings(BaseSettings):
+    """Every setting K2 has. Build with `load_settings()` at an entry point only."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("data")
+    instruments_file: Path | None = None  # default: the packaged instruments.toml
+    log_level: str = "INFO"
+    venues: dict[str, VenueSettings] = {}
+    ingest: IngestSettings = IngestSettings()
+    writer: WriterSettings = WriterSettings()
+    hotstore: HotStoreSettings = HotStoreSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    health: HealthSettings = HealthSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @field_validator("venues")
+    @classmethod
+    def _known_venues(cls, value: dict[str, VenueSettings]) -> dict[str, VenueSettings]:
+        from k2.exchanges import VENUE_NAMES
+
+        unknown = sorted(set(value) - set(VENUE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown venue {unknown[0]!r}; known venues: {', '.join(VENUE_NAMES)}")
+        return value
+
+    def venue(self, name: str) -> VenueSettings:
+        """Return the settings for one venue (defaults when the file names none)."""
+        return self.venues.get(name, VenueSettings())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _TOML_PATH is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_PATH))
+        return tuple(sources)
+
+
+_TOML_PATH: Path | None = None
+
+
+def _check_env_names(environ: dict[str, str]) -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        top = key[len(ENV_PREFIX) :].split("__", 1)[0]
+        if top not in fields:
+            raise ConfigError(f"unknown setting in environment: {key}")
+
+
+def _format_validation(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {where!r}")
+        else:
+            lines.append(f"{where}: {item['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def with_venues(settings: Settings, overrides: dict[str, dict[str, Any]]) -> Settings:
+    """Return a copy of `settings` with per-venue values replaced (e.g. simulator URLs)."""
+    venues = dict(settings.venues)
+    for name, values in overrides.items():
+        venues[name] = settings.venue(name).model_copy(update=values)
+    return settings.model_copy(update={"venues": venues})
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the TOML file (if any), `K2_` variables and explicit overrides."""
+    global _TOML_PATH
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    _check_env_names(dict(os.environ))
+    _TOML_PATH = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err)) from None
+    finally:
+        _TOML_PATH = None

@@ -1,0 +1,83 @@
+"""Exact conversions between RFC 3339 text and integer UTC nanoseconds (no float anywhere)."""
+
+from __future__ import annotations
+
+import calendar
+import time
+
+from k2.errors import ParseError
+
+_NS = 1_000_000_000
+_day_cache: dict[str, int] = {}
+
+
+_second_cache: dict[str, int] = {}
+
+
+def rfc3339_to_ns(text: str) -> int:
+    """Parse an RFC 3339 / ISO 8601 UTC timestamp with up to 9 fractional digits into ns.
+
+    Accepts a `Z` or numeric offset and either `T` or a space between date and time.
+    """
+    # Fast path for the common "YYYY-MM-DDTHH:MM:SS.fffZ" form: trades arrive many per second,
+    # so the whole-second prefix is looked up, and only the fraction is parsed.
+    seconds = _second_cache.get(text[:19])
+    if seconds is not None and text[-1] == "Z":
+        frac = text[20:-1]
+        if text[19:20] == "." and 0 < len(frac) <= 9 and frac.isdigit() and frac.isascii():
+            return seconds + int(frac) * 10 ** (9 - len(frac))
+        if len(text) == 20:
+            return seconds
+    value = _parse_slow(text)
+    if len(_second_cache) > 4096:
+        _second_cache.clear()
+    if text[19:20] in (".", "Z", "z") and text[-1] in "Zz":
+        _second_cache[text[:19]] = value - value % _NS
+    return value
+
+
+def _parse_slow(text: str) -> int:
+    try:
+        date = text[:10]
+        base = _day_cache.get(date)
+        if base is None:
+            if len(date) != 10 or date[4] != "-" or date[7] != "-":
+                raise ValueError
+            base = calendar.timegm((int(date[:4]), int(date[5:7]), int(date[8:10]), 0, 0, 0))
+            if len(_day_cache) > 4096:
+                _day_cache.clear()
+            _day_cache[date] = base
+        if text[10] not in "Tt " or text[13] != ":" or text[16] != ":":
+            raise ValueError
+        seconds = base + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
+        rest = text[19:]
+        frac_ns = 0
+        if rest[:1] in (".", ","):
+            i = 1
+            while i < len(rest) and rest[i].isdigit():
+                i += 1
+            digits = rest[1:i]
+            if not 0 < len(digits) <= 9:
+                raise ValueError
+            frac_ns = int(digits) * 10 ** (9 - len(digits))
+            rest = rest[i:]
+        if rest in ("Z", "z"):
+            offset = 0
+        elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
+            offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
+        else:
+            raise ValueError
+        return (seconds - offset) * _NS + frac_ns
+    except (ValueError, IndexError):
+        raise ParseError(f"bad RFC 3339 timestamp {text!r}", text) from None
+
+
+def ns_to_rfc3339(ns: int) -> str:
+    """Format integer UTC nanoseconds as RFC 3339 with all nine fractional digits and `Z`."""
+    seconds, frac = divmod(ns, _NS)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+
+
+def now_ns() -> int:
+    """Return the wall clock as UTC ns."""
+    return time.time_ns()

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from k2.errors import ConfigError
+from k2.instruments import load_instruments
+from k2.settings import load_settings, with_venues
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.data_dir == Path("data") and s.api.host == "127.0.0.1" and s.api.port == 8000
+    assert s.hotstore.bronze_ttl_days == 7 and s.hotstore.silver_ttl_days == 30
+    assert s.venue("binance").ws_url is None
+
+
+def test_toml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "k2.toml"
+    f.write_text('data_dir = "/tmp/x"\n[writer]\nbatch_rows = 5\n[venues.kraken]\nws_url = "ws://a"\n')
+    s = load_settings(f)
+    assert s.writer.batch_rows == 5 and s.venue("kraken").ws_url == "ws://a" and s.data_dir == Path("/tmp/x")
+    monkeypatch.setenv("K2_WRITER__BATCH_ROWS", "7")
+    monkeypatch.setenv("K2_VENUES__KRAKEN__WS_URL", "ws://b")
+    s = load_settings(f)
+    assert s.writer.batch_rows == 7 and s.venue("kraken").ws_url == "ws://b"
+    assert load_settings(f, writer={"batch_rows": 9}).writer.batch_rows == 9
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ("[writer]\nbatch_rowz = 5\n", "writer.batch_rowz"),
+    ("dta_dir = 'x'\n", "dta_dir"),
+    ("[venues.binanse]\nws_url = 'x'\n", "binanse"),
+])  # fmt: skip
+def test_unknown_keys_in_the_file_are_named(tmp_path: Path, toml: str, key: str) -> None:
+    f = tmp_path / "k2.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError, match=key):
+        load_settings(f)
+
+
+@pytest.mark.parametrize(("var", "key"), [("K2_WRITER__BATCH_ROWZ", "batch_rowz"), ("K2_WRITTER", "K2_WRITTER")])
+def test_unknown_environment_keys_are_named(monkeypatch: pytest.MonkeyPatch, var: str, key: str) -> None:
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(ConfigError, match=key):
+        load_settings()
+
+
+def test_bad_values_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="writer.batch_rows"):
+        load_settings(writer={"batch_rows": 0})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_settings_are_frozen_and_secrets_masked() -> None:
+    s = load_settings(archive={"catalog_uri": "postgresql://k2:hunter2@db/k2"})
+    assert "hunter2" not in repr(s)
+    with pytest.raises(Exception):
+        s.data_dir = Path("y")  # type: ignore[misc]
+
+
+def test_with_venues_overrides_one_venue() -> None:
+    s = with_venues(load_settings(), {"coinbase": {"ws_url": "ws://127.0.0.1:1"}})
+    assert s.venue("coinbase").ws_url == "ws://127.0.0.1:1" and s.venue("binance").ws_url is None
+
+
+def test_default_instruments() -> None:
+    inst = load_instruments()
+    assert len(inst["binance"]) == 12 and len(inst["kraken"]) == 11 and len(inst["coinbase"]) == 11
+    assert inst["kraken"][0] == "BTC/USD" and inst["coinbase"][-1] == "ATOM-USD"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[bitstamp]\nsymbols = ['x']\n", "unknown venue 'bitstamp'"),
+    ("[binance]\nsymbols = 'BTCUSDT'\n", "list of non-empty strings"),
+    ("[binance]\nsymbol = ['BTCUSDT']\n", "exactly one key"),
+    ("[binance]\nsymbols = ['A', 'A']\n", "more than once"),
+    ("[binance\n", "not valid TOML"),
+])  # fmt: skip
+def test_bad_instruments(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "i.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_instruments(f)
