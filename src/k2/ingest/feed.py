@@ -1,0 +1,198 @@
+"""One venue's feed: its session, its trade-id cursors, its gap repair, delivering to a sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from operator import attrgetter
+
+import httpx
+
+from k2.errors import K2Error, ParseError
+from k2.exchanges.base import Parsed, Signal, VenueAdapter
+from k2.ingest.repair import GapRepairer, id_gap, window_gap
+from k2.ingest.rest import RestGate
+from k2.ingest.session import Connection, FeedSession
+from k2.ingest.sink import Sink
+from k2.ingest.state import SymbolCursor
+from k2.ingest.stats import STOPPED, FeedStats
+from k2.ingest.tracker import ContiguousTracker, SeenTracker, Verdict
+from k2.records import Gap, Reject, Trade
+from k2.settings import IngestSettings, VenueSettings
+
+log = logging.getLogger(__name__)
+_by_id = attrgetter("trade_id")
+
+
+class Feed:
+    """Everything one venue needs to turn its WebSocket and REST APIs into an exact trade stream."""
+
+    def __init__(
+        self,
+        adapter: VenueAdapter,
+        symbols: Sequence[str],
+        venue: VenueSettings,
+        ingest: IngestSettings,
+        sink: Sink,
+        http: httpx.AsyncClient,
+        cursors: dict[str, SymbolCursor] | None = None,
+        pending: Sequence[tuple[Gap, list[tuple[int, int]]]] = (),
+    ) -> None:
+        self.adapter, self.symbols = adapter, list(symbols)
+        self.venue, self.ingest, self.sink = venue, ingest, sink
+        self.name = adapter.name
+        self.stats = FeedStats(adapter.name)
+        self.rest = RestGate(http, venue.rest_url or adapter.default_rest_url, adapter.rest_policy,
+                             self.stats, ingest.rest_timeout_s)  # fmt: skip
+        self.trackers: dict[str, ContiguousTracker | SeenTracker] = {}
+        for symbol in self.symbols:
+            self.stats.symbol(symbol)
+            self._tracker(symbol, (cursors or {}).get(symbol))
+        self.repairer = GapRepairer(adapter, self.rest, self.trackers, self._offer_backfill, sink.gap,
+                                    self.stats, ingest.gap_grace_s, ingest.gap_retry_for_s)  # fmt: skip
+        self._pending = list(pending)
+        self._listing_checked = not ingest.check_listing
+        self.session: FeedSession | None = None
+
+    def _tracker(self, symbol: str, cursor: SymbolCursor | None = None) -> ContiguousTracker | SeenTracker:
+        if self.adapter.contiguous_ids:
+            tracker: ContiguousTracker | SeenTracker = ContiguousTracker(
+                cursor.high if cursor else None, cursor.high_ts if cursor else 0)
+        else:
+            tracker = SeenTracker(self.ingest.recent_ids, cursor.recent if cursor else (),
+                                  cursor.high_ts if cursor else 0)  # fmt: skip
+        self.trackers[symbol] = tracker
+        return tracker
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    async def check_listing(self) -> list[str]:
+        """Check the configured symbols against the venue's listing; return those to subscribe."""
+        try:
+            listing = await asyncio.wait_for(self.adapter.fetch_listing(self.rest, self.symbols),
+                                             self.ingest.rest_timeout_s * 2)  # fmt: skip
+        except (K2Error, TimeoutError) as err:
+            log.warning("%s: cannot reach the venue's symbol listing (%s); subscribing unchecked "
+                        "and checking again after connecting", self.name, err)  # fmt: skip
+            return self.symbols
+        self._listing_checked = True
+        self.adapter.use_listing(listing)
+        keep = []
+        for symbol in self.symbols:
+            stats = self.stats.symbol(symbol)
+            if symbol not in listing.symbols:
+                stats.listing = "not listed"
+                log.error("%s: %r is not listed by the venue; it will not be captured "
+                          "(fix the instruments file)", self.name, symbol)  # fmt: skip
+                continue
+            status = listing.not_trading.get(symbol)
+            stats.listing = status or "listed"
+            if status:
+                log.warning("%s: %r is listed with status %r (not trading now); subscribing anyway",
+                            self.name, symbol, status)  # fmt: skip
+            keep.append(symbol)
+        return keep
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the feed until `stop` is set."""
+        symbols = await self.check_listing() if self.ingest.check_listing else self.symbols
+        for gap, holes in self._pending:
+            tracker = self.trackers.get(gap.symbol) or self._tracker(gap.symbol)
+            if isinstance(tracker, ContiguousTracker):
+                for lo, hi in holes:
+                    tracker.holes.add(lo, hi)
+            await self.repairer.submit(gap, record=False)
+        if not symbols:
+            log.error("%s: no listed symbols to capture", self.name)
+            self.stats.set_state(STOPPED, "no listed symbols")
+            await stop.wait()
+            return
+        self.session = FeedSession(
+            venue=self.name,
+            url=self.adapter.ws_url(self.venue.ws_url or self.adapter.default_ws_url, symbols),
+            subscribe=self.adapter.subscribe_messages(symbols),
+            on_message=self.on_message,
+            on_connected=self.on_connected,
+            settings=self.ingest,
+            stats=self.stats,
+            heartbeat_timeout_s=self.venue.heartbeat_timeout_s or self.adapter.heartbeat_timeout_s,
+            max_connection_age_s=self.venue.max_connection_age_s or self.adapter.max_connection_age_s,
+            rotate_margin_s=self.venue.rotate_margin_s,
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.repairer.run(stop))
+            tg.create_task(self.session.run(stop))
+
+    # -- live path ------------------------------------------------------------------------------
+
+    async def on_connected(self, conn: Connection, after_outage: bool) -> None:
+        if not self._listing_checked:
+            asyncio.get_running_loop().create_task(self.check_listing())
+        if after_outage and not self.adapter.contiguous_ids:
+            await self._repair_windows()
+
+    async def _repair_windows(self) -> None:
+        # Ids may skip on this venue, so what a disconnect lost is found by time, not by id.
+        for symbol, tracker in self.trackers.items():
+            if tracker.high is not None:
+                await self.repairer.submit(window_gap(self.name, symbol, tracker.high, tracker.high_ts))
+
+    async def on_message(self, raw: bytes, recv_ns: int, conn: Connection) -> Parsed | None:
+        self.stats.messages += 1
+        self.stats.last_message_ns = recv_ns
+        try:
+            parsed = self.adapter.parse(raw, recv_ns)
+        except ParseError as err:
+            await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+            return None
+        for err in parsed.rejected:
+            await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+        if parsed.sequence is not None:
+            last, conn.last_sequence = conn.last_sequence, max(parsed.sequence, conn.last_sequence or 0)
+            if last is not None and parsed.sequence > last + 1:
+                self.stats.sequence_gaps += 1
+                if not self.adapter.contiguous_ids:
+                    await self._repair_windows()
+        if parsed.signal is Signal.ERROR:
+            self.stats.venue_errors += 1
+            log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
+        if parsed.trades:
+            await self._ingest(parsed.trades, conn.conn_id, live=True)
+        return parsed
+
+    async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str) -> None:
+        self.stats.rejects += 1
+        log.debug("%s: rejected message on %s: %s", self.name, conn_id, reason)
+        await self.sink.reject(Reject(self.name, reason, raw, recv_ns, conn_id))
+
+    async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
+        return await self._ingest(trades, conn_id, live=False)
+
+    async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
+        if len(trades) > 1:
+            trades = sorted(trades, key=_by_id)  # batches may list newest first
+        accepted: list[Trade] = []
+        stats, trackers = self.stats, self.trackers
+        for trade in trades:
+            symbol = trade.symbol
+            tracker = trackers.get(symbol) or self._tracker(symbol)
+            previous_ts = tracker.high_ts
+            verdict, hole = tracker.offer(trade.trade_id, trade.ts_event)
+            sym = stats.symbols.get(symbol) or stats.symbol(symbol)
+            if verdict is Verdict.DUPLICATE:
+                stats.duplicates += 1
+                sym.duplicates += 1
+                continue
+            accepted.append(trade)
+            sym.trades += 1
+            sym.last_trade_recv_ns = trade.ts_recv
+            if trade.ts_event > sym.last_trade_event_ns:
+                sym.last_trade_event_ns = trade.ts_event
+            if verdict is Verdict.FILL and live:
+                stats.late_fills += 1
+            if hole is not None:
+                await self.repairer.submit(id_gap(self.name, symbol, hole[0], hole[1], previous_ts, trade.ts_event))
+        stats.trades += len(accepted)
+        await self.sink.trades(trades, accepted, conn_id)
+        return len(accepted)

@@ -1,0 +1,53 @@
+"""A sink for `k2 watch`: append accepted trades to a JSON-lines file, quarantine rejects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from k2.records import Gap, Reject, Trade, trade_json
+from k2.timeutil import ns_to_rfc3339
+
+
+class RecordingSink:
+    """Counts everything; records accepted trades and quarantines rejects when given files."""
+
+    def __init__(self, record: Path | None = None, quarantine: Path | None = None) -> None:
+        self.accepted = 0
+        self.received = 0
+        self.gaps: list[Gap] = []
+        self.rejects = 0
+        self._record = self._open(record)
+        self._quarantine = self._open(quarantine)
+
+    @staticmethod
+    def _open(path: Path | None) -> IO[bytes] | None:
+        if path is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("ab")
+
+    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+        self.received += len(received)
+        self.accepted += len(accepted)
+        if self._record is not None and accepted:
+            self._record.write(b"".join(orjson.dumps(trade_json(t)) + b"\n" for t in accepted))
+
+    async def gap(self, gap: Gap) -> None:
+        self.gaps.append(gap)
+
+    async def reject(self, reject: Reject) -> None:
+        self.rejects += 1
+        if self._quarantine is not None:
+            line = {"exchange": reject.exchange, "reason": reject.reason, "conn_id": reject.conn_id,
+                    "ts_recv": ns_to_rfc3339(reject.ts_recv), "raw": reject.raw.decode("utf-8", "replace")}  # fmt: skip
+            self._quarantine.write(orjson.dumps(line) + b"\n")
+            self._quarantine.flush()
+
+    def close(self) -> None:
+        for f in (self._record, self._quarantine):
+            if f is not None:
+                f.close()

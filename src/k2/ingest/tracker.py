@@ -1,0 +1,145 @@
+"""Per (venue, symbol) trade-id bookkeeping: what is new, what is a duplicate, where the holes are."""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import deque
+from collections.abc import Iterable
+
+
+class Verdict(enum.Enum):
+    NEW = "new"  # above everything seen so far
+    FILL = "fill"  # fills a known hole (late message or backfill)
+    DUPLICATE = "duplicate"
+
+
+class Holes:
+    """A set of missing ids kept as sorted, disjoint, inclusive intervals."""
+
+    def __init__(self) -> None:
+        self._lo: list[int] = []
+        self._hi: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._lo)
+
+    def __bool__(self) -> bool:
+        return bool(self._lo)
+
+    def add(self, lo: int, hi: int) -> None:
+        """Add ids lo..hi, which must not overlap existing holes."""
+        i = bisect.bisect_left(self._lo, lo)
+        self._lo.insert(i, lo)
+        self._hi.insert(i, hi)
+
+    def _find(self, x: int) -> int:
+        i = bisect.bisect_right(self._lo, x) - 1
+        return i if i >= 0 and self._hi[i] >= x else -1
+
+    def __contains__(self, x: int) -> bool:
+        return self._find(x) >= 0
+
+    def discard(self, x: int) -> bool:
+        """Remove id `x`; return whether it was missing."""
+        i = self._find(x)
+        if i < 0:
+            return False
+        lo, hi = self._lo[i], self._hi[i]
+        if lo == hi:
+            del self._lo[i], self._hi[i]
+        elif x == lo:
+            self._lo[i] = x + 1
+        elif x == hi:
+            self._hi[i] = x - 1
+        else:
+            self._hi[i] = x - 1
+            self._lo.insert(i + 1, x + 1)
+            self._hi.insert(i + 1, hi)
+        return True
+
+    def count_in(self, lo: int, hi: int) -> int:
+        """Return how many ids in lo..hi are still missing."""
+        total = 0
+        for a, b in zip(self._lo, self._hi, strict=True):
+            if b < lo or a > hi:
+                continue
+            total += min(b, hi) - max(a, lo) + 1
+        return total
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._lo, self._hi, strict=True))
+
+    def remove_range(self, lo: int, hi: int) -> None:
+        """Forget every missing id in lo..hi."""
+        kept = [(a, b) for a, b in self.ranges() if b < lo or a > hi]
+        for a, b in self.ranges():
+            if a < lo <= b:
+                kept.append((a, lo - 1))
+            if a <= hi < b:
+                kept.append((hi + 1, b))
+        kept.sort()
+        self._lo = [a for a, _ in kept]
+        self._hi = [b for _, b in kept]
+
+
+class ContiguousTracker:
+    """For venues whose ids are a per-symbol sequence: any jump above the high mark is a gap."""
+
+    __slots__ = ("high", "high_ts", "holes")
+
+    def __init__(self, high: int | None = None, high_ts: int = 0) -> None:
+        self.high = high
+        self.high_ts = high_ts
+        self.holes = Holes()
+
+    def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
+        """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi) it opens."""
+        high = self.high
+        if high is None or trade_id > high:
+            gap = (high + 1, trade_id - 1) if high is not None and trade_id > high + 1 else None
+            if gap:
+                self.holes.add(*gap)
+            self.high, self.high_ts = trade_id, ts_event
+            return Verdict.NEW, gap
+        if self.holes and self.holes.discard(trade_id):
+            return Verdict.FILL, None
+        return Verdict.DUPLICATE, None
+
+
+class SeenTracker:
+    """For venues whose ids may skip: dedupe against a bounded window of recently seen ids."""
+
+    __slots__ = ("high", "high_ts", "_seen", "_order", "_floor", "_capacity")
+
+    def __init__(self, capacity: int, recent: Iterable[int] = (), high_ts: int = 0) -> None:
+        self._capacity = capacity
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+        self._floor = -1  # ids at or below this fell out of the window: treated as seen
+        self.high: int | None = None
+        self.high_ts = high_ts
+        ordered = sorted(recent)
+        if ordered:
+            # Ids older than the reloaded window were stored before a restart: treat them as seen.
+            self._floor = ordered[0] - 1
+        for trade_id in ordered:
+            self._remember(trade_id)
+            self.high = trade_id
+
+    def _remember(self, trade_id: int) -> None:
+        self._seen.add(trade_id)
+        self._order.append(trade_id)
+        if len(self._order) > self._capacity:
+            old = self._order.popleft()
+            self._seen.discard(old)
+            self._floor = max(self._floor, old)
+
+    def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
+        if trade_id in self._seen or trade_id <= self._floor:
+            return Verdict.DUPLICATE, None
+        self._remember(trade_id)
+        if self.high is None or trade_id > self.high:
+            self.high, self.high_ts = trade_id, ts_event
+            return Verdict.NEW, None
+        return Verdict.FILL, None

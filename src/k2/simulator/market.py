@@ -1,0 +1,140 @@
+"""A deterministic market per (venue, symbol): the sequence of trades depends only on the seed.
+
+Prices and amounts are integers of ticks, formatted to text by the venue modules, so no float
+ever touches a value and generation stays cheap enough for a firehose.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Callable
+
+import msgspec
+
+# Start prices (in quote units) and price decimals by base asset; others start at 100.00.
+_START = {
+    "BTC": ("60000", 2), "ETH": ("3000", 2), "BNB": ("600", 2), "SOL": ("150", 2),
+    "XRP": ("0.5", 4), "ADA": ("0.4", 4), "DOT": ("7", 3), "LINK": ("15", 3), "DOGE": ("0.15", 5),
+    "LTC": ("80", 2), "AVAX": ("35", 2), "ATOM": ("9", 3), "MATIC": ("0.5", 4),
+}  # fmt: skip
+AMOUNT_DECIMALS = 8
+
+# Price moves in ticks per trade, roughly normal; sizes exponential with this mean.
+_MOVES = (-3, -2, -2, -1, -1, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3)
+_MEAN_AMOUNT = 0.05 * 10**AMOUNT_DECIMALS
+
+# A trade's fate on the live stream (REST always has every trade).
+SENT, DROPPED, DUPLICATED, DELAYED = 0, 1, 2, 3
+
+
+class SimTrade(msgspec.Struct, frozen=True, gc=False):
+    trade_id: int
+    price: int  # in units of 10**-price_decimals
+    amount: int  # in units of 10**-AMOUNT_DECIMALS
+    taker_buy: bool
+    ts_ns: int  # µs precision
+    price_text: str  # as this venue prints it
+    amount_text: str
+    fate: int = SENT
+    garbage_after: bool = False  # inject a malformed frame after this trade's message
+
+
+def fmt_fixed(units: int, decimals: int) -> str:
+    """Format integer `units` of 10**-decimals as fixed-point text with all decimals."""
+    whole, frac = divmod(units, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d}" if decimals else str(whole)
+
+
+def fmt_min(units: int, decimals: int) -> str:
+    """Format like fmt_fixed but without trailing zeros (and no bare trailing point)."""
+    text = fmt_fixed(units, decimals)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+class SymbolMarket:
+    """Trades of one symbol on one venue, with the history REST serves."""
+
+    def __init__(
+        self,
+        venue: str,
+        symbol: str,
+        base: str,
+        seed: int,
+        first_id: int,
+        id_step_max: int = 1,
+        history: int = 50_000,
+        text: Callable[[int, int], str] | None = None,
+        drop_p: float = 0.0,
+        duplicate_p: float = 0.0,
+        delay_p: float = 0.0,
+        garbage_p: float = 0.0,
+    ) -> None:
+        self.venue, self.symbol = venue, symbol
+        self._text = text or fmt_min  # how this venue prints (units, decimals) as text
+        start, self.price_decimals = _START.get(base.upper(), ("100", 2))
+        whole, _, frac = start.partition(".")
+        self._price = int(whole) * 10**self.price_decimals + int((frac or "0").ljust(self.price_decimals, "0"))
+        self._rng = random.Random(f"{seed}:{venue}:{symbol}")
+        self._fate_rng = random.Random(f"{seed}:{venue}:{symbol}:faults")
+        self._next_id = self._first_id = first_id
+        self._id_step_max = id_step_max
+        self._cap = history
+        self.p = (drop_p, duplicate_p, delay_p, garbage_p)
+        self.trades: list[SimTrade] = []
+        self._ids: list[int] = []
+        self._ts: list[int] = []
+        self._last_ts = 0
+        self.generated = 0
+
+    def generate(self, n: int, start_ns: int, end_ns: int, faults_on: bool) -> list[SimTrade]:
+        """Create the next `n` trades, timed evenly in (start_ns, end_ns] at µs precision."""
+        rnd, fate_rnd, text, pd = self._rng.random, self._fate_rng.random, self._text, self.price_decimals
+        out = []
+        step = (end_ns - start_ns) / n if n else 0
+        drop_p, dup_p, delay_p, garbage_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0)
+        dup_at, delay_at = drop_p + dup_p, drop_p + dup_p + delay_p
+        price, last_ts, next_id = self._price, self._last_ts, self._next_id
+        for i in range(n):
+            price = max(1, price + _MOVES[int(rnd() * len(_MOVES))])
+            amount = int(-math.log(1.0 - rnd()) * _MEAN_AMOUNT) + 1  # exponential sizes
+            taker_buy = rnd() < 0.5
+            # Strictly increasing µs times: venues that page by time (Kraken `since`) need them.
+            ts = max(int(start_ns + step * (i + 1)) // 1000 * 1000, last_ts + 1000)
+            last_ts = ts
+            # The same draws per trade whatever is enabled: fates are deterministic for a seed.
+            u, g = fate_rnd(), fate_rnd()
+            fate = DROPPED if u < drop_p else DUPLICATED if u < dup_at else DELAYED if u < delay_at else SENT
+            if next_id == self._first_id:
+                # A symbol's very first trade always goes out: no client could tell a lost first
+                # trade from no trade at all, and every scripted fault must be recoverable.
+                fate = SENT
+            out.append(SimTrade(next_id, price, amount, taker_buy, ts, text(price, pd),
+                                text(amount, AMOUNT_DECIMALS), fate, g < garbage_p))  # fmt: skip
+            next_id += 1 if self._id_step_max == 1 else 1 + int(rnd() * self._id_step_max)
+        self._price, self._last_ts, self._next_id = price, last_ts, next_id
+        self.trades.extend(out)
+        self._ids.extend(t.trade_id for t in out)
+        self._ts.extend(t.ts_ns for t in out)
+        self.generated += n
+        if len(self.trades) > 2 * self._cap:
+            cut = len(self.trades) - self._cap
+            del self.trades[:cut], self._ids[:cut], self._ts[:cut]
+        return out
+
+    def from_id(self, first_id: int, limit: int) -> list[SimTrade]:
+        i = bisect.bisect_left(self._ids, first_id)
+        return self.trades[i : i + limit]
+
+    def after_time(self, since_ns: int, limit: int) -> list[SimTrade]:
+        """Trades strictly after `since_ns`, oldest first."""
+        i = bisect.bisect_right(self._ts, since_ns)
+        return self.trades[i : i + limit]
+
+    def between(self, start_ns: int, end_ns: int) -> list[SimTrade]:
+        """Trades with start_ns <= ts <= end_ns, oldest first."""
+        return self.trades[bisect.bisect_left(self._ts, start_ns) : bisect.bisect_right(self._ts, end_ns)]
+
+    def recent(self, n: int) -> list[SimTrade]:
+        return self.trades[-n:] if n else []

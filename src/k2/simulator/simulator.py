@@ -1,0 +1,212 @@
+"""The simulator: three venues on loopback, one market clock, optional ground-truth record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from k2.instruments import Instruments
+from k2.settings import SimulatorSettings
+from k2.simulator import binance, coinbase, kraken
+from k2.simulator.faults import Faults, parse_faults
+from k2.simulator.market import SimTrade, SymbolMarket
+from k2.simulator.server import VenueServer
+from k2.timeutil import ns_to_rfc3339
+
+log = logging.getLogger(__name__)
+
+_SERVERS: dict[str, type[VenueServer]] = {
+    "binance": binance.BinanceSim,
+    "kraken": kraken.KrakenSim,
+    "coinbase": coinbase.CoinbaseSim,
+}
+_TEXT = {"binance": binance.text, "kraken": kraken.text, "coinbase": coinbase.text}  # number formats
+_FIRST_ID = {"binance": 5_000_000_000, "kraken": 80_000_000, "coinbase": 700_000_000}
+_ID_STEP = {"coinbase": 3}  # Coinbase ids are not promised contiguous: let them skip
+_WS_PATH = {"binance": "", "kraken": "/v2", "coinbase": ""}
+
+
+def base_quote(venue: str, symbol: str) -> tuple[str, str]:
+    if venue == "binance":
+        return binance.split(symbol)
+    base, _, quote = symbol.replace("-", "/").partition("/")
+    return base, quote
+
+
+class Simulator:
+    """Serves every venue in `instruments` on loopback until stopped."""
+
+    def __init__(
+        self,
+        instruments: Instruments,
+        *,
+        seed: int = 1,
+        trades_per_second: float = 5.0,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        ports: dict[str, int] | None = None,
+        record: Path | None = None,
+        tick_s: float = 0.02,
+        history: int = 50_000,
+    ) -> None:
+        self.seed, self.rate, self.host, self.tick_s = seed, trades_per_second, host, tick_s
+        self.faults = faults or Faults(seed=seed)
+        f = self.faults
+        self.servers: dict[str, VenueServer] = {}
+        for venue, symbols in instruments.items():
+            if venue not in _SERVERS or not symbols:
+                continue
+            markets = {
+                s: SymbolMarket(
+                    venue, s, base_quote(venue, s)[0], seed, _FIRST_ID[venue], _ID_STEP.get(venue, 1), history,
+                    text=_TEXT[venue],
+                    drop_p=f.drop_p if f.on("gaps") else 0.0,
+                    duplicate_p=f.duplicate_p if f.on("duplicates") else 0.0,
+                    delay_p=f.delay_p if f.on("reorder") else 0.0,
+                    garbage_p=f.garbage_p if f.on("malformed") else 0.0,
+                )
+                for s in symbols
+            }  # fmt: skip
+            self.servers[venue] = _SERVERS[venue](markets, f, host, (ports or {}).get(venue, 0))
+        self._record_path = record
+        self._record: IO[bytes] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._owed: dict[tuple[str, str], float] = {}
+        self.paused = False
+        self.fault_seconds: float | None = None
+
+    def open_market(self) -> None:
+        """Start trading (after starting paused); faults run for `fault_seconds` from now, if set."""
+        if self.fault_seconds is not None:
+            self.faults.active_until = time.monotonic() + self.fault_seconds
+        self.paused = False
+
+    def close_market(self) -> None:
+        """Stop trading for good; WebSocket heartbeats and REST keep serving."""
+        log.info("market closed: no new trades")
+        self.paused = True
+
+    # -- addresses ---------------------------------------------------------------------------------
+    def ws_url(self, venue: str) -> str:
+        return f"ws://{self.host}:{self.servers[venue].port}{_WS_PATH[venue]}"
+
+    def rest_url(self, venue: str) -> str:
+        return f"http://{self.host}:{self.servers[venue].port}"
+
+    def venue_settings(self) -> dict[str, dict[str, object]]:
+        """Per-venue settings that point K2 at this simulator."""
+        out: dict[str, dict[str, object]] = {}
+        for venue in self.servers:
+            out[venue] = {"ws_url": self.ws_url(venue), "rest_url": self.rest_url(venue)}
+        if "binance" in out and self.faults.on("rotation"):
+            age = self.faults.connection_max_age_s
+            out["binance"] |= {"max_connection_age_s": age, "rotate_margin_s": min(5.0, age / 3)}
+        return out
+
+    def env(self) -> dict[str, str]:
+        """The same settings as `K2_` environment variables."""
+        return {f"K2_VENUES__{venue.upper()}__{key.upper()}": str(value)
+                for venue, values in self.venue_settings().items() for key, value in values.items()}  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._record_path is not None:
+            self._record_path.parent.mkdir(parents=True, exist_ok=True)
+            self._record = self._record_path.open("wb")
+        for server in self.servers.values():
+            await server.start()
+        self.faults.started = time.monotonic()
+        self._clock_task = asyncio.create_task(self._clock())
+
+    async def stop(self) -> None:
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_task
+        for server in self.servers.values():
+            await server.stop()
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the market clock --------------------------------------------------------------------------
+    async def _clock(self) -> None:
+        last = time.time_ns()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.time_ns()
+            if self.paused:
+                last = now
+                continue
+            faults_on = self.faults.active()
+            elapsed = (now - last) / 1e9
+            for venue, server in self.servers.items():
+                for market in server.markets.values():
+                    key = (venue, market.symbol)
+                    owed = self._owed.get(key, 0.0) + self.rate * elapsed
+                    n = int(owed)
+                    self._owed[key] = owed - n
+                    if n:
+                        trades = market.generate(n, last, now, faults_on)
+                        if self._record is not None:
+                            self._write_truth(venue, market, trades)
+                        await server.publish(market, trades)
+            last = now
+
+    def _write_truth(self, venue: str, market: SymbolMarket, trades: list[SimTrade]) -> None:
+        assert self._record is not None
+        base, quote = base_quote(venue, market.symbol)
+        canonical = f"{base}/{quote}"
+        self._record.write(b"".join(orjson.dumps({
+            "exchange": venue, "symbol": market.symbol, "canonical_symbol": canonical,
+            "trade_id": t.trade_id, "price": t.price_text, "amount": t.amount_text,
+            "taker_side": "buy" if t.taker_buy else "sell", "ts_event": ns_to_rfc3339(t.ts_ns),
+        }) + b"\n" for t in trades))  # fmt: skip
+
+    def truth(self) -> Iterator[tuple[str, SymbolMarket, SimTrade]]:
+        """Every trade generated (within each market's history), venue by venue."""
+        for venue, server in self.servers.items():
+            for market in server.markets.values():
+                for t in market.trades:
+                    yield venue, market, t
+
+
+def from_settings(
+    settings: SimulatorSettings,
+    instruments: Instruments,
+    *,
+    faults: str | None = None,
+    seed: int | None = None,
+    record: Path | None = None,
+    base_port: int = 0,
+    tick_s: float = 0.02,
+) -> Simulator:
+    """Build a simulator from the `[simulator]` settings (explicit arguments win)."""
+    seed = settings.seed if seed is None else seed
+    spec = Faults(
+        seed=seed,
+        enabled=parse_faults(settings.faults if faults is None else faults),
+        disconnect_every_s=settings.disconnect_every_s,
+        connection_max_age_s=settings.connection_max_age_s,
+        ping_interval_s=settings.ping_interval_s,
+    )
+    ports = {v: base_port + i for i, v in enumerate(_SERVERS)} if base_port else None
+    sim = Simulator(instruments, seed=seed, trades_per_second=settings.trades_per_second, faults=spec,
+                    host=settings.host, ports=ports, record=record or settings.record_file,
+                    history=settings.history_per_symbol, tick_s=tick_s)  # fmt: skip
+    sim.fault_seconds = settings.fault_seconds
+    return sim
