@@ -1,0 +1,225 @@
+"""Simulator firehose -> the `k2 up` pipeline -> committed in silver and the six candle tables.
+
+The simulator runs as its own process; the k2 up pipeline (feeds, writer, chDB, API) runs in a
+fresh process per phase, so each phase's peak RSS is its own:
+
+1. throughput: the simulator offers far more than k2 can take; rows committed to silver per
+   second (every batch also updates all six candle tables inside the same insert).
+2. latency at 5,000 trades/s: from the simulator stamping a trade (1 ms clock) to the batch holding
+   it being committed, i.e. visible in silver; p50/p99.
+3. query: "last 100 1m candles of one symbol" with 10 million trades stored; p50/p99.
+
+With `--metrics both`, phases 1 and 2 run with metrics on (histograms observed, /metrics scraped
+every 5 s) and off, in the same run: the overhead of metrics on the ingest path.
+
+Usage: python bench/ingest.py [--seconds S] [--metrics on|off|both] [--rounds N]
+Last line: `ingest_throughput: <trades/s> trades/s`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+
+
+def rss_peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6 if ordered else float("nan")
+
+
+def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k2", "simulate", "--port", "0", "--faults", "none", "--rate", str(rate),
+         "--tick-ms", str(tick_ms)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    env = {}
+    for _ in range(6):
+        key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
+        env[key] = value
+    return proc, env
+
+
+def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, metrics: bool) -> dict[str, object]:
+    """Run the k2 up pipeline in this process against a simulator process; measure silver commits."""
+    from k2.embedded import Embedded
+    from k2.ingest.stats import LIVE
+    from k2.instruments import load_instruments
+    from k2.settings import load_settings
+
+    sim, env = start_simulator(rate, tick_ms)
+    venues: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        _, venue, field = key.lower().split("__")
+        venues.setdefault(venue, {})[field] = value
+    data = Path(tempfile.mkdtemp(prefix="k2-bench-"))
+    settings = load_settings(data_dir=data, venues=venues, api={"port": 0}, metrics={"enabled": metrics},
+                             )  # fmt: skip
+    platform = Embedded(settings, load_instruments())
+    latencies: list[int] = []
+    result: dict[str, object] = {}
+
+    def on_commit(batches: list, committed: int) -> None:  # type: ignore[type-arg]
+        if measuring:
+            latencies.extend(committed - t.ts_event for trades in batches for t in trades)
+
+    measuring = False
+    scrapes = 0
+
+    async def scrape(url: str) -> None:
+        """Scrape /metrics every 5 s, as Prometheus would (its default is every 15 s)."""
+        nonlocal scrapes
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            while True:
+                resp = await client.get(f"{url}/metrics")
+                assert resp.status_code == 200 and b"k2_writer_ingest_latency_seconds_bucket" in resp.content
+                scrapes += 1
+                await asyncio.sleep(5)
+
+    async def main() -> None:
+        nonlocal measuring
+        stop = asyncio.Event()
+        task = asyncio.create_task(platform.run(stop))
+        while platform.writer is None or not platform.feeds or not all(f.stats.state == LIVE for f in platform.feeds):
+            await asyncio.sleep(0.1)
+        platform.writer.listeners.append(on_commit)
+        scraper = asyncio.create_task(scrape(platform.api_url)) if metrics else None
+        await asyncio.sleep(warmup)
+        before = platform.writer.stats.rows.get("silver_trades", 0)
+        measuring, start = True, time.monotonic()
+        await asyncio.sleep(seconds)
+        measuring = False
+        elapsed = time.monotonic() - start
+        result["silver_rows_per_s"] = (platform.writer.stats.rows.get("silver_trades", 0) - before) / elapsed
+        result["backpressure_s"] = platform.writer.stats.backpressure_s
+        if scraper is not None:
+            scraper.cancel()
+            result["scrapes"] = scrapes
+        stop.set()
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
+    result["rss_peak_mb"] = rss_peak_mb()
+    return result
+
+
+def query_phase(trades: int, runs: int) -> dict[str, object]:
+    """Store `trades` synthetic trades over the last 6 days, then time the candle query."""
+    from k2.hotstore import migrate, queries
+    from k2.hotstore.chdb_store import ChdbStore
+    from k2.instruments import load_instruments
+    from k2.settings import HotStoreSettings
+
+    data = Path(tempfile.mkdtemp(prefix="k2-bench-q-"))
+    store = ChdbStore(data / "hot")
+    migrate.apply(store, HotStoreSettings())
+    symbols = load_instruments()["binance"]
+    span_ns = 6 * 86400 * 10**9
+    start_ns = time.time_ns() - span_ns
+    names = "[" + ",".join(f"'{s}'" for s in symbols) + "]"
+    canon = "[" + ",".join(f"'{s[:-4]}/USDT'" for s in symbols) + "]"
+    n = len(symbols)
+    began = time.monotonic()
+    store.execute(f"""
+        INSERT INTO k2.ingest_trades
+        SELECT 'binance', {names}[number % {n} + 1], {canon}[number % {n} + 1], intDiv(number, {n}),
+               toDecimal128(60000 + (number % 1000) / 100, 18), toDecimal128('0.01', 18), 'true', number % 2 = 0,
+               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
+               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
+               'bench', false, '', number + 1
+        FROM numbers({trades})""")
+    load_s = time.monotonic() - began
+    # A store that has run for days has merged its parts: let the background merges finish.
+    while store.rows("SELECT count() FROM system.merges")[0][0]:
+        time.sleep(0.5)
+    stored = store.rows("SELECT count() FROM k2.silver_trades")[0][0]
+    timings = []
+    for i in range(runs):
+        symbol = f"{symbols[i % n][:-4]}/USDT"
+        t0 = time.perf_counter_ns()
+        rows = queries.candles(store, "1m", "binance", symbol, limit=100)
+        timings.append(time.perf_counter_ns() - t0)
+        assert len(rows) == 100, len(rows)
+    store.close()
+    return {"stored": stored, "load_s": load_s, "p50_ms": pct(timings, 0.5), "p99_ms": pct(timings, 0.99),
+            "rss_peak_mb": rss_peak_mb()}  # fmt: skip
+
+
+def run_phase(args: list[str]) -> dict[str, object]:
+    out = subprocess.run([sys.executable, str(HERE), "--phase", *args], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"phase {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0, help="measurement window per pipeline phase")
+    parser.add_argument("--metrics", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--rounds", type=int, default=1, help="throughput runs per metrics mode (median reported)")
+    parser.add_argument("--trades", type=int, default=10_000_000, help="trades stored for the query phase")
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        kind, *rest = args.phase
+        if kind == "query":
+            result = query_phase(int(rest[0]), 300)
+        else:
+            rate, tick, metrics = float(rest[0]), float(rest[1]), rest[2] == "on"
+            result = pipeline_phase(rate, tick, warmup=5, seconds=float(rest[3]), metrics=metrics)
+        print(json.dumps(result))
+        return
+    from k2.instruments import load_instruments
+
+    symbols = sum(len(v) for v in load_instruments().values())
+    modes = ["on", "off"] if args.metrics == "both" else [args.metrics]
+    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process")
+    fires: dict[str, list[dict[str, object]]] = {m: [] for m in modes}
+    for i in range(args.rounds):  # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
+        for mode in modes if i % 2 == 0 else modes[::-1]:
+            fire = run_phase(["pipeline", "4000", "20", mode, str(args.seconds)])
+            fires[mode].append(fire)
+            print(f"[metrics {mode}] round {i + 1}: {fire['silver_rows_per_s']:,.0f} trades/s committed "
+                  f"(backpressure {fire['backpressure_s']:.1f} s, peak RSS {fire['rss_peak_mb']:.0f} MB)")  # fmt: skip
+    throughput = {m: statistics.median(float(f["silver_rows_per_s"]) for f in fires[m]) for m in modes}  # type: ignore[arg-type]
+    for mode in modes:
+        print(f"[metrics {mode}] throughput: {throughput[mode]:,.0f} trades/s committed (median of {args.rounds})")
+        steady = run_phase(["pipeline", str(5000 / symbols), "1", mode, str(args.seconds)])
+        print(f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: p50 {steady['p50_ms']:.1f} ms, "
+              f"p99 {steady['p99_ms']:.1f} ms (peak RSS {steady['rss_peak_mb']:.0f} MB)")  # fmt: skip
+    if len(modes) == 2:
+        loss = 1 - throughput["on"] / throughput["off"]
+        print(f"metrics overhead: {loss * 100:.1f} % throughput ({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)")
+    q = run_phase(["query", str(args.trades)])
+    print(f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: p50 {q['p50_ms']:.1f} ms, "
+          f"p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)")  # fmt: skip
+    print(f"ingest_throughput: {throughput[modes[0]]:.0f} trades/s")
+
+
+if __name__ == "__main__":
+    main()

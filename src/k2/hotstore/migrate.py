@@ -1,0 +1,89 @@
+"""Apply the DDL in `ddl/` to a hot store: versioned, idempotent, TTLs synced from settings."""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+from string import Template
+
+from k2.exchanges import VENUE_NAMES
+from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table
+from k2.hotstore.store import HotStore
+from k2.settings import HotStoreSettings
+
+log = logging.getLogger(__name__)
+_PER_VENUE = {"002_bronze.sql", "003_bronze_views.sql"}
+_PER_TIMEFRAME = {"006_ohlcv.sql"}
+_PER_ROLLUP = {"008_ohlcv_rollups.sql"}  # every timeframe but 1m, rolled up from 1m
+_TEMPLATED = _PER_VENUE | _PER_TIMEFRAME | _PER_ROLLUP
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Return (version, name, text) for every DDL file, in order."""
+    out = []
+    for entry in sorted(resources.files("k2.hotstore").joinpath("ddl").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
+    return out
+
+
+def statements(text: str) -> list[str]:
+    """Split a DDL file into statements (`;` at the end of a line), dropping comment lines."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
+
+
+def render(name: str, text: str, settings: HotStoreSettings) -> list[str]:
+    """Return the statements of one DDL file, expanded per venue or timeframe where it applies."""
+    values = {"bronze_ttl_days": settings.bronze_ttl_days, "silver_ttl_days": settings.silver_ttl_days}
+    if name in _PER_VENUE:
+        variants = [values | {"venue": v} for v in VENUE_NAMES]
+    elif name in _PER_TIMEFRAME:
+        variants = [values | {"tf": tf.name, "interval": tf.interval} for tf in TIMEFRAMES]
+    elif name in _PER_ROLLUP:
+        variants = [values | {"tf": tf.name, "interval": tf.interval} for tf in TIMEFRAMES[1:]]
+    else:
+        variants = [values]
+    return [Template(s).substitute(v) for v in variants for s in statements(text)]
+
+
+def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
+    """Bring the store's schema up to date; return the names of migrations applied now."""
+    store.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    store.execute(
+        f"CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    done = {row[0] for row in store.rows(f"SELECT version FROM {DATABASE}.schema_migrations")}
+    applied = []
+    for version, name, text in migrations():
+        # Venue and timeframe templates are re-applied every start (all IF NOT EXISTS), so a newly
+        # registered venue gets its tables; anything else runs once per data directory.
+        if version in done and name not in _TEMPLATED:
+            continue
+        for statement in render(name, text, settings):
+            store.execute(statement)
+        if version not in done:
+            store.execute(f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')")
+            applied.append(name)
+            log.info("hot store: applied %s", name)
+    sync_ttls(store, settings)
+    return applied
+
+
+def _ttl_tables(settings: HotStoreSettings) -> dict[str, tuple[str, int]]:
+    tables = {bronze_table(v): ("ts_event", settings.bronze_ttl_days) for v in VENUE_NAMES}
+    tables["silver_trades"] = ("ts_event", settings.silver_ttl_days)
+    tables["rejects"] = ("ts_recv", settings.silver_ttl_days)
+    return tables
+
+
+def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
+    """Make every table's TTL match the settings (only tables whose TTL differs are altered)."""
+    current = dict(store.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{DATABASE}'"))
+    for table, (column, days) in _ttl_tables(settings).items():
+        if f"toIntervalDay({days})" not in current.get(table, ""):
+            store.execute(f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY")
+            log.info("hot store: %s TTL set to %d days", table, days)

@@ -1,0 +1,157 @@
+"""The read side of the hot store: trades and finished candles, for the CLI and the API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from k2.errors import ConfigError
+from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
+from k2.hotstore.store import HotStore
+from k2.records import TRADE_KEYS
+from k2.timeutil import ns_to_rfc3339
+
+CANDLE_KEYS = ("exchange", "canonical_symbol", "timeframe", "window_start", "open", "high", "low", "close",
+               "volume", "quote_volume", "trade_count", "taker_buy_volume", "vwap")  # fmt: skip
+MAX_LIMIT = 1_000_000
+
+
+def _filters(venue: str | None, symbol: str | None, column: str, start_ns: int | None,
+             end_ns: int | None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    where, params = [], {}
+    if venue:
+        where.append("exchange = {venue:String}")
+        params["venue"] = venue
+    if symbol:
+        where.append("canonical_symbol = {symbol:String}")
+        params["symbol"] = symbol.upper()
+    if start_ns is not None:
+        where.append(f"{column} >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')")
+        params["start"] = start_ns
+    if end_ns is not None:
+        where.append(f"{column} < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')")
+        params["end"] = end_ns
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def trades(store: HotStore, venue: str | None = None, symbol: str | None = None, start_ns: int | None = None,
+           end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    """Return the latest `limit` trades matching the filters, oldest first, as `k2 normalize` rows."""
+    where, params = _filters(venue, symbol, "ts_event", start_ns, end_ns)
+    rows = store.rows(
+        "SELECT exchange, symbol, canonical_symbol, trade_id, toString(price), toString(amount), "
+        "toString(taker_side), toUnixTimestamp64Nano(ts_event), toUnixTimestamp64Nano(ts_recv) "
+        f"FROM {DATABASE}.silver_trades{where} ORDER BY ts_event DESC, trade_id DESC LIMIT {_limit(limit)}",
+        params,
+    )
+    return _records(rows, TRADE_KEYS, ("ts_event", "ts_recv"))
+
+
+def _records(rows: list[tuple[Any, ...]], keys: tuple[str, ...], times: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows fetched newest first, returned oldest first as dicts; `times` (ns) as RFC 3339 ("" for 0)."""
+    out = []
+    for row in reversed(rows):
+        item = dict(zip(keys, row, strict=True))
+        for key in times:
+            item[key] = ns_to_rfc3339(item[key]) if item[key] else ""
+        out.append(item)
+    return out
+
+
+def timeframe(name: str) -> str:
+    if name not in TIMEFRAME_BY_NAME:
+        raise ConfigError(f"unknown timeframe {name!r}; choose from {', '.join(TIMEFRAME_BY_NAME)}")
+    return name
+
+
+# The same merge as the candles_<tf> views in ddl/006_ohlcv.sql, run on the table itself: the
+# view costs ~5 ms of analysis per query. tests/integration/test_hotstore.py keeps the two equal.
+CANDLE_MERGE = (
+    ("open", "argMinMerge(open)"), ("high", "max(high)"), ("low", "min(low)"), ("close", "argMaxMerge(close)"),
+    ("volume", "sum(volume)"), ("quote_volume", "sum(quote_volume)"), ("trade_count", "sum(trade_count)"),
+    ("taker_buy_volume", "sum(taker_buy_volume)"),
+    ("vwap", "toDecimal128(divideDecimal(sum(quote_volume), sum(volume), 18), 18)"),
+)  # fmt: skip
+
+
+def merged_candles_sql(tf: str, where: str, order: str, limit: str = "", text: bool = False) -> str:
+    """SELECT finished candles of one timeframe from its table (values as text if `text`)."""
+    values = ", ".join(
+        f"{expr}" if name == "trade_count" or not text else f"toString({expr})" for name, expr in CANDLE_MERGE)
+    return (f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), {values} "
+            f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
+            f"ORDER BY {order}{limit}")  # fmt: skip
+
+
+def candles(store: HotStore, tf: str = "1m", venue: str | None = None, symbol: str | None = None,
+            start_ns: int | None = None, end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    """Return the latest `limit` candles (merged, with VWAP; the current window as it stands), oldest first."""
+    seconds = TIMEFRAME_BY_NAME[timeframe(tf)].seconds
+    if start_ns is None and venue and symbol:
+        # "The last N candles of one market": merge N windows' states, not the market's whole
+        # history. On a live store the last N windows before now hold them; otherwise bound by
+        # the market's own latest window (a primary-key read); if trading was sparse, go wide.
+        span = (limit - 1) * seconds * 1_000_000_000
+        until = end_ns if end_ns is not None else time.time_ns()
+        # Twice the span: a market that paused for a few windows still fills the page in one query.
+        recent = _candles(store, tf, venue, symbol, until - 2 * span, end_ns, limit)
+        if len(recent) == limit:
+            return recent
+        where, params = _filters(venue, symbol, "window_start", None, end_ns)
+        latest = store.rows(f"SELECT toUnixTimestamp(max(window_start)) FROM {DATABASE}.ohlcv_{tf}{where}", params)
+        if latest and latest[0][0]:
+            bounded = _candles(store, tf, venue, symbol, latest[0][0] * 1_000_000_000 - span, end_ns, limit)
+            if len(bounded) == limit:
+                return bounded
+    return _candles(store, tf, venue, symbol, start_ns, end_ns, limit)
+
+
+def _candles(store: HotStore, tf: str, venue: str | None, symbol: str | None, start_ns: int | None,
+             end_ns: int | None, limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    where, params = _filters(venue, symbol, "window_start", start_ns, end_ns)
+    # Small reads: SETTINGS max_threads = 1 avoids fanning a tiny query out over threads.
+    sql = merged_candles_sql(tf, where, "window_start DESC",
+                             f" LIMIT {_limit(limit)} SETTINGS max_threads = 1", text=True)  # fmt: skip
+    out = []
+    for row in reversed(store.rows(sql, params)):
+        item = dict(zip(CANDLE_KEYS, row, strict=True))
+        item["window_start"] = ns_to_rfc3339(item["window_start"] * 1_000_000_000)
+        out.append(item)
+    return out
+
+
+GAP_KEYS = ("exchange", "symbol", "kind", "first_id", "last_id", "missing", "recovered", "outcome", "detected_at",
+            "resolved_at", "gap_id")  # fmt: skip
+GAP_OUTCOMES = ("pending", "repaired", "partial", "unrecoverable")
+REJECT_KEYS = ("exchange", "ts_recv", "reason", "conn_id", "raw")
+
+
+def gaps(store: HotStore, venue: str | None = None, outcome: str | None = None, start_ns: int | None = None,
+         end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    """The latest gaps detected (each in its latest state), oldest first."""
+    where, params = _filters(venue, None, "detected_at", start_ns, end_ns)
+    if outcome is not None:
+        if outcome not in GAP_OUTCOMES:
+            raise ConfigError(f"unknown gap outcome {outcome!r}; choose from {', '.join(GAP_OUTCOMES)}")
+        where = (where + " AND" if where else " WHERE") + f" outcome = '{outcome}'"
+    rows = store.rows(
+        "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, toString(outcome), "
+        "toUnixTimestamp64Nano(detected_at), toUnixTimestamp64Nano(resolved_at), gap_id "
+        f"FROM {DATABASE}.feed_gaps FINAL{where} ORDER BY detected_at DESC LIMIT {_limit(limit)}", params)  # fmt: skip
+    return _records(rows, GAP_KEYS, ("detected_at", "resolved_at"))
+
+
+def rejects(store: HotStore, venue: str | None = None, start_ns: int | None = None, end_ns: int | None = None,
+            limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+    """The latest quarantined messages with why they were rejected (raw text cut to 500 bytes), oldest first."""
+    where, params = _filters(venue, None, "ts_recv", start_ns, end_ns)
+    rows = store.rows(
+        "SELECT exchange, toUnixTimestamp64Nano(ts_recv), reason, conn_id, toValidUTF8(substring(raw, 1, 500)) "
+        f"FROM {DATABASE}.rejects{where} ORDER BY ts_recv DESC LIMIT {_limit(limit)}", params)  # fmt: skip
+    return _records(rows, REJECT_KEYS, ("ts_recv",))

@@ -1,0 +1,99 @@
+"""The hot store seam: one small interface (chDB now, ClickHouse server in the cluster shape),
+and the data-directory lock that makes one process its owner."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import pyarrow as pa
+
+from k2.errors import StoreLocked
+
+T = TypeVar("T")
+
+
+class HotStore(Protocol):
+    """Execute SQL; read results as Arrow; insert Arrow tables. Implementations are thread-safe."""
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
+
+    def query_bytes(self, sql: str, fmt: str) -> bytes:
+        """Run `sql` and return its result encoded in ClickHouse format `fmt` (e.g. Parquet)."""
+        ...
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Run `fn(*args)` in the background (with store access); return its future."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory, naming its holder for anyone who finds it taken."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "k2.lock"
+        self._fd: int | None = None
+
+    def acquire(self, role: str, api_url: str | None = None) -> None:
+        """Take the lock or raise StoreLocked saying who holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.holder() or {}
+            who = f"{holder.get('role', 'another k2 process')} (pid {holder.get('pid', '?')})"
+            raise StoreLocked(f"data directory {self.path.parent} is in use by {who}; "
+                              "stop it first, or use another --data-dir") from None  # fmt: skip
+        self._fd = fd
+        self.update(role=role, api_url=api_url)
+
+    def update(self, **info: Any) -> None:
+        assert self._fd is not None
+        current = {"pid": os.getpid()} | (self.holder() or {}) | {k: v for k, v in info.items() if v is not None}
+        current["pid"] = os.getpid()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(current).encode(), 0)
+
+    def holder(self) -> dict[str, Any] | None:
+        """Return what the holder wrote about itself (pid, role, api_url), if anything."""
+        try:
+            return json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
+            return None
+
+    def is_held(self) -> bool:
+        """Return True if another process holds the lock right now."""
+        if self._fd is not None:
+            return False
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

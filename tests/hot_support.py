@@ -1,0 +1,103 @@
+"""Ground truth vs the hot store: silver rows and candles computed independently in Python."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from decimal import ROUND_DOWN, Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+from k2.hotstore.schema import TIMEFRAMES
+from k2.hotstore.store import HotStore
+from k2.timeutil import rfc3339_to_ns
+
+Key = tuple[str, str, int]  # exchange, venue symbol, trade id
+Row = tuple[str, Decimal, Decimal, str, int]  # canonical, price, amount, taker side, ts_event ns
+_Q18 = Decimal("1e-18")
+
+
+def load_record(path: Path) -> dict[Key, Row]:
+    out: dict[Key, Row] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        out[(r["exchange"], r["symbol"], r["trade_id"])] = (
+            r["canonical_symbol"], Decimal(r["price"]), Decimal(r["amount"]), r["taker_side"],
+            rfc3339_to_ns(r["ts_event"]),
+        )  # fmt: skip
+    return out
+
+
+def read_silver(store: HotStore) -> dict[Key, Row]:
+    rows = store.rows(
+        "SELECT exchange, symbol, trade_id, canonical_symbol, toString(price), toString(amount), "
+        "toString(taker_side), toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades")  # fmt: skip
+    out: dict[Key, Row] = {}
+    for exchange, symbol, trade_id, canonical, price, amount, side, ts in rows:
+        key = (exchange, symbol, trade_id)
+        assert key not in out, f"silver holds {key} twice"
+        out[key] = (canonical, Decimal(price), Decimal(amount), side, ts)
+    return out
+
+
+def assert_silver_equals(silver: dict[Key, Row], truth: dict[Key, Row], from_first_stored: bool = False) -> int:
+    """Assert silver equals the ground truth; optionally only from the first trade stored per symbol
+    (a client cannot know what traded before it first connected)."""
+    if from_first_stored:
+        first: dict[tuple[str, str], int] = {}
+        for exchange, symbol, trade_id in silver:
+            first[(exchange, symbol)] = min(first.get((exchange, symbol), trade_id), trade_id)
+        truth = {k: v for k, v in truth.items() if k[:2] in first and k[2] >= first[k[:2]]}
+    missing = sorted(set(truth) - set(silver))
+    extra = sorted(set(silver) - set(truth))
+    assert not missing, f"{len(missing)} trades missing from silver, e.g. {missing[:3]}"
+    assert not extra, f"{len(extra)} trades in silver the venue never made, e.g. {extra[:3]}"
+    wrong = [k for k in truth if silver[k] != truth[k]]
+    assert not wrong, f"{len(wrong)} silver rows differ, e.g. {[(k, silver[k], truth[k]) for k in wrong[:2]]}"
+    return len(truth)
+
+
+def expected_candles(trades: dict[Key, Row], seconds: int) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Candles from trades: open/close by (event time, trade id), VWAP truncated to 18 places."""
+    groups: dict[tuple[str, str, int], list[tuple[int, int, Decimal, Decimal, str]]] = defaultdict(list)
+    for (exchange, _symbol, trade_id), (canonical, price, amount, side, ts) in trades.items():
+        window = ts // 1_000_000_000 // seconds * seconds
+        groups[(exchange, canonical, window)].append((ts, trade_id, price, amount, side))
+    out = {}
+    with localcontext() as ctx:
+        ctx.prec = 100
+        for key, items in groups.items():
+            items.sort()
+            volume = sum((a for *_, a, _s in items), Decimal(0))
+            quote = sum((p * a for _t, _i, p, a, _s in items), Decimal(0))
+            out[key] = {
+                "open": items[0][2], "close": items[-1][2],
+                "high": max(i[2] for i in items), "low": min(i[2] for i in items),
+                "volume": volume, "quote_volume": quote, "trade_count": len(items),
+                "taker_buy_volume": sum((a for _t, _i, _p, a, s in items if s == "buy"), Decimal(0)),
+                "vwap": (quote / volume).quantize(_Q18, rounding=ROUND_DOWN),
+            }  # fmt: skip
+    return out
+
+
+def read_candles(store: HotStore, tf: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+    rows = store.rows(
+        "SELECT exchange, canonical_symbol, toUnixTimestamp(window_start), toString(open), toString(high), "
+        "toString(low), toString(close), toString(volume), toString(quote_volume), trade_count, "
+        f"toString(taker_buy_volume), toString(vwap) FROM k2.candles_{tf}")  # fmt: skip
+    names = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count", "taker_buy_volume", "vwap")
+    return {(r[0], r[1], r[2]): {n: (v if n == "trade_count" else Decimal(v)) for n, v in zip(names, r[3:], strict=True)}
+            for r in rows}  # fmt: skip
+
+
+def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
+    """Every candle of every timeframe equals the Python computation from silver's trades."""
+    checked = 0
+    for tf in TIMEFRAMES:
+        want, got = expected_candles(silver, tf.seconds), read_candles(store, tf.name)
+        assert set(got) == set(want), f"{tf.name}: windows differ: {sorted(set(got) ^ set(want))[:3]}"
+        for key, candle in want.items():
+            assert got[key] == candle, f"{tf.name} {key}: got {got[key]}, want {candle}"
+            assert candle["low"] <= candle["open"] <= candle["high"] and candle["low"] <= candle["close"] <= candle["high"]
+        checked += len(want)
+    return checked

@@ -1,0 +1,210 @@
+"""The hot store in process: DDL, TTLs, the writer, candles, resume state, the data-dir lock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from k2.errors import StoreLocked
+from k2.hotstore import migrate
+from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.resume import last_sequence, load_resume
+from k2.hotstore.store import DataDirLock
+from k2.hotstore.writer import StoreWriter
+from k2.ingest.repair import id_gap, window_gap
+from k2.records import REPAIRED, Reject, Trade
+from k2.settings import HotStoreSettings, WriterSettings
+from tests.hot_support import assert_candles_equal, read_candles, read_silver
+
+pytestmark = pytest.mark.integration
+# 00:10 UTC today: trades a minute apart stay within one 5m, 15m, 30m, 1h and 1d window whatever
+# the time of day the suite runs (an anchor "5 minutes ago" crossed window boundaries now and then).
+NOW = (time.time_ns() // 86_400_000_000_000 * 86_400 + 600) * 1_000_000_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChdbStore]:
+    s = ChdbStore(tmp_path / "hot")
+    migrate.apply(s, HotStoreSettings())
+    yield s
+    s.close()
+
+
+def trade(venue: str, tid: int, price: str, amount: str, ts: int, side: str = "buy", symbol: str = "BTC-USD") -> Trade:
+    return Trade(venue, symbol, symbol.replace("-", "/"), tid, Decimal(price), Decimal(amount), side, ts, ts + 5,
+                 "BUY", b'{"raw":true}')  # fmt: skip
+
+
+def write(store: ChdbStore, batches: list[tuple[list[Trade], list[Trade]]], **settings: int) -> StoreWriter:
+    async def run() -> StoreWriter:
+        writer = StoreWriter(store, WriterSettings(**settings), last_sequence(store))
+        for received, accepted in batches:
+            await writer.trades(received, accepted, "coinbase-1")
+            await writer.flush()
+        await writer.close()
+        return writer
+
+    return asyncio.run(run())
+
+
+def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
+    s = ChdbStore(tmp_path / "hot")
+    try:
+        first = migrate.apply(s, HotStoreSettings())
+        assert first == [f"{i:03d}_{n}.sql" for i, n in enumerate(["ingest", "bronze", "bronze_views", "silver", "silver_view", "ohlcv", "ohlcv_1m_mv", "ohlcv_rollups", "ops", "ops_archive"], 1)]
+        assert migrate.apply(s, HotStoreSettings()) == []
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 10
+        tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
+        expected = {"bronze_trades_binance", "bronze_trades_kraken", "bronze_trades_coinbase", "silver_trades",
+                    "feed_gaps", "rejects"} | {f"ohlcv_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")}  # fmt: skip
+        assert expected <= tables
+        assert {f"candles_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")} <= tables
+    finally:
+        s.close()
+
+
+def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
+    s = ChdbStore(tmp_path / "hot")
+    try:
+        migrate.apply(s, HotStoreSettings(bronze_ttl_days=3, silver_ttl_days=11))
+        engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
+        assert "toIntervalDay(3)" in engines["bronze_trades_kraken"]
+        assert "toIntervalDay(11)" in engines["silver_trades"]
+        migrate.apply(s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40))  # a later start changes them
+        engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
+        assert "toIntervalDay(5)" in engines["bronze_trades_binance"] and "toIntervalDay(40)" in engines["silver_trades"]
+    finally:
+        s.close()
+
+
+def test_bronze_keeps_everything_silver_only_new_trades(store: ChdbStore) -> None:
+    a, b, c = (trade("coinbase", i, "100.5", "2", NOW + i) for i in (1, 2, 3))
+    dup = trade("coinbase", 2, "100.5", "2", NOW + 2)
+    writer = write(store, [([a, b], [a, b]), ([dup, c], [c])])
+    assert store.rows("SELECT count(), countIf(duplicate) FROM k2.bronze_trades_coinbase")[0] == (4, 1)
+    silver = read_silver(store)
+    assert sorted(k[2] for k in silver) == [1, 2, 3]
+    assert store.rows("SELECT toString(quote_amount) FROM k2.silver_trades WHERE trade_id = 1")[0][0] == "201"
+    seqs = [r[0] for r in store.rows("SELECT ingest_seq FROM k2.bronze_trades_coinbase ORDER BY ingest_seq")]
+    assert len(set(seqs)) == 4 and seqs == sorted(seqs) and seqs[0] >= NOW // 1000  # hybrid clock
+    assert writer.stats.rows == {"bronze_trades_coinbase": 4, "silver_trades": 3}
+    (raw,) = store.rows("SELECT raw FROM k2.bronze_trades_coinbase LIMIT 1")[0]
+    assert raw in (b'{"raw":true}', '{"raw":true}')
+
+
+def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store: ChdbStore) -> None:
+    t0 = NOW
+    batches = [
+        [trade("coinbase", 10, "100000.12345678", "123.45678912", t0 + 5_000_000_000)],
+        # Same timestamp: the trade id decides open and close.
+        [trade("coinbase", 12, "99999", "1", t0 + 1_000_000_000, "sell"),
+         trade("coinbase", 11, "99998", "1", t0 + 1_000_000_000)],
+        # A late trade (backfilled) older than everything so far in the window: the new open.
+        [trade("coinbase", 9, "0.0000123456", "1000000.5", t0 + 100)],
+        # The next minute.
+        [trade("coinbase", 13, "3", "1", t0 + 61_000_000_000, "sell")],
+    ]  # fmt: skip
+    write(store, [(b, b) for b in batches])
+    store.execute("OPTIMIZE TABLE k2.ohlcv_1m FINAL")  # merging states must not change any candle
+    silver = read_silver(store)
+    assert assert_candles_equal(store, silver) == 2 + 5  # two 1m windows, one in each larger timeframe
+    c = read_candles(store, "1m")[("coinbase", "BTC/USD", t0 // 10**9)]
+    assert c["open"] == Decimal("0.0000123456") and c["close"] == Decimal("100000.12345678")
+    assert c["trade_count"] == 4 and c["taker_buy_volume"] == Decimal("1000124.95678912")
+    # divideDecimal: a plain Decimal128 division overflows here and returns garbage.
+    assert c["vwap"] == Decimal("12.544123481667751029") and c["low"] < c["vwap"] < c["high"]
+
+
+def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbStore) -> None:
+    binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in (100, 101, 103, 105)]
+    coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]
+    pending = id_gap("binance", "BTCUSDT", 102, 104, NOW + 101, NOW + 105)
+    repaired = id_gap("binance", "BTCUSDT", 50, 60, 0, 0)
+
+    async def run() -> int:
+        writer = StoreWriter(store, WriterSettings(), 0)
+        await writer.trades(binance, binance, "binance-1")  # a sink gets one venue per call
+        await writer.trades(coinbase, coinbase, "coinbase-1")
+        await writer.gap(pending)
+        await writer.gap(repaired)
+        import msgspec
+
+        await writer.gap(msgspec.structs.replace(repaired, outcome=REPAIRED, resolved_at=time.time_ns()))
+        await writer.gap(window_gap("coinbase", "BTC-USD", 12, NOW))
+        await writer.reject(Reject("kraken", "bad", b"{", time.time_ns(), "kraken-1"))
+        await writer.close()
+        return writer._last_seq
+
+    last = asyncio.run(run())
+    assert last_sequence(store) == last
+    state = load_resume(store, recent_ids=2)
+    assert state.cursors["binance"]["BTCUSDT"].high == 105
+    assert state.cursors["binance"]["BTCUSDT"].high_ts == NOW + 105
+    assert sorted(state.cursors["coinbase"]["BTC-USD"].recent) == [9, 12]  # newest 2, windowed venue only
+    assert state.cursors["binance"]["BTCUSDT"].recent == []
+    (gap, holes), = state.pending["binance"]  # the repaired one is not pending
+    assert gap.gap_id == pending.gap_id and holes == [(102, 102), (104, 104)] and gap.missing == 2
+    (window, _), = state.pending["coinbase"]
+    assert window.kind == "window" and window.ts_from == NOW
+    assert store.rows("SELECT count() FROM k2.rejects")[0][0] == 1
+
+
+def test_writer_backpressure_blocks_feeds_until_written(store: ChdbStore) -> None:
+    async def run() -> float:
+        writer = StoreWriter(store, WriterSettings(batch_rows=10**6, batch_interval_ms=200, max_pending_rows=50), 0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop))
+        start = time.monotonic()
+        for i in range(5):  # each call of 50 rows fills the budget: it must wait for a flush
+            batch = [trade("coinbase", i * 100 + j, "1", "1", NOW + j) for j in range(50)]
+            await writer.trades(batch, batch, "c-1")
+        elapsed = time.monotonic() - start
+        stop.set()
+        await task
+        await writer.close()
+        assert writer.stats.backpressure_s > 0 and writer.stats.pending == 0
+        return elapsed
+
+    assert asyncio.run(run()) >= 0.15  # waited for at least one flush interval
+    assert store.rows("SELECT count() FROM k2.silver_trades")[0][0] == 250
+
+
+def test_data_dir_lock_names_its_holder(tmp_path: Path) -> None:
+    first = DataDirLock(tmp_path)
+    first.acquire("k2 up", api_url="http://127.0.0.1:1234")
+    second = DataDirLock(tmp_path)
+    assert second.is_held() and second.holder()["api_url"] == "http://127.0.0.1:1234"
+    with pytest.raises(StoreLocked, match=r"in use by k2 up \(pid \d+\)"):
+        second.acquire("k2 up")
+    first.release()
+    assert not second.is_held()
+    second.acquire("k2 trades")
+    second.release()
+
+
+def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(store: ChdbStore, tmp_path: Path) -> None:
+    from k2.hotstore import recovery
+
+    trades = [trade("coinbase", i, str(100 + i % 7), "1.5", NOW + i * 7_000_000_000) for i in range(1, 60)]
+    write(store, [(trades, trades)])
+    # What a kill -9 mid-insert can leave: a rollup that missed the last batch, bronze rows that
+    # never landed, and a 1m candle counting a trade silver never got.
+    store.execute("DELETE FROM k2.ohlcv_5m WHERE window_start >= toDateTime(0)")
+    store.execute("DELETE FROM k2.bronze_trades_coinbase WHERE trade_id > 50")
+    store.execute(f"INSERT INTO k2.ohlcv_1m SELECT 'coinbase', 'BTC-USD', toStartOfMinute(toDateTime({NOW // 10**9}, 'UTC')), "
+                  "argMinState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('1', 18), toDecimal128('1', 18), "
+                  "argMaxState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('9', 18), toDecimal128('9', 18), 1, toDecimal128('0', 18)")  # fmt: skip
+    hot = tmp_path / "hot"
+    assert not recovery.was_clean(hot)
+    done = recovery.recover(store)
+    assert done["bronze_trades_coinbase"] == 9
+    assert assert_candles_equal(store, read_silver(store)) > 0
+    recovered = store.rows("SELECT count() FROM k2.bronze_trades_coinbase WHERE conn_id = 'recovered' AND raw = ''")[0][0]
+    assert recovered == 9
+    recovery.mark_clean(hot)
+    assert recovery.was_clean(hot) and not recovery.was_clean(hot)  # read once per start

@@ -1,0 +1,226 @@
+"""`k2 up` as a user runs it: end to end against the simulator, kill -9 and restart, one owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from k2.hotstore.chdb_store import ChdbStore
+from k2.simulator.faults import FAULTS
+from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+K2 = [sys.executable, "-m", "k2"]
+INSTRUMENTS = """
+[binance]
+symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+[kraken]
+symbols = ["BTC/USD", "ETH/USD", "DOGE/USD"]
+[coinbase]
+symbols = ["BTC-USD", "ETH-USD", "LTC-USD"]
+"""
+FAST_INGEST = """
+[ingest]
+backoff_initial_s = 0.2
+backoff_max_s = 1.5
+gap_grace_s = 0.2
+[venues.kraken]
+heartbeat_timeout_s = 3
+[venues.coinbase]
+heartbeat_timeout_s = 3
+[api]
+port = 0
+"""
+
+
+def env_without_k2() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+
+
+def write_config(tmp: Path, body: str) -> Path:
+    (tmp / "instruments.toml").write_text(INSTRUMENTS)
+    config = tmp / "k2.toml"
+    config.write_text(f'data_dir = "{tmp / "data"}"\ninstruments_file = "{tmp / "instruments.toml"}"\n{FAST_INGEST}{body}')
+    return config
+
+
+def open_store(data_dir: Path) -> ChdbStore:
+    return ChdbStore(data_dir / "hot")
+
+
+def wait_for_api(data_dir: Path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            url = json.loads((data_dir / "k2.lock").read_text() or "{}").get("api_url")
+        except (OSError, ValueError):
+            url = None
+        if url:
+            return url
+        time.sleep(0.2)
+    raise AssertionError("k2 up never published its API address")
+
+
+def test_up_simulate_with_faults_silver_and_candles_equal_ground_truth(tmp_path: Path) -> None:
+    truth_file = tmp_path / "truth.jsonl"
+    config = write_config(tmp_path, f"""
+[simulator]
+seed = 42
+trades_per_second = 8
+faults = "{','.join(FAULTS)}"
+disconnect_every_s = 3
+connection_max_age_s = 4
+fault_seconds = 12
+record_file = "{truth_file}"
+""")
+    out = subprocess.run([*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
+                         capture_output=True, timeout=180, env=env_without_k2())  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    log = out.stderr.decode()
+    assert "rotated" in log and "rate limited" in log and "feed down" in log  # the faults happened
+    gaps = run_jsonl(config, "gaps", "--outcome", "repaired", "--limit", "100000")
+    assert gaps and {g["outcome"] for g in gaps} == {"repaired"}
+    # `missing` is what is still missing after the repair; an id gap recovered every id it spans.
+    ids = [g for g in gaps if g["kind"] == "ids"]
+    assert ids and all(g["missing"] == 0 and g["recovered"] == g["last_id"] - g["first_id"] + 1 for g in ids)  # type: ignore[operator]
+    rejects = run_jsonl(config, "rejects", "--venue", "kraken")
+    assert rejects and all(r["exchange"] == "kraken" and r["reason"] for r in rejects)
+    store = open_store(tmp_path / "data")
+    try:
+        silver = read_silver(store)
+        n = assert_silver_equals(silver, load_record(truth_file))
+        assert n > 1000
+        assert assert_candles_equal(store, silver) > 0
+        bronze = store.rows("SELECT sum(c) FROM (SELECT count() c FROM k2.bronze_trades_binance UNION ALL "
+                            "SELECT count() FROM k2.bronze_trades_kraken UNION ALL "
+                            "SELECT count() FROM k2.bronze_trades_coinbase)")[0][0]  # fmt: skip
+        dups = store.rows("SELECT (SELECT countIf(duplicate) FROM k2.bronze_trades_coinbase) + "
+                          "(SELECT countIf(duplicate) FROM k2.bronze_trades_kraken)")[0][0]  # fmt: skip
+        assert bronze > n and dups > 0  # duplicates are kept in bronze, never in silver
+        assert store.rows("SELECT count() FROM k2.rejects")[0][0] > 0
+        outcomes = dict(store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome"))
+        assert outcomes.get("repaired", 0) > 0 and set(outcomes) == {"repaired"}
+        assert len(gaps) == outcomes["repaired"]  # `k2 gaps` shows each gap once, in its latest state
+    finally:
+        store.close()
+
+
+def run_jsonl(config: Path, *args: str) -> list[dict[str, object]]:
+    out = subprocess.run([*K2, "--config", str(config), *args, "--format", "jsonl"], capture_output=True, text=True,
+                         timeout=120, env=env_without_k2())  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_kill_minus_9_and_restart_never_duplicates_and_repairs_the_downtime(tmp_path: Path) -> None:
+    truth_file = tmp_path / "truth.jsonl"
+    config = write_config(tmp_path, "")
+    env = env_without_k2() | {"K2_INSTRUMENTS_FILE": str(tmp_path / "instruments.toml")}
+    sim = subprocess.Popen([*K2, "simulate", "--port", "0", "--seed", "9", "--rate", "10", "--record", str(truth_file),
+                            "--faults", "disconnect,gaps,duplicates,reorder,malformed", "--faults-for", "16",
+                            "--market-for", "26"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    assert sim.stdout is not None
+    exports = dict(line.decode().strip().removeprefix("export ").split("=", 1) for line in
+                   (sim.stdout.readline() for _ in range(6)))  # fmt: skip
+    up_env = env | exports
+    logs = [open(tmp_path / f"up{i}.log", "wb") for i in range(2)]
+    try:
+        first = subprocess.Popen([*K2, "--config", str(config), "up"], env=up_env, stdout=logs[0], stderr=logs[0])
+        wait_for_api(tmp_path / "data")
+        time.sleep(7)
+        first.send_signal(signal.SIGKILL)  # mid-batch, mid-repair: no chance to flush anything
+        first.wait(10)
+        time.sleep(2.5)  # downtime: trades happen that nobody sees
+        second = subprocess.Popen([*K2, "--config", str(config), "up"], env=up_env, stdout=logs[1], stderr=logs[1])
+        time.sleep(30)  # past the market's close, with time to repair
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(30)
+        for f in logs:
+            f.close()
+    restart_log = (tmp_path / "up1.log").read_text()
+    assert "the last stop was not clean" in restart_log  # the store was repaired before ingesting
+    store = open_store(tmp_path / "data")
+    try:
+        silver = read_silver(store)  # asserts no trade is there twice
+        assert assert_silver_equals(silver, load_record(truth_file), from_first_stored=True) > 1000
+        assert_candles_equal(store, silver)
+    finally:
+        store.close()
+
+
+def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "[simulator]\ntrades_per_second = 20\n")
+    up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate"], env=env_without_k2(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_for_api(tmp_path / "data")
+        time.sleep(3)
+        second = subprocess.run([*K2, "--config", str(config), "up", "--simulate"], capture_output=True,
+                                timeout=60, env=env_without_k2())  # fmt: skip
+        assert second.returncode == 2
+        assert b"is in use by k2 up (pid" in second.stderr
+        # Queries go through the running process.
+        rows = subprocess.run([*K2, "--config", str(config), "trades", "--venue", "kraken", "--limit", "5",
+                               "--format", "jsonl"], capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+        assert rows.returncode == 0, rows.stderr
+        trades = [json.loads(line) for line in rows.stdout.splitlines()]
+        assert len(trades) == 5 and all(t["exchange"] == "kraken" for t in trades)
+        assert [t["ts_event"] for t in trades] == sorted(t["ts_event"] for t in trades)
+        candles = subprocess.run([*K2, "--config", str(config), "candles", "--symbol", "BTC/USD", "--format", "csv"],
+                                 capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+        assert candles.returncode == 0, candles.stderr
+        header, *lines = candles.stdout.decode().splitlines()
+        assert header.startswith("exchange,canonical_symbol,timeframe,window_start,open,high,low,close,volume")
+        assert lines and all(",BTC/USD,1m," in line for line in lines)
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    # Stopped: the same queries open the data directory directly.
+    rows = subprocess.run([*K2, "--config", str(config), "trades", "--limit", "3", "--format", "jsonl"],
+                          capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+    assert rows.returncode == 0 and len(rows.stdout.splitlines()) == 3
+    bad = subprocess.run([*K2, "--config", str(config), "candles", "--timeframe", "2m"], capture_output=True,
+                         timeout=60, env=env_without_k2())  # fmt: skip
+    assert bad.returncode == 2 and b"unknown timeframe '2m'" in bad.stderr
+
+
+def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n")
+    env = env_without_k2()
+    up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_api(tmp_path / "data")
+        time.sleep(4)
+        out = subprocess.run([*K2, "--config", str(config), "offload", "--json"], capture_output=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr.decode()[-2000:]
+        first = json.loads(out.stdout)
+        assert first["silver_trades"]["rows"] > 100 and first["bronze_trades_kraken"]["commits"] >= 1
+        out = subprocess.run([*K2, "--config", str(config), "reconcile", "--json", "-t", "silver_trades"],
+                             capture_output=True, timeout=300, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr.decode()[-2000:]
+        assert json.loads(out.stdout)["silver_trades"] == {"days": 1, "differences": []}
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    # Stopped: the commands open the data directory themselves; the rest of the trades go now.
+    out = subprocess.run([*K2, "--config", str(config), "offload", "--json"], capture_output=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    second = json.loads(out.stdout)
+    assert second["silver_trades"]["watermark_before"] == first["silver_trades"]["watermark_after"]
+    out = subprocess.run([*K2, "--config", str(config), "reconcile", "--json"], capture_output=True, timeout=300, env=env)
+    assert out.returncode == 0 and all(not r["differences"] for r in json.loads(out.stdout).values())
+    out = subprocess.run([*K2, "--config", str(config), "maintain", "--json"], capture_output=True, timeout=300, env=env)
+    assert out.returncode == 0 and json.loads(out.stdout)["silver_trades"]["files_after"] >= 1
+    bad = subprocess.run([*K2, "--config", str(config), "offload", "-t", "gold"], capture_output=True, timeout=120, env=env)
+    assert bad.returncode == 2 and b"unknown archive table 'gold'" in bad.stderr
