@@ -1,0 +1,194 @@
+"""Offload: copy the hot tables to the archive exactly once.
+
+Trade tables (bronze, silver): rows whose ingest sequence is above the table's watermark and at
+or below the high mark taken when the run starts, in chunks of at most `chunk_rows`. Each chunk
+is one Iceberg commit that carries the new watermark in the same snapshot's summary, so data and
+watermark land together or not at all, and a rerun after a crash anywhere resumes exactly.
+
+Candle tables: windows that have closed, re-archived over a lookback and wherever silver rows
+added since the last run fall (so a late trade corrects a candle already archived, however late).
+Each commit replaces a range of windows with what hot holds for it (an upsert keyed by exchange,
+canonical symbol and window start); a range never starts before the first window the hot store
+holds, so the archive never loses a candle hot has not got.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+from pyiceberg.table import Table
+
+from k2.archive.lake import Lake, snapshot_property, watermark
+from k2.archive.tables import SILVER_SEQUENCE, WATERMARK, ArchiveTable
+from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
+from k2.hotstore.store import HotStore
+
+log = logging.getLogger(__name__)
+
+# Called at each step with (table, point): fault-injection tests stop the offload there.
+Checkpoint = Callable[[str, str], None]
+POINTS = ("before_read", "before_write", "files_written", "committed")
+
+
+@dataclass
+class OffloadResult:
+    table: str
+    rows: int = 0
+    commits: int = 0
+    watermark_before: int | None = None
+    watermark_after: int | None = None
+    newest_event_ns: int = 0  # newest event (trades) or window end (candles) the archive now holds
+    seconds: float = 0.0
+
+
+def _no_checkpoint(table: str, point: str) -> None:
+    return None
+
+
+def _iso(epoch_s: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat()
+
+
+def offload_table(store: HotStore, lake: Lake, spec: ArchiveTable, *, chunk_rows: int, lookback_minutes: int,
+                  checkpoint: Checkpoint = _no_checkpoint, now: Callable[[], float] = time.time) -> OffloadResult:  # fmt: skip
+    """Offload one table; return what was archived."""
+    started = time.monotonic()
+    with lake.locks.hold(spec.name):
+        table = lake.table(spec)
+        result = OffloadResult(spec.name, watermark_before=watermark(table))
+        if spec.is_candles:
+            _candles(store, table, spec, result, chunk_rows, lookback_minutes * 60, checkpoint, now())
+        else:
+            _rows(store, table, spec, result, chunk_rows, checkpoint)
+    result.seconds = time.monotonic() - started
+    if result.commits:
+        log.info("offload %s: %d rows in %d commits, watermark %s -> %s (%.2f s)", spec.name, result.rows,
+                 result.commits, result.watermark_before, result.watermark_after, result.seconds)  # fmt: skip
+    return result
+
+
+def _commit(table: Table, spec: ArchiveTable, data: pa.Table, props: dict[str, str], checkpoint: Checkpoint,
+            window: tuple[int, int]) -> None:  # fmt: skip
+    """Replace the windows in [start, end) with `data` (candles), in one commit with `props`."""
+    checkpoint(spec.name, "before_write")
+    tx = table.transaction()
+    start, end = window
+    where = And(GreaterThanOrEqual(spec.partition_by, _iso(start)), LessThan(spec.partition_by, _iso(end)))
+    with warnings.catch_warnings():  # a range with nothing archived yet is the usual case
+        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        tx.overwrite(data, overwrite_filter=where, snapshot_properties=props)
+    checkpoint(spec.name, "files_written")  # data files exist; nothing refers to them yet
+    tx.commit_transaction()
+    checkpoint(spec.name, "committed")
+
+
+# ClickHouse writes the trade tables' Parquet itself (C++, both cores, no Python objects per row).
+_PARQUET = (" SETTINGS output_format_parquet_compression_method = 'zstd', output_format_parquet_string_as_string = 1, "
+            "output_format_parquet_row_group_size = 1048576")  # fmt: skip
+
+
+def _chunk_ends(store: HotStore, spec: ArchiveTable, after: int, high: int, chunk_rows: int) -> list[int]:
+    """Ingest sequences that cut the rows in (after, high] into chunks of about `chunk_rows`."""
+    where = f"ingest_seq > {after} AND ingest_seq <= {high}"
+    ((count,),) = store.rows(f"SELECT count() FROM {DATABASE}.{spec.name} WHERE {where}")
+    pieces = -(-int(count) // chunk_rows)
+    if pieces <= 1:
+        return [high] if count else []
+    levels = ", ".join(f"{i / pieces:.9f}" for i in range(1, pieces))
+    ((cuts,),) = store.rows(f"SELECT quantilesExactLow({levels})(ingest_seq) FROM {DATABASE}.{spec.name} WHERE {where}")
+    return sorted({int(c) for c in cuts if after < c < high}) + [high]
+
+
+def _rows(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadResult, chunk_rows: int,
+          checkpoint: Checkpoint) -> None:  # fmt: skip
+    mark = result.watermark_before or 0
+    ((high,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.{spec.name}")
+    high = int(high or 0)
+    for upper in _chunk_ends(store, spec, mark, high, chunk_rows) if mark < high else []:
+        checkpoint(spec.name, "before_read")
+        where = f"ingest_seq > {mark} AND ingest_seq <= {upper}"
+        days = store.rows(f"SELECT toUInt32(toDate(ts_event)) d, count(), max(toUnixTimestamp64Nano(ts_event)) "
+                          f"FROM {DATABASE}.{spec.name} WHERE {where} GROUP BY d ORDER BY d")  # fmt: skip
+        checkpoint(spec.name, "before_write")
+        files = []
+        for day, _count, _newest in days:  # one file per day partition: its partition value
+            blob = store.query_bytes(spec.select_range(mark, upper, day) + _PARQUET, "Parquet")
+            date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
+            path = f"{table.location()}/data/{spec.partition_by}_day={date.isoformat()}/{uuid.uuid4().hex}.parquet"
+            with table.io.new_output(path).create() as out:
+                out.write(blob)
+            files.append(path)
+        checkpoint(spec.name, "files_written")  # data files exist; nothing refers to them yet
+        rows = sum(n for _d, n, _t in days)
+        tx = table.transaction()
+        tx.add_files(files, snapshot_properties={WATERMARK: str(upper), "k2.rows": str(rows)}, check_duplicate_files=False)
+        tx.commit_transaction()
+        checkpoint(spec.name, "committed")
+        mark = upper
+        result.rows += rows
+        result.commits += 1
+        result.watermark_after = upper
+        result.newest_event_ns = max(result.newest_event_ns, *(t for _d, _n, t in days))
+
+
+def _ranges(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """Merge overlapping or touching [start, end) spans, then cut them into pieces <= `limit` long."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, min(a + limit, end)) for start, end in merged for a in range(start, end, limit)]
+
+
+def _candles(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadResult, chunk_rows: int,
+             lookback_s: int, checkpoint: Checkpoint, now: float) -> None:  # fmt: skip
+    """Archive closed windows: the lookback range, plus every closed window silver rows added since
+    the last run touched (a backfill after a long outage changes candles hours old)."""
+    assert spec.timeframe is not None
+    tf = TIMEFRAME_BY_NAME[spec.timeframe]
+    step = tf.seconds
+    closed = int(now) // step * step  # windows starting before this have closed
+    ((hot_start, markets),) = store.rows(
+        f"SELECT toUnixTimestamp(min(window_start)), uniqExact(exchange, canonical_symbol) FROM {DATABASE}.{spec.name}")
+    if not markets:
+        return
+    seen = snapshot_property(table, SILVER_SEQUENCE) or 0
+    ((high,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.silver_trades")
+    high = int(high or 0)
+    spans = []
+    start = hot_start if result.watermark_before is None else result.watermark_before - lookback_s
+    start = max(start, hot_start) // step * step  # never before what hot holds: hot is the truth
+    if start < closed:
+        spans.append((start, closed))
+    if result.watermark_before is not None and high > seen:
+        for (window,) in store.rows(
+            f"SELECT DISTINCT toUnixTimestamp(toStartOfInterval(toDateTime(ts_event, 'UTC'), INTERVAL {tf.interval})) "
+            f"FROM {DATABASE}.silver_trades WHERE ingest_seq > {seen} AND ingest_seq <= {high}"
+        ):  # fmt: skip
+            if hot_start <= window < closed:
+                spans.append((window, window + step))
+    pieces = _ranges(spans, max(1, chunk_rows // markets) * step)  # windows per commit, bounded like rows
+    for i, (start, end) in enumerate(pieces):
+        checkpoint(spec.name, "before_read")
+        data = store.query_arrow(spec.select_windows(start, end))
+        # Only the last commit moves the marks: a crash before it makes the rerun redo everything
+        # (each commit replaces whole windows with what hot holds, so redoing is harmless).
+        last = i == len(pieces) - 1
+        props = {WATERMARK: str(closed), SILVER_SEQUENCE: str(high)} if last else {}
+        _commit(table, spec, data, props | {"k2.rows": str(data.num_rows)}, checkpoint, (start, end))
+        result.rows += data.num_rows
+        result.commits += 1
+        result.newest_event_ns = max(result.newest_event_ns, end * 1_000_000_000)
+    if pieces:
+        result.watermark_after = closed

@@ -1,0 +1,45 @@
+"""What the flows share: which errors are worth a retry, and per-table task options."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy
+from prefect import Task
+from pyiceberg.exceptions import CommitFailedException
+
+from k2.archive.tables import BY_NAME, TABLES
+from k2.errors import ConfigError, StoreError, TransientError
+from k2.flows.runtime import ArchiveRuntime
+
+# A retry can fix these: a commit raced by another writer, a busy catalog, a store hiccup, I/O.
+TRANSIENT = (TransientError, StoreError, CommitFailedException, sqlalchemy.exc.OperationalError,
+             sqlite3.OperationalError, OSError, TimeoutError)  # fmt: skip
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry only errors a retry can fix."""
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def with_retries(task: Task, runtime: ArchiveRuntime) -> Task:
+    settings = runtime.settings.archive
+    return task.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_s,
+                             retry_condition_fn=is_transient)  # fmt: skip
+
+
+def table_names(tables: list[str] | None) -> list[str]:
+    """Validate table names (default: all ten, in order)."""
+    if not tables:
+        return [t.name for t in TABLES]
+    unknown = [t for t in tables if t not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown archive table {unknown[0]!r}; choose from: {', '.join(BY_NAME)}")
+    return list(tables)

@@ -1,0 +1,111 @@
+"""What the archive flows run against, and what they remember between runs.
+
+`k2 up` installs its own store and lake (`using(runtime)`); `k2 offload` and friends on a stopped
+data directory open them (`standalone(settings)`); the flows find them with `current()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from k2.archive.lake import Lake
+from k2.archive.maintenance import MaintenanceResult
+from k2.archive.reconcile import DayCheck
+from k2.archive.tables import TABLES
+from k2.errors import ConfigError
+from k2.hotstore.store import HotStore
+from k2.settings import Settings
+
+if TYPE_CHECKING:
+    from k2.observe.metrics import PipelineMetrics
+
+
+@dataclass
+class TableStatus:
+    """One archive table, as the offload last saw it."""
+
+    last_success: float = 0.0  # wall clock of the last successful offload
+    last_attempt: float = 0.0
+    first_attempt: float = 0.0  # the first offload of the table ever (how old the archive is)
+    consecutive_failures: int = 0
+    failures: int = 0
+    rows: int = 0  # rows offloaded by this process
+    newest_event_ns: int = 0  # newest event (or window end) the archive holds
+    watermark: int | None = None
+    last_error: str = ""
+
+
+@dataclass
+class ArchiveStatus:
+    tables: dict[str, TableStatus] = field(default_factory=lambda: {t.name: TableStatus() for t in TABLES})
+    cycle_seconds: float = 0.0
+    cycle_at: float = 0.0
+    cycles: int = 0
+    maintenance: dict[str, MaintenanceResult] = field(default_factory=dict)
+    maintenance_at: float = 0.0  # the last run, successful or not
+    maintenance_ok: bool = True  # whether the last run succeeded for every table
+    maintenance_success_at: float = 0.0
+    maintenance_failures: int = 0
+    reconcile: dict[str, list[DayCheck]] = field(default_factory=dict)
+    reconcile_at: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)  # flow -> runs skipped (another was running)
+
+
+@dataclass
+class ArchiveRuntime:
+    store: HotStore
+    lake: Lake
+    settings: Settings
+    status: ArchiveStatus = field(default_factory=ArchiveStatus)
+    metrics: PipelineMetrics | None = None  # histograms of the process serving /metrics, if any
+
+    @contextlib.contextmanager
+    def guard(self, flow: str) -> Iterator[bool]:
+        """Yield True if no other run of `flow` is in progress (here or in another process)."""
+        with self.lake.locks.try_hold(f"flow-{flow}") as held:
+            if not held:
+                self.status.skipped[flow] = self.status.skipped.get(flow, 0) + 1
+            yield held
+
+
+_lock = threading.Lock()
+_active: ArchiveRuntime | None = None
+
+
+@contextlib.contextmanager
+def using(runtime: ArchiveRuntime) -> Iterator[ArchiveRuntime]:
+    """Make `runtime` the one flows use, for the duration of the block."""
+    global _active
+    with _lock:
+        previous, _active = _active, runtime
+    try:
+        yield runtime
+    finally:
+        with _lock:
+            _active = previous
+
+
+def current() -> ArchiveRuntime:
+    """Return the runtime flows run against right now."""
+    if _active is None:
+        raise ConfigError("no K2 runtime: run archive flows through `k2 up`, or `k2 offload`/`k2 maintain`/"
+                          "`k2 reconcile` (which open the data directory themselves)")  # fmt: skip
+    return _active
+
+
+@contextlib.contextmanager
+def standalone(settings: Settings, role: str) -> Iterator[ArchiveRuntime]:
+    """Open the data directory's hot store and the archive for a run outside `k2 up`."""
+    from k2.hotstore.owner import owned  # the store owner loads chDB: only when a run needs it
+
+    with owned(settings.data_dir, settings.hotstore, role) as owner:
+        lake = Lake(settings.archive, settings.data_dir)
+        try:
+            with using(ArchiveRuntime(owner.store, lake, settings)) as runtime:
+                yield runtime
+        finally:
+            lake.close()

@@ -1,0 +1,148 @@
+"""Fixtures for the archive tests: a populated hot store, a lake on SQLite or PostgreSQL, and the
+two sides read in the same form for comparison."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from k2.archive.lake import Lake
+from k2.archive.tables import ArchiveTable
+from k2.hotstore import migrate
+from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.schema import TIMEFRAME_BY_NAME
+from k2.hotstore.writer import StoreWriter
+from k2.records import Trade
+from k2.settings import ArchiveSettings, HotStoreSettings, WriterSettings
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+MARKETS = (("binance", "BTCUSDT", "BTC/USDT"), ("binance", "ETHUSDT", "ETH/USDT"),
+           ("kraken", "BTC/USD", "BTC/USD"), ("coinbase", "BTC-USD", "BTC/USD"))  # fmt: skip
+
+
+def postgres_available() -> str | None:
+    """Return why PostgreSQL cannot be used here, or None if it can."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3).close()
+    except Exception as err:  # any failure to connect means: skip, saying why
+        return f"no PostgreSQL at 127.0.0.1:5432 ({err})"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (the default SQLite catalog under the data dir), or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg2
+
+    name = f"k2_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChdbStore]:
+    s = ChdbStore(tmp_path / "hot")
+    migrate.apply(s, HotStoreSettings())
+    yield s
+    s.close()
+
+
+def archive_settings(catalog_uri: str | None, **extra: Any) -> ArchiveSettings:
+    return ArchiveSettings(**({"catalog_uri": catalog_uri} if catalog_uri else {}), **extra)
+
+
+@pytest.fixture
+def lake(tmp_path: Path, catalog_uri: str | None) -> Iterator[Lake]:
+    lk = Lake(archive_settings(catalog_uri), tmp_path)
+    yield lk
+    lk.close()
+
+
+class Market:
+    """Writes synthetic trades for a few markets through the real writer (so bronze, silver and
+    the candles all follow from one insert, as in production)."""
+
+    def __init__(self, store: ChdbStore, start_ns: int | None = None) -> None:
+        self.store = store
+        self.next_id = {m: 1000 for m in MARKETS}
+        self.start = start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000  # 3 h ago, on the hour
+        self.writer = StoreWriter(store, WriterSettings(), 0)
+
+    def trades(self, market: tuple[str, str, str], n: int, start_ns: int, step_ns: int) -> list[Trade]:
+        venue, symbol, canonical = market
+        out = []
+        for i in range(n):
+            tid = self.next_id[market]
+            self.next_id[market] += 1
+            price = Decimal(100 + (tid * 7) % 13) + Decimal(tid % 100) / 1000
+            out.append(Trade(venue, symbol, canonical, tid, price, Decimal("0.5") + Decimal(tid % 9) / 100,
+                             "buy" if tid % 3 else "sell", start_ns + i * step_ns, time.time_ns(),
+                             "true", f'{{"t":{tid}}}'.encode()))  # fmt: skip
+        return out
+
+    def write(self, per_market: int, start_ns: int | None = None, step_ns: int = 20_000_000_000,
+              duplicates: int = 0) -> int:  # fmt: skip
+        """Write `per_market` trades per market (plus `duplicates` re-sent ones to bronze)."""
+        start = self.start if start_ns is None else start_ns
+
+        async def run() -> int:
+            total = 0
+            for market in MARKETS:
+                batch = self.trades(market, per_market, start, step_ns)
+                again = [msgspec.structs.replace(t) for t in batch[:duplicates]]  # re-received: new objects
+                await self.writer.trades(batch + again, batch, f"{market[0]}-1")
+                total += len(batch)
+            await self.writer.flush()
+            return total
+
+        return asyncio.run(run())
+
+
+def hot_rows(store: ChdbStore, spec: ArchiveTable, now: float | None = None) -> list[tuple[Any, ...]]:
+    """The hot side of `spec` in archive form: all rows (trade tables), closed windows (candles)."""
+    if spec.is_candles:
+        assert spec.timeframe is not None
+        step = TIMEFRAME_BY_NAME[spec.timeframe].seconds
+        closed = int(now or time.time()) // step * step
+        data = store.query_arrow(spec.select_windows(0, closed))
+        key = ("exchange", "canonical_symbol", "window_start")
+    else:
+        data = store.query_arrow(spec.select_range(0, 2**62))
+        key = ("ingest_seq",)
+    return _rows(data, key)
+
+
+def archive_rows(lake: Lake, spec: ArchiveTable) -> list[tuple[Any, ...]]:
+    data = lake.table(spec).scan().to_arrow()
+    key = ("exchange", "canonical_symbol", "window_start") if spec.is_candles else ("ingest_seq",)
+    return _rows(data, key)
+
+
+def _rows(data: Any, key: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    if data.num_rows == 0:
+        return []
+    names = sorted(data.column_names)
+    data = data.select(names).sort_by([(k, "ascending") for k in key])
+    return [tuple(r[n] for n in names) for r in data.to_pylist()]

@@ -1,0 +1,279 @@
+"""The Iceberg archive: exactly-once offload (whatever crashes), maintenance, reconcile."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.expressions import EqualTo
+
+from k2.archive import maintenance as mnt
+from k2.archive.lake import Lake, watermark
+from k2.archive.offload import POINTS, offload_table
+from k2.archive.reconcile import reconcile_table
+from k2.archive.tables import BY_NAME, TABLES, WATERMARK
+from k2.hotstore.chdb_store import ChdbStore
+from k2.settings import ArchiveSettings
+from tests.archive_support import Market, archive_rows, archive_settings, hot_rows
+
+pytestmark = pytest.mark.integration
+TRADE_TABLES = [t for t in TABLES if not t.is_candles]
+CANDLE_TABLES = [t for t in TABLES if t.is_candles]
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing in the offload catches it."""
+
+
+def offload_all(store: ChdbStore, lake: Lake, chunk_rows: int = 100_000, **kw: object) -> dict[str, int]:
+    return {t.name: offload_table(store, lake, t, chunk_rows=chunk_rows, lookback_minutes=180, **kw).rows  # type: ignore[arg-type]
+            for t in TABLES}  # fmt: skip
+
+
+def assert_archive_equals_hot(store: ChdbStore, lake: Lake) -> None:
+    for spec in TABLES:
+        hot, cold = hot_rows(store, spec), archive_rows(lake, spec)
+        assert len(cold) == len(hot), f"{spec.name}: archive {len(cold)} rows, hot {len(hot)}"
+        assert cold == hot, f"{spec.name}: archive differs from hot"
+
+
+def test_offload_of_all_ten_tables_equals_hot_exactly(store: ChdbStore, lake: Lake) -> None:
+    market = Market(store)
+    market.write(120, duplicates=3)  # duplicates reach bronze, not silver
+    rows = offload_all(store, lake, chunk_rows=100)  # several chunks, each its own commit
+    assert rows["silver_trades"] == 480 and rows["bronze_trades_binance"] == 246
+    assert all(rows[t.name] > 0 for t in CANDLE_TABLES[:4])
+    assert_archive_equals_hot(store, lake)
+    silver = lake.table(BY_NAME["silver_trades"])
+    assert len(silver.snapshots()) >= 5 and watermark(silver) == store.rows("SELECT max(ingest_seq) FROM k2.silver_trades")[0][0]
+    assert silver.metadata.properties["write.parquet.compression-codec"] == "zstd"
+    assert str(silver.spec().fields[0].transform) == "day" and str(BY_NAME["ohlcv_1m"].partition_spec().fields[0].transform) == "month"
+    # A second run finds nothing new (the watermark is read back from the table itself); candle
+    # tables re-archive their lookback windows, which leaves them exactly as they were.
+    again = offload_all(store, lake)
+    assert all(again[t.name] == 0 for t in TRADE_TABLES)
+    assert_archive_equals_hot(store, lake)
+
+
+def test_types_are_exact_in_the_archive(store: ChdbStore, lake: Lake) -> None:
+    Market(store).write(5)
+    offload_all(store, lake)
+    schema = lake.table(BY_NAME["silver_trades"]).schema()
+    assert str(schema.find_type("price")) == "decimal(38, 18)" and str(schema.find_type("ts_event")) == "timestamptz"
+    hot_ns = sorted(r[0] for r in store.rows("SELECT toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades"))
+    cold_ns = sorted(lake.table(BY_NAME["silver_trades"]).scan().to_arrow().column("ts_event_ns").to_pylist())
+    assert hot_ns == cold_ns  # nanoseconds survive exactly
+
+
+@pytest.mark.slow
+def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: ChdbStore, lake: Lake) -> None:
+    rng = random.Random(7)
+    market = Market(store)
+    crashes = {p: 0 for p in POINTS}
+    for run in range(16):
+        market.write(rng.randint(5, 30), start_ns=market.start + run * 60_000_000_000)
+        point, nth = POINTS[run % len(POINTS)], rng.randint(1, 3)
+        seen = 0
+
+        def checkpoint(table: str, at: str) -> None:
+            nonlocal seen
+            if at == point:
+                seen += 1
+                if seen == nth:
+                    raise Crash(f"{table} at {at}")
+
+        try:
+            offload_all(store, lake, chunk_rows=rng.choice([40, 120, 5000]), checkpoint=checkpoint)
+        except Crash:
+            crashes[point] += 1
+        if run % 3 == 2:  # sometimes the rerun comes later, after more trades
+            offload_all(store, lake, chunk_rows=rng.choice([40, 5000]))
+            assert_archive_equals_hot(store, lake)
+    offload_all(store, lake)
+    assert_archive_equals_hot(store, lake)
+    assert all(crashes[p] > 0 for p in POINTS), crashes
+    # Crashes after files were written left orphans somewhere; removing them keeps every row.
+    removed = 0
+    for spec in TABLES:
+        result = mnt.MaintenanceResult(spec.name)
+        mnt.remove_orphans(lake.table(spec), ArchiveSettings(orphan_min_age_hours=0), result, time.time())
+        removed += result.orphans_removed
+    assert removed > 0
+    assert_archive_equals_hot(store, lake)
+
+
+KILL = """
+import os, sys
+from pathlib import Path
+from k2.hotstore.chdb_store import ChdbStore
+from k2.archive.lake import Lake
+from k2.archive.offload import offload_table
+from k2.archive.tables import BY_NAME
+from k2.settings import ArchiveSettings
+point, data = sys.argv[1], Path(sys.argv[2])
+store = ChdbStore(data / "hot")
+lake = Lake(ArchiveSettings(**({{"catalog_uri": sys.argv[3]}} if len(sys.argv) > 3 else {{}})), data)
+def die(table, at):
+    if at == point:
+        os._exit(137)  # like kill -9: no cleanup, no flush, nothing
+offload_table(store, lake, BY_NAME["silver_trades"], chunk_rows=50, lookback_minutes=0, checkpoint=die)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("point", ["files_written", "committed"])
+def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, catalog_uri: str | None, point: str) -> None:
+    store = ChdbStore(tmp_path / "hot")
+    from k2.hotstore import migrate
+    from k2.settings import HotStoreSettings
+
+    migrate.apply(store, HotStoreSettings())
+    Market(store).write(60)
+    store.close()
+    args = [sys.executable, "-c", KILL.format(), point, str(tmp_path)] + ([catalog_uri] if catalog_uri else [])
+    assert subprocess.run(args, timeout=120).returncode == 137
+    store = ChdbStore(tmp_path / "hot")
+    lake = Lake(archive_settings(catalog_uri), tmp_path)
+    try:
+        spec = BY_NAME["silver_trades"]
+        offload_table(store, lake, spec, chunk_rows=50, lookback_minutes=0)
+        assert archive_rows(lake, spec) == hot_rows(store, spec)
+    finally:
+        lake.close()
+        store.close()
+
+
+def test_late_trades_and_late_candle_corrections_arrive(store: ChdbStore, lake: Lake) -> None:
+    market = Market(store)
+    market.write(30)
+    offload_all(store, lake)
+    one_minute = archive_rows(lake, BY_NAME["ohlcv_1m"])
+    # A trade backfilled after its minute was archived: it lands in silver with an old event time.
+    market.write(1, start_ns=market.start + 5_000_000_000)
+    rows = offload_all(store, lake)
+    assert rows["silver_trades"] == 4 and rows["ohlcv_1m"] > 0
+    assert_archive_equals_hot(store, lake)
+    corrected = archive_rows(lake, BY_NAME["ohlcv_1m"])
+    assert corrected != one_minute and len(corrected) == len(one_minute)  # updated in place, not added
+
+
+def test_candles_are_archived_only_once_their_window_closed(store: ChdbStore, lake: Lake) -> None:
+    minute = int(time.time()) // 60 * 60
+    market = Market(store)
+    market.write(10)  # three hours ago: closed windows
+    market.write(5, start_ns=minute * 10**9, step_ns=1_000_000_000)  # this minute: still open
+    offload_all(store, lake)
+    starts = {r[sorted(CANDLE_TABLES[0].schema.column_names).index("window_start")].timestamp()
+              for r in archive_rows(lake, BY_NAME["ohlcv_1m"])}  # fmt: skip
+    assert starts and max(starts) < minute  # the open minute is not in the archive
+    assert store.rows(f"SELECT count() FROM k2.candles_1m WHERE window_start >= toDateTime({minute}, 'UTC')")[0][0] > 0
+    assert_archive_equals_hot(store, lake)  # the closed windows, exactly
+
+
+def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalog_uri: str | None) -> None:
+    from k2.hotstore import migrate
+    from k2.settings import HotStoreSettings
+
+    first = ChdbStore(tmp_path / "a")
+    migrate.apply(first, HotStoreSettings())
+    lake = Lake(archive_settings(catalog_uri), tmp_path)
+    market = Market(first)
+    market.write(30)
+    offload_all(first, lake)
+    before = archive_rows(lake, BY_NAME["ohlcv_1m"])
+    first.close()
+    second = ChdbStore(tmp_path / "b")  # a new data directory pointed at the same archive
+    migrate.apply(second, HotStoreSettings())
+    try:
+        later = Market(second, start_ns=market.start + 2 * 3_600_000_000_000)
+        later.write(10)
+        offload_all(second, lake)
+        after = archive_rows(lake, BY_NAME["ohlcv_1m"])
+        assert set(before) <= set(after) and len(after) > len(before)
+    finally:
+        second.close()
+        lake.close()
+
+
+def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(store: ChdbStore, lake: Lake, tmp_path: Path) -> None:
+    market = Market(store)
+    for i in range(4):  # many small commits: many small files per day partition
+        market.write(20, start_ns=market.start + i * 600_000_000_000)
+        offload_all(store, lake, chunk_rows=40)
+    spec = BY_NAME["silver_trades"]
+    table = lake.table(spec)
+    before_rows, before_files, mark = archive_rows(lake, spec), len(table.inspect.data_files()), watermark(table)
+    stray = Path(table.location().removeprefix("file://")) / "data" / "stray.parquet" if table.location().startswith("file://") else None
+    if stray is not None:
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"not referenced by anything")
+        os.utime(stray, (time.time() - 7200, time.time() - 7200))
+    settings = ArchiveSettings(small_file_mb=64, snapshot_max_age_days=1, snapshot_min_keep=2, orphan_min_age_hours=1)
+    result = mnt.maintain_table(lake, spec, settings, now=time.time() + 3 * 86400)
+    table = lake.table(spec)
+    assert result.partitions_compacted >= 1 and result.files_after < before_files
+    assert archive_rows(lake, spec) == before_rows == hot_rows(store, spec)
+    assert watermark(table) == mark and table.current_snapshot().summary.additional_properties[WATERMARK] == str(mark)
+    assert result.snapshots_expired > 0 and len(table.snapshots()) == 2
+    if stray is not None:
+        assert result.orphans_removed >= 1 and not stray.exists()
+    # Every file the table refers to is still there, and ClickHouse reads it (another process:
+    # stateless chDB may read any path).
+    check = ("import chdb, sys; print(chdb.query(f\"SELECT count() FROM icebergLocal('{sys.argv[1]}', "
+             "SETTINGS iceberg_metadata_file_path = '{sys.argv[2]}')\", 'CSV'))")  # fmt: skip
+    if table.location().startswith("file://"):
+        location = table.location().removeprefix("file://")
+        relative = table.metadata_location.removeprefix(table.location() + "/")
+        # chDB reads only under its working directory: from "/", that is any absolute path.
+        out = subprocess.run([sys.executable, "-c", check, location, relative], capture_output=True, text=True,
+                             timeout=120, cwd="/")  # fmt: skip
+        assert out.stdout.strip() == str(len(before_rows)), out.stderr[-500:]
+    offload_all(store, lake)  # and the archive takes new commits after maintenance
+    assert_archive_equals_hot(store, lake)
+
+
+def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(store: ChdbStore, lake: Lake) -> None:
+    Market(store).write(40, duplicates=2)
+    offload_all(store, lake)
+    for spec in TRADE_TABLES:
+        checks = reconcile_table(store, lake, spec, retention_days=30)
+        assert checks and all(c.ok for c in checks), (spec.name, checks)
+    silver = lake.table(BY_NAME["silver_trades"])
+    victim = silver.scan().to_arrow().slice(3, 1).to_pylist()[0]
+    silver.delete(EqualTo("ingest_seq", victim["ingest_seq"]))
+    (check,) = reconcile_table(store, lake, BY_NAME["silver_trades"], retention_days=30)
+    assert not check.ok and check.difference == -1 and check.hot_checksum != check.archive_checksum
+    assert check.day == victim["ts_event"].date().isoformat()
+    # A changed value (same row count) is caught by the checksum alone.
+    spec = BY_NAME["bronze_trades_kraken"]
+    assert all(c.ok for c in reconcile_table(store, lake, spec, retention_days=30))
+
+
+def test_reconcile_candles_per_day_up_to_the_watermark(store: ChdbStore, lake: Lake) -> None:
+    day = 86_400_000_000_000
+    start = (time.time_ns() // day - 3) * day  # three days ago, midnight
+    market = Market(store, start_ns=start)
+    market.write(50, step_ns=2 * 3_600_000_000_000)  # spread over four days, up to about now
+    offload_all(store, lake)
+    checks = reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)
+    assert [c.ok for c in checks] == [True] * 4  # three whole days, and today up to the watermark
+    assert checks[-1].day == time.strftime("%Y-%m-%d", time.gmtime())
+    doomed = lake.table(BY_NAME["ohlcv_1h"])
+    doomed.delete(EqualTo("window_start", doomed.scan().to_arrow().column("window_start")[0].as_py().isoformat()))
+    assert [c.difference for c in reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)][0] < 0
+
+
+def test_watermark_walks_back_past_snapshots_without_one(store: ChdbStore, lake: Lake) -> None:
+    Market(store).write(10)
+    offload_all(store, lake)
+    table = lake.table(BY_NAME["bronze_trades_kraken"])
+    mark = watermark(table)
+    empty = pa.Table.from_pylist([], schema=table.schema().as_arrow())
+    table.append(empty)  # a snapshot some other tool made, with no K2 property
+    assert watermark(lake.table(BY_NAME["bronze_trades_kraken"])) == mark
