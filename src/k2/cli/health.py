@@ -1,0 +1,78 @@
+"""`k2 health`: feeds, freshness, offload, maintenance, reconcile and disk, each OK / WARN / FAIL.
+
+Asks the running `k2 up` (its /health endpoint) when one holds the data directory; otherwise reads
+the stopped data directory itself. Exit code 0 (all OK), 1 (a warning) or 2 (a failure).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from k2.cli.common import reported, settings
+from k2.errors import ConfigError
+from k2.hotstore.store import DataDirLock
+from k2.settings import Settings
+
+_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
+
+
+def _from_running(url: str) -> dict[str, Any]:
+    try:
+        resp = httpx.get(f"{url}/health", timeout=30)
+    except httpx.HTTPError as err:
+        raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
+    if resp.status_code not in (200, 503):  # 503 carries the report too: something failed
+        raise ConfigError(f"{url}/health answered {resp.status_code}: {resp.text[:200]}")
+    return dict(resp.json())
+
+
+def _from_data_dir(cfg: Settings) -> dict[str, Any]:
+    from k2.archive import ops
+    from k2.archive.tables import TABLES
+    from k2.flows.runtime import ArchiveStatus
+    from k2.hotstore.owner import HOT_DIR, owned
+    from k2.instruments import load_instruments
+    from k2.observe.health import HealthInputs, evaluate, report
+    from k2.observe.hot import hot_state
+
+    if not (cfg.data_dir / HOT_DIR).is_dir():
+        raise ConfigError(f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)")
+    venues = [v for v in load_instruments(cfg.instruments_file) if cfg.venue(v).enabled]
+    with owned(cfg.data_dir, cfg.hotstore, "k2 health") as owner:
+        rows, newest = hot_state(owner.store, venues)
+        status = ArchiveStatus()
+        ops.load_status(owner.store, status, TABLES)
+    inputs = HealthInputs(time.time(), False, venues, cfg.data_dir, status, rows, newest)
+    return report(evaluate(inputs, cfg.health))
+
+
+def health(
+    data_dir: Path = typer.Option(None, "--data-dir", help="Data directory (setting data_dir, default ./data)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check that K2 is capturing, fresh and archived; exit 0 OK, 1 WARN, 2 FAIL."""
+    with reported():
+        cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
+        lock = DataDirLock(cfg.data_dir)
+        url = (lock.holder() or {}).get("api_url") if lock.is_held() else None
+        if lock.is_held() and not url:
+            raise ConfigError(f"{cfg.data_dir} is held by a k2 process without an API; try again")
+        body = _from_running(url) if url else _from_data_dir(cfg)
+    if json_out:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        table = Table(title=f"k2 health: {body['status']}" + ("" if url else " (k2 up is not running)"))
+        for column in ("check", "status", "detail"):
+            table.add_column(column, overflow="fold")
+        for check in body["checks"]:
+            table.add_row(check["name"], f"[{_STYLE[check['status']]}]{check['status']}[/]", check["detail"])
+        Console(width=160).print(table)
+    raise typer.Exit(int(body["exit_code"]))
