@@ -83,7 +83,7 @@ def create_app(ctx: Context) -> FastAPI:
     def candles(timeframe: str = "1m", venue: str | None = None, symbol: str | None = None,
                 start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
                 limit: int = 100) -> dict[str, Any]:  # fmt: skip
-        """Latest finished candles of one timeframe, oldest first."""
+        """Latest candles of one timeframe, oldest first (the current window as it stands)."""
         rows = guarded(queries.candles, ctx.store, timeframe, venue, symbol, guarded(_ns, start), guarded(_ns, end), limit)
         return {"rows": rows}
 

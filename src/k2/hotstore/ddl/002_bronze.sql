@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS k2.bronze_trades_$venue
     taker_side        Enum8('buy' = 1, 'sell' = 2),
     ts_event          DateTime64(9, 'UTC') COMMENT 'exchange trade time',
     ts_recv           DateTime64(9, 'UTC') COMMENT 'local receive time',
-    conn_id           LowCardinality(String) COMMENT 'WebSocket connection, or <venue>-rest for backfill',
+    conn_id           LowCardinality(String) COMMENT 'WebSocket connection, <venue>-rest for backfill, or recovered (refilled from silver after an unclean stop)',
     source            Enum8('ws' = 1, 'rest' = 2),
     duplicate         Bool COMMENT 'already seen: kept here, not in silver',
     raw               String CODEC(LZ4) COMMENT 'the venue JSON of this trade (LZ4: cheap to merge)',
