@@ -174,6 +174,29 @@ def test_unlisted_symbol_is_reported_and_the_rest_captured(caplog: pytest.LogCap
     assert any("'NOPEUSDT' is not listed" in r.getMessage() for r in caplog.records)
 
 
+def test_a_broken_listing_check_is_logged_and_capture_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        sim = Simulator({"binance": ("BTCUSDT",)}, seed=1, trades_per_second=20)
+        async with sim:
+            settings = load_settings(venues=sim.venue_settings(), ingest=fast_ingest())
+            sink, stop = CollectingSink(), asyncio.Event()
+            async with http_client() as http:
+                (feed,) = build_feeds(settings, {"binance": ("BTCUSDT",)}, sink, http)
+
+                async def broken(*args: object) -> None:
+                    raise KeyError("symbols")  # an adapter bug, not a K2Error
+
+                feed.adapter.fetch_listing = broken  # type: ignore[method-assign]
+                task = asyncio.create_task(run_feeds([feed], stop))
+                await wait_until(lambda: feed.stats.symbol("BTCUSDT").trades > 5, 10, "trades")
+                stop.set()
+                await task
+
+    with caplog.at_level(logging.ERROR):
+        run(main())
+    assert any("listing could not be read" in r.getMessage() for r in caplog.records)
+
+
 def test_without_internet_the_feed_says_so_and_keeps_retrying() -> None:
     async def main() -> None:
         settings = load_settings(

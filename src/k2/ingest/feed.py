@@ -76,6 +76,9 @@ class Feed:
             log.warning("%s: cannot reach the venue's symbol listing (%s); subscribing unchecked "
                         "and checking again after connecting", self.name, err)  # fmt: skip
             return self.symbols
+        except Exception:  # an adapter bug must not stop the feed: capture unchecked, say so loudly
+            log.exception("%s: the symbol listing could not be read; subscribing unchecked", self.name)
+            return self.symbols
         self._listing_checked = True
         self.adapter.use_listing(listing)
         keep = []

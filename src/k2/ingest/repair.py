@@ -128,6 +128,10 @@ class GapRepairer:
                             request.symbol, err, wait)  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
+            except Exception:  # an adapter bug: retrying cannot help, and it must not stop the venue's feed
+                log.exception("%s %s: backfill failed unexpectedly; the gap stays unrepaired", self._adapter.name,
+                              request.symbol)  # fmt: skip
+                return None
 
     async def _repair(self, gap: Gap, stop: asyncio.Event) -> None:
         tracker = self._trackers[gap.symbol]
