@@ -19,10 +19,10 @@ from decimal import Decimal
 
 from k2.exchanges import make_adapter
 from k2.simulator.binance import BinanceSim
+from k2.simulator.binance import text as binance_text
 from k2.simulator.coinbase import CoinbaseSim
 from k2.simulator.faults import Faults
 from k2.simulator.kraken import KrakenSim
-from k2.simulator.binance import text as binance_text
 from k2.simulator.market import SymbolMarket, fmt_min
 from k2.simulator.server import SimConnection
 from k2.timeutil import rfc3339_to_ns

@@ -26,7 +26,7 @@ from k2.flows.reconcile import reconcile_flow
 from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
 from k2.flows.schedule import Job, run_schedule, validate_cron
 from k2.hotstore.chdb_store import ChdbStore
-from k2.hotstore.owner import HOT_DIR, OwnedStore
+from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.writer import StoreWriter, WriterStats
 from k2.ingest.feed import Feed

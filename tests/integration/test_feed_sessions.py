@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
 from k2.ingest.runner import build_feeds, http_client, run_feeds
-from k2.ingest.stats import LIVE, OFFLINE
+from k2.ingest.stats import OFFLINE
 from k2.instruments import load_instruments
 from k2.records import REPAIRED
 from k2.settings import load_settings

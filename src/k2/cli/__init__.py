@@ -11,8 +11,8 @@ from k2.cli.archive import maintain, offload, reconcile
 from k2.cli.common import STATE
 from k2.cli.health import health
 from k2.cli.normalize import normalize
-from k2.cli.simulate import simulate
 from k2.cli.query import candles, gaps, rejects, trades
+from k2.cli.simulate import simulate
 from k2.cli.up import up
 from k2.cli.watch import watch
 

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from k2.cli.common import reported, settings
-from k2.hotstore.owner import HOT_DIR
 from k2.errors import ConfigError, StoreLocked
 from k2.hotstore import queries
 from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.owner import HOT_DIR
 from k2.hotstore.store import DataDirLock
 from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns
 

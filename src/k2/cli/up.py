@@ -8,7 +8,14 @@ from typing import Any
 
 import typer
 
-from k2.cli.common import prefect_env, reported, run_until_signal, settings, setup_logging, stop_after
+from k2.cli.common import (
+    prefect_env,
+    reported,
+    run_until_signal,
+    settings,
+    setup_logging,
+    stop_after,
+)
 from k2.cli.status import StatusView, show_status
 from k2.instruments import load_instruments
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -15,6 +15,7 @@ from k2.records import Trade
 
 # What decoding untrusted JSON can raise; adapters turn each into a ParseError.
 DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+T = TypeVar("T")
 
 
 class Signal(enum.Enum):
@@ -181,3 +182,37 @@ def canonical_pair(base: str, quote: str) -> str:
     """Return `BASE/QUOTE` in upper case with legacy asset codes mapped (XBT -> BTC, XDG -> DOGE)."""
     base, quote = base.upper(), quote.upper()
     return f"{ALIASES.get(base, base)}/{ALIASES.get(quote, quote)}"
+
+
+class SymbolNames:
+    """Venue symbol -> canonical BASE/QUOTE: the venue's listing once read, else the venue's own rule.
+
+    Adapters inherit `canonical` and `use_listing` from here and define `split_symbol`.
+    """
+
+    def __init__(self) -> None:
+        self._canonical: dict[str, str] = {}
+
+    @staticmethod
+    def split_symbol(symbol: str) -> str:
+        raise NotImplementedError
+
+    def canonical(self, symbol: str) -> str:
+        found = self._canonical.get(symbol)
+        if found is None:
+            found = self._canonical[symbol] = self.split_symbol(symbol)
+        return found
+
+    def use_listing(self, listing: Listing) -> None:
+        self._canonical.update(listing.symbols)
+
+
+def collect_trades(items: Iterable[T], make: Callable[[T], Trade], trades: list[Trade],
+                   rejected: list[ParseError]) -> None:  # fmt: skip
+    """Normalize each trade of a multi-trade message: valid ones to `trades`, bad ones to `rejected`."""
+    for item in items:
+        try:
+            trades.append(make(item))
+        except ParseError as err:
+            rejected.append(err)
+

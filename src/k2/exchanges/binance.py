@@ -20,12 +20,13 @@ from k2.exchanges.base import (
     SUBSCRIBED,
     Backfill,
     BackfillRequest,
+    DecimalCache,
     Fetch,
     Listing,
     Parsed,
     RestPolicy,
     Signal,
-    DecimalCache,
+    SymbolNames,
     canonical_pair,
     positive_decimal,
 )
@@ -114,8 +115,9 @@ def split_symbol(symbol: str) -> str:
     raise ParseError(f"cannot split Binance symbol {symbol!r} into base and quote", symbol)
 
 
-class BinanceAdapter:
+class BinanceAdapter(SymbolNames):
     name = NAME
+    split_symbol = staticmethod(split_symbol)
     docs_url = "https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams"
     default_ws_url = "wss://stream.binance.com:9443"
     default_rest_url = "https://api.binance.com"
@@ -134,7 +136,7 @@ class BinanceAdapter:
     page_limit = 1000
 
     def __init__(self) -> None:
-        self._canonical: dict[str, str] = {}
+        super().__init__()
         self._prices = DecimalCache()
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
@@ -143,15 +145,6 @@ class BinanceAdapter:
 
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         return []  # the combined-stream URL carries the subscriptions
-
-    def canonical(self, symbol: str) -> str:
-        found = self._canonical.get(symbol)
-        if found is None:
-            found = self._canonical[symbol] = split_symbol(symbol)
-        return found
-
-    def use_listing(self, listing: Listing) -> None:
-        self._canonical.update(listing.symbols)
 
     def parse(self, raw: bytes, recv_ns: int) -> Parsed:
         # The hot path of the whole platform: one decode, one Trade, no call that is not needed.

@@ -26,7 +26,9 @@ from k2.exchanges.base import (
     Parsed,
     RestPolicy,
     Signal,
+    SymbolNames,
     canonical_pair,
+    collect_trades,
     parse_trade_id,
     positive_decimal,
 )
@@ -91,8 +93,9 @@ def _canonical(product_id: str) -> str:
     return canonical_pair(base, quote)
 
 
-class CoinbaseAdapter:
+class CoinbaseAdapter(SymbolNames):
     name = NAME
+    split_symbol = staticmethod(_canonical)
     docs_url = "https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-channels"
     default_ws_url = "wss://advanced-trade-ws.coinbase.com"
     default_rest_url = "https://api.coinbase.com"
@@ -104,7 +107,7 @@ class CoinbaseAdapter:
     page_limit = 1000
 
     def __init__(self) -> None:
-        self._canonical: dict[str, str] = {}
+        super().__init__()
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
         return base_url
@@ -115,15 +118,6 @@ class CoinbaseAdapter:
         beats = {"type": "subscribe", "channel": "heartbeats"}
         return [msgspec.json.encode(trades).decode(), msgspec.json.encode(beats).decode()]
 
-    def canonical(self, symbol: str) -> str:
-        found = self._canonical.get(symbol)
-        if found is None:
-            found = self._canonical[symbol] = _canonical(symbol)
-        return found
-
-    def use_listing(self, listing: Listing) -> None:
-        self._canonical.update(listing.symbols)
-
     def parse(self, raw: bytes, recv_ns: int) -> Parsed:
         try:
             env = _decode_envelope.decode(raw)
@@ -132,7 +126,8 @@ class CoinbaseAdapter:
         if env.channel == "market_trades":
             if env.events is None:
                 raise ParseError("market_trades message without events", raw)
-            trades, rejected = [], []
+            trades: list[Trade] = []
+            rejected: list[ParseError] = []
             for event in env.events:
                 try:
                     ev = _decode_event.decode(event)
@@ -140,11 +135,7 @@ class CoinbaseAdapter:
                     raise ParseError(f"bad market_trades event: {err}", raw) from None
                 if ev.type not in ("snapshot", "update"):
                     raise ParseError(f"unexpected market_trades event type {ev.type!r}", raw)
-                for item in ev.trades:
-                    try:
-                        trades.append(self._trade(item, recv_ns))
-                    except ParseError as err:
-                        rejected.append(err)
+                collect_trades(ev.trades, lambda item: self._trade(item, recv_ns), trades, rejected)
             if rejected and not trades:
                 raise rejected[0]
             return Parsed(trades, sequence=env.sequence_num, rejected=tuple(rejected))

@@ -25,7 +25,9 @@ from k2.exchanges.base import (
     Parsed,
     RestPolicy,
     Signal,
+    SymbolNames,
     canonical_pair,
+    collect_trades,
     parse_trade_id,
     positive_decimal,
 )
@@ -120,8 +122,9 @@ def check_response(body: bytes) -> dict[str, msgspec.Raw]:
     return resp.result
 
 
-class KrakenAdapter:
+class KrakenAdapter(SymbolNames):
     name = NAME
+    split_symbol = staticmethod(_canonical_v2)
     docs_url = "https://docs.kraken.com/exchange/api-reference/spot-websocket-v2/trade"
     default_ws_url = "wss://ws.kraken.com/v2"
     default_rest_url = "https://api.kraken.com"
@@ -134,7 +137,7 @@ class KrakenAdapter:
     page_limit = 1000
 
     def __init__(self) -> None:
-        self._canonical: dict[str, str] = {}
+        super().__init__()
         self._rest_pair: dict[str, str] = {}
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
@@ -145,15 +148,6 @@ class KrakenAdapter:
         msg = {"method": "subscribe", "params": {"channel": "trade", "symbol": list(symbols), "snapshot": True}}
         return [msgspec.json.encode(msg).decode()]
 
-    def canonical(self, symbol: str) -> str:
-        found = self._canonical.get(symbol)
-        if found is None:
-            found = self._canonical[symbol] = _canonical_v2(symbol)
-        return found
-
-    def use_listing(self, listing: Listing) -> None:
-        self._canonical.update(listing.symbols)
-
     def parse(self, raw: bytes, recv_ns: int) -> Parsed:
         try:
             env = _decode_envelope.decode(raw)
@@ -162,12 +156,9 @@ class KrakenAdapter:
         if env.channel == "trade":
             if env.type not in ("snapshot", "update") or env.data is None:
                 raise ParseError(f"unexpected trade message type {env.type!r}", raw)
-            trades, rejected = [], []
-            for item in env.data:
-                try:
-                    trades.append(self._trade(item, recv_ns))
-                except ParseError as err:
-                    rejected.append(err)
+            trades: list[Trade] = []
+            rejected: list[ParseError] = []
+            collect_trades(env.data, lambda item: self._trade(item, recv_ns), trades, rejected)
             if rejected and not trades:
                 raise rejected[0]
             return Parsed(trades, rejected=tuple(rejected))

@@ -3,12 +3,12 @@ and the data-directory lock that makes one process its owner."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import json
 import os
-from pathlib import Path
-import concurrent.futures
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
