@@ -20,9 +20,7 @@ from k2.api.server import ApiServer
 from k2.archive import ops
 from k2.archive.lake import Lake
 from k2.archive.tables import TABLES
-from k2.flows.maintenance import maintenance_flow
-from k2.flows.offload import offload_flow
-from k2.flows.reconcile import reconcile_flow
+from k2.flows import FLOWS
 from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
 from k2.flows.schedule import Job, run_schedule, validate_cron
 from k2.hotstore.chdb_store import ChdbStore
@@ -98,8 +96,8 @@ class Embedded:
         s = self.settings.archive
         if not s.schedule_enabled:
             return []
-        return [Job("offload", s.offload_cron, offload_flow), Job("maintenance", s.maintenance_cron, maintenance_flow),
-                Job("reconcile", s.reconcile_cron, reconcile_flow)]  # fmt: skip
+        crons = {"offload": s.offload_cron, "maintenance": s.maintenance_cron, "reconcile": s.reconcile_cron}
+        return [Job(name, cron, FLOWS[name]) for name, cron in crons.items()]
 
     def status_rows(self) -> list[tuple[str, str]]:
         """Rows per table for the status view: written by this run / stored."""

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,19 @@ def test_bad_instruments(tmp_path: Path, text: str, message: str) -> None:
     f.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_instruments(f)
+
+
+def test_prefect_state_lives_in_the_data_directory_unless_the_environment_says_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k2.cli.common import prefect_env
+
+    # A copy of the environment without Prefect's variables: whatever prefect_env sets stays here.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    prefect_env(tmp_path / "data")
+    assert os.environ["PREFECT_HOME"] == str((tmp_path / "data" / "prefect").resolve())
+    assert (tmp_path / "data" / "prefect").is_dir()
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    os.environ["PREFECT_HOME"] = str(tmp_path / "elsewhere")
+    prefect_env(tmp_path / "data")
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "elsewhere")

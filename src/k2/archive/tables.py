@@ -23,6 +23,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from k2.errors import ConfigError
 from k2.exchanges import VENUE_NAMES
 from k2.hotstore.queries import CANDLE_MERGE
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
@@ -148,3 +149,13 @@ TABLES: tuple[ArchiveTable, ...] = (
                    timeframe=tf.name) for tf in TIMEFRAMES),  # fmt: skip
 )
 BY_NAME = {t.name: t for t in TABLES}
+
+
+def table_names(tables: list[str] | None) -> list[str]:
+    """Validate table names (default: all ten, in order)."""
+    if not tables:
+        return [t.name for t in TABLES]
+    unknown = [t for t in tables if t not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown archive table {unknown[0]!r}; choose from: {', '.join(BY_NAME)}")
+    return list(tables)

@@ -26,6 +26,9 @@ JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 def run_flow(name: str, tables: list[str] | None, data_dir: Path | None) -> dict[str, Any]:
     """Run flow `name` through the running `k2 up`, or in this process on a stopped data directory."""
+    from k2.archive.tables import table_names
+
+    table_names(tables)  # a bad name fails here, before anything starts
     cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
     lock = DataDirLock(cfg.data_dir)
     if lock.is_held():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +10,34 @@ from k2.flows.maintenance import maintenance_flow
 from k2.flows.offload import offload_flow
 from k2.flows.reconcile import reconcile_flow
 
+_api_lock = threading.Lock()
+
+
+def prefect_api_ready() -> None:
+    """Make sure Prefect's API answers before a flow runs.
+
+    With no PREFECT_API_URL, the first flow call starts Prefect's temporary API server (seconds,
+    tens of seconds on a busy machine). Prefect marks that server running before it answers, so a
+    second thread starting a flow meanwhile (a scheduled run and one asked for over the API)
+    would talk to a server that is not up yet; the lock makes it wait instead.
+    """
+    from prefect.client.orchestration import get_client
+
+    with _api_lock, get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
+def _when_ready(flow: Callable[..., Any]) -> Callable[..., Any]:
+    def run(tables: list[str] | None = None) -> Any:
+        prefect_api_ready()
+        return flow(tables)
+
+    run.__name__ = run.__qualname__ = getattr(flow, "name", flow.__name__)
+    return run
+
+
 FLOWS: dict[str, Callable[..., Any]] = {
-    "offload": offload_flow,
-    "maintenance": maintenance_flow,
-    "reconcile": reconcile_flow,
+    "offload": _when_ready(offload_flow),
+    "maintenance": _when_ready(maintenance_flow),
+    "reconcile": _when_ready(reconcile_flow),
 }

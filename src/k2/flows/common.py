@@ -9,8 +9,7 @@ import sqlalchemy
 from prefect import Task
 from pyiceberg.exceptions import CommitFailedException
 
-from k2.archive.tables import BY_NAME, TABLES
-from k2.errors import ConfigError, StoreError, TransientError
+from k2.errors import StoreError, TransientError
 from k2.flows.runtime import ArchiveRuntime
 
 # A retry can fix these: a commit raced by another writer, a busy catalog, a store hiccup, I/O.
@@ -35,11 +34,3 @@ def with_retries(task: Task, runtime: ArchiveRuntime) -> Task:
                              retry_condition_fn=is_transient)  # fmt: skip
 
 
-def table_names(tables: list[str] | None) -> list[str]:
-    """Validate table names (default: all ten, in order)."""
-    if not tables:
-        return [t.name for t in TABLES]
-    unknown = [t for t in tables if t not in BY_NAME]
-    if unknown:
-        raise ConfigError(f"unknown archive table {unknown[0]!r}; choose from: {', '.join(BY_NAME)}")
-    return list(tables)

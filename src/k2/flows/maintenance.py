@@ -11,9 +11,9 @@ from prefect import flow, task
 
 from k2.archive import ops
 from k2.archive.maintenance import MaintenanceResult, maintain_table
-from k2.archive.tables import BY_NAME
+from k2.archive.tables import BY_NAME, table_names
 from k2.errors import ArchiveError
-from k2.flows.common import table_names, with_retries
+from k2.flows.common import with_retries
 from k2.flows.runtime import current
 
 log = logging.getLogger(__name__)

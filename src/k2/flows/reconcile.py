@@ -11,8 +11,8 @@ from prefect import flow, task
 
 from k2.archive import ops
 from k2.archive.reconcile import DayCheck, reconcile_table
-from k2.archive.tables import BY_NAME
-from k2.flows.common import table_names, with_retries
+from k2.archive.tables import BY_NAME, table_names
+from k2.flows.common import with_retries
 from k2.flows.runtime import ArchiveRuntime, current
 
 log = logging.getLogger(__name__)
