@@ -93,9 +93,11 @@ def _commit(table: Table, spec: ArchiveTable, data: pa.Table, props: dict[str, s
 # ClickHouse writes the trade tables' Parquet itself (C++, both cores, no Python objects per row).
 # No Parquet bloom filters: ClickHouse writes one per column by default, which doubled the files
 # and cost a third of the encoding time (measured: 581 -> 393 ms and 16.1 -> 7.7 MB per million
-# silver rows); Iceberg's manifests already carry per-file column bounds for pruning.
-_PARQUET = (" SETTINGS output_format_parquet_compression_method = 'zstd', output_format_parquet_string_as_string = 1, "
-            "output_format_parquet_row_group_size = 1048576, output_format_parquet_write_bloom_filter = 0")  # fmt: skip
+# silver rows); Iceberg's manifests already carry per-file column bounds for pruning. zstd at
+# level 1, the tables' own `write.parquet.compression-level` (lake.py), which compaction uses too.
+_PARQUET = (" SETTINGS output_format_parquet_compression_method = 'zstd', output_format_compression_level = 1, "
+            "output_format_parquet_string_as_string = 1, output_format_parquet_row_group_size = 1048576, "
+            "output_format_parquet_write_bloom_filter = 0")  # fmt: skip
 
 
 def _chunk_ends(store: HotStore, spec: ArchiveTable, after: int, high: int, chunk_rows: int) -> list[int]:
