@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 
+from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import OFFLINE
 from k2.instruments import load_instruments
@@ -150,49 +152,45 @@ def test_binance_protocol_pings_are_answered() -> None:
     assert s.connects == 1 and s.reconnects == 0
 
 
-def test_unlisted_symbol_is_reported_and_the_rest_captured(caplog: pytest.LogCaptureFixture) -> None:
-    instruments = {"binance": ("BTCUSDT", "NOPEUSDT")}
+def capture_btcusdt(instruments: tuple[str, ...], prepare: Callable[[Feed], None] = lambda feed: None) -> Feed:
+    """Run one Binance feed for `instruments` against a simulator listing only BTCUSDT, until it
+    has captured a few BTCUSDT trades; `prepare` may alter the feed before it starts."""
 
-    async def main() -> None:
+    async def main() -> Feed:
         sim = Simulator({"binance": ("BTCUSDT",)}, seed=1, trades_per_second=20)
         async with sim:
             settings = load_settings(venues=sim.venue_settings(), ingest=fast_ingest())
-            sink, stop = CollectingSink(), asyncio.Event()
+            stop = asyncio.Event()
             async with http_client() as http:
-                (feed,) = build_feeds(settings, instruments, sink, http)
+                (feed,) = build_feeds(settings, {"binance": instruments}, CollectingSink(), http)
+                prepare(feed)
                 task = asyncio.create_task(run_feeds([feed], stop))
                 await wait_until(lambda: feed.stats.symbol("BTCUSDT").trades > 5, 10, "trades")
                 stop.set()
                 await task
-            assert feed.stats.symbol("NOPEUSDT").listing == "not listed"
-            assert feed.stats.symbol("BTCUSDT").listing == "listed"
-            assert "NOPEUSDT" not in (feed.session.url if feed.session else "")
+        return feed
 
+    return run(main())
+
+
+def test_unlisted_symbol_is_reported_and_the_rest_captured(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
-        run(main())
+        feed = capture_btcusdt(("BTCUSDT", "NOPEUSDT"))
+    assert feed.stats.symbol("NOPEUSDT").listing == "not listed"
+    assert feed.stats.symbol("BTCUSDT").listing == "listed"
+    assert "NOPEUSDT" not in (feed.session.url if feed.session else "")
     assert any("'NOPEUSDT' is not listed" in r.getMessage() for r in caplog.records)
 
 
 def test_a_broken_listing_check_is_logged_and_capture_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    async def main() -> None:
-        sim = Simulator({"binance": ("BTCUSDT",)}, seed=1, trades_per_second=20)
-        async with sim:
-            settings = load_settings(venues=sim.venue_settings(), ingest=fast_ingest())
-            sink, stop = CollectingSink(), asyncio.Event()
-            async with http_client() as http:
-                (feed,) = build_feeds(settings, {"binance": ("BTCUSDT",)}, sink, http)
+    async def broken(*args: object) -> None:
+        raise KeyError("symbols")  # an adapter bug, not a K2Error
 
-                async def broken(*args: object) -> None:
-                    raise KeyError("symbols")  # an adapter bug, not a K2Error
-
-                feed.adapter.fetch_listing = broken  # type: ignore[method-assign]
-                task = asyncio.create_task(run_feeds([feed], stop))
-                await wait_until(lambda: feed.stats.symbol("BTCUSDT").trades > 5, 10, "trades")
-                stop.set()
-                await task
+    def break_listing(feed: Feed) -> None:
+        feed.adapter.fetch_listing = broken  # type: ignore[method-assign]
 
     with caplog.at_level(logging.ERROR):
-        run(main())
+        capture_btcusdt(("BTCUSDT",), break_listing)
     assert any("listing could not be read" in r.getMessage() for r in caplog.records)
 
 
