@@ -14,7 +14,7 @@ test: $(STAMP) tools     ## run the whole test suite
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)          ## run every benchmark script
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

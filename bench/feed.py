@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
+
+from _common import pct, start_simulator  # bench/_common.py
 
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import LIVE
@@ -48,20 +48,6 @@ class Meter:
 
     async def reject(self, reject: Reject) -> None:
         pass
-
-
-def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "k2", "simulate", "--port", "0", "--faults", "none", "--rate", str(rate),
-         "--tick-ms", str(tick_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    env = {}
-    for _ in range(6):
-        key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
-        env[key] = value
-    return proc, env
 
 
 def venues_from_env(env: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -102,11 +88,6 @@ async def run_phase(rate: float, tick_ms: float, warmup: float, seconds: float, 
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import pct, start_simulator  # bench/_common.py
+
 HERE = Path(__file__).resolve()
 
 
@@ -37,25 +39,6 @@ def rss_peak_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6 if ordered else float("nan")
-
-
-def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "k2", "simulate", "--port", "0", "--faults", "none", "--rate", str(rate),
-         "--tick-ms", str(tick_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    env = {}
-    for _ in range(6):
-        key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
-        env[key] = value
-    return proc, env
 
 
 def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, metrics: bool) -> dict[str, object]:

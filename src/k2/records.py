@@ -38,14 +38,14 @@ class Gap(msgspec.Struct, frozen=True):
     gap_id: str
     exchange: str
     symbol: str
-    first_id: int  # first missing trade id (inclusive)
+    first_id: int  # first missing trade id (inclusive); window gaps: the highest id seen before, + 1
     last_id: int  # last missing trade id (inclusive)
     ts_from: int  # event time of the last trade before the hole, UTC ns (0 if unknown)
     ts_to: int  # event time of the first trade after the hole, UTC ns (0 if unknown)
     detected_at: int  # UTC ns
     resolved_at: int  # UTC ns, 0 while pending
     outcome: str  # pending | repaired | partial | unrecoverable
-    missing: int  # ids (or, for window gaps, trades) still missing
+    missing: int  # ids still missing after the repair (window gaps: always 0, the count is unknowable)
     recovered: int  # trades recovered for this gap (REST or late WS arrival)
     kind: str = "ids"  # ids: an id range; window: a time window after a disconnect
 
@@ -76,7 +76,10 @@ def decimal_text(value: Decimal) -> str:
 
 
 def trade_json(trade: Trade) -> dict[str, str | int]:
-    """Return the JSON form of a trade (`k2 normalize`, `k2 watch --record`, `k2 trades`)."""
+    """Return the JSON form of a trade (`k2 normalize`, `k2 watch --record`).
+
+    `k2 trades` has the same keys but reads the store, which prints decimals without trailing zeros.
+    """
     return {
         "exchange": trade.exchange,
         "symbol": trade.symbol,

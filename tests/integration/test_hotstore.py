@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.integration
 NOW = (time.time_ns() // 86_400_000_000_000 * 86_400 + 600) * 1_000_000_000
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ChdbStore]:
-    s = ChdbStore(tmp_path / "hot")
-    migrate.apply(s, HotStoreSettings())
-    yield s
-    s.close()
+# `store`: a migrated chDB store per test, from tests/archive_support.py (a conftest plugin).
 
 
 def trade(venue: str, tid: int, price: str, amount: str, ts: int, side: str = "buy", symbol: str = "BTC-USD") -> Trade:

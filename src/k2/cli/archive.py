@@ -61,15 +61,22 @@ def _show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console().print(table)
 
 
-def offload(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
-    """Archive the hot tables to Iceberg now (exactly once: rerun any time)."""
+def _run(flow: str, tables: list[str] | None, data_dir: Path | None, json_out: bool,
+         busy: str) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """Run `flow`; print it as JSON, or say it skipped. Return the result and whether to show it as a table."""
     with reported():
-        result = run_flow("offload", table, data_dir)
+        result = run_flow(flow, tables, data_dir)
     if json_out:
         typer.echo(json.dumps(result))
     elif result.get("skipped"):
-        typer.echo("another offload is running; this one skipped")
-    else:
+        typer.echo(f"{busy}; this one skipped")
+    return result, not json_out and not result.get("skipped")
+
+
+def offload(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
+    """Archive the hot tables to Iceberg now (exactly once: rerun any time)."""
+    result, show = _run("offload", table, data_dir, json_out, "another offload is running")
+    if show:
         _show("offload", ["table", "rows", "commits", "watermark before", "watermark after", "seconds"],
               [[n, r["rows"], r["commits"], r["watermark_before"], r["watermark_after"], f"{r['seconds']:.2f}"]
                for n, r in result.items()])  # fmt: skip
@@ -77,13 +84,8 @@ def offload(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool 
 
 def maintain(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
     """Compact small files, expire old snapshots, remove orphan files, and audit, now."""
-    with reported():
-        result = run_flow("maintenance", table, data_dir)
-    if json_out:
-        typer.echo(json.dumps(result))
-    elif result.get("skipped"):
-        typer.echo("another maintenance run is in progress; this one skipped")
-    else:
+    result, show = _run("maintenance", table, data_dir, json_out, "another maintenance run is in progress")
+    if show:
         _show("maintenance", ["table", "files before", "files after", "partitions compacted", "snapshots expired",
                               "orphans removed", "seconds"],
               [[n, r["files_before"], r["files_after"], r["partitions_compacted"], r["snapshots_expired"],
@@ -92,13 +94,8 @@ def maintain(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool
 
 def reconcile(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
     """Compare hot and archive per table and day; exit 1 if any day differs."""
-    with reported():
-        result = run_flow("reconcile", table, data_dir)
-    if json_out:
-        typer.echo(json.dumps(result))
-    elif result.get("skipped"):
-        typer.echo("another reconcile run is in progress; this one skipped")
-    else:
+    result, show = _run("reconcile", table, data_dir, json_out, "another reconcile run is in progress")
+    if show:
         rows = []
         for name, r in result.items():
             rows.append([name, r["days"], len(r["differences"]) or "none"])
