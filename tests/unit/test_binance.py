@@ -54,6 +54,18 @@ def test_subscribe_response_is_an_ack(adapter: BinanceAdapter) -> None:
     assert parsed.trades == () and parsed.signal is Signal.SUBSCRIBED
 
 
+def test_a_reply_with_a_result_is_information_not_an_error(adapter: BinanceAdapter) -> None:
+    # LIST_SUBSCRIPTIONS answers with the stream names in `result` (an array, not null).
+    parsed = adapter.parse(b'{"result":["btcusdt@trade"],"id":3}', RECV)
+    assert parsed.trades == () and parsed.signal is Signal.INFO
+
+
+def test_a_bad_combined_payload_is_reported_by_its_own_fault(adapter: BinanceAdapter) -> None:
+    raw = b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1","T":1,"m":true}}'
+    with pytest.raises(ParseError, match="`q`"):
+        adapter.parse(raw, RECV)
+
+
 def test_error_message_is_reported_not_raised(adapter: BinanceAdapter) -> None:
     parsed = adapter.parse(sample_raw("binance-rest-error.json"), RECV)
     assert parsed.signal is Signal.ERROR and "-1121" in parsed.detail and "Invalid symbol" in parsed.detail
