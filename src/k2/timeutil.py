@@ -72,10 +72,18 @@ def _parse_slow(text: str) -> int:
         raise ParseError(f"bad RFC 3339 timestamp {text!r}", text) from None
 
 
+_prefix_cache: dict[int, str] = {}
+
+
 def ns_to_rfc3339(ns: int) -> str:
     """Format integer UTC nanoseconds as RFC 3339 with all nine fractional digits and `Z`."""
     seconds, frac = divmod(ns, _NS)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+    prefix = _prefix_cache.get(seconds)  # many trades per second share "YYYY-MM-DDTHH:MM:SS."
+    if prefix is None:
+        if len(_prefix_cache) > 4096:
+            _prefix_cache.clear()
+        prefix = _prefix_cache[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+    return f"{prefix}{frac:09d}Z"
 
 
 def now_ns() -> int:

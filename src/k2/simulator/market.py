@@ -42,9 +42,13 @@ class SimTrade(msgspec.Struct, frozen=True, gc=False):
 
 
 def fmt_fixed(units: int, decimals: int) -> str:
-    """Format integer `units` of 10**-decimals as fixed-point text with all decimals."""
-    whole, frac = divmod(units, 10**decimals)
-    return f"{whole}.{frac:0{decimals}d}" if decimals else str(whole)
+    """Format integer `units` (>= 0) of 10**-decimals as fixed-point text with all decimals."""
+    digits = str(units)
+    if not decimals:
+        return digits
+    if len(digits) <= decimals:  # below 1: pad to one leading zero
+        digits = "0" * (decimals + 1 - len(digits)) + digits
+    return f"{digits[:-decimals]}.{digits[-decimals:]}"
 
 
 def fmt_min(units: int, decimals: int) -> str:
@@ -73,6 +77,7 @@ class SymbolMarket:
     ) -> None:
         self.venue, self.symbol = venue, symbol
         self._text = text or fmt_min  # how this venue prints (units, decimals) as text
+        self._price_texts: dict[int, str] = {}  # a random walk revisits its price levels
         start, self.price_decimals = _START.get(base.upper(), ("100", 2))
         whole, _, frac = start.partition(".")
         self._price = int(whole) * 10**self.price_decimals + int((frac or "0").ljust(self.price_decimals, "0"))
@@ -91,6 +96,9 @@ class SymbolMarket:
     def generate(self, n: int, start_ns: int, end_ns: int, faults_on: bool) -> list[SimTrade]:
         """Create the next `n` trades, timed evenly in (start_ns, end_ns] at µs precision."""
         rnd, fate_rnd, text, pd = self._rng.random, self._fate_rng.random, self._text, self.price_decimals
+        price_texts = self._price_texts
+        if len(price_texts) > 100_000:
+            price_texts.clear()
         out = []
         step = (end_ns - start_ns) / n if n else 0
         drop_p, dup_p, delay_p, garbage_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0)
@@ -110,7 +118,10 @@ class SymbolMarket:
                 # A symbol's very first trade always goes out: no client could tell a lost first
                 # trade from no trade at all, and every scripted fault must be recoverable.
                 fate = SENT
-            out.append(SimTrade(next_id, price, amount, taker_buy, ts, text(price, pd),
+            price_text = price_texts.get(price)
+            if price_text is None:
+                price_text = price_texts[price] = text(price, pd)
+            out.append(SimTrade(next_id, price, amount, taker_buy, ts, price_text,
                                 text(amount, AMOUNT_DECIMALS), fate, g < garbage_p))  # fmt: skip
             next_id += 1 if self._id_step_max == 1 else 1 + int(rnd() * self._id_step_max)
         self._price, self._last_ts, self._next_id = price, last_ts, next_id
