@@ -130,6 +130,31 @@ def test_silent_connection_trips_the_watchdog() -> None:
         assert stats(cap, venue).watchdog_trips >= 1, venue
 
 
+class StallingSink(CollectingSink):
+    """Holds the feeds back for `hold_s` once, as a writer applying backpressure would."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s, self.held = hold_s, False
+
+    async def trades(self, received, accepted, conn_id):  # type: ignore[no-untyped-def]
+        if not self.held and len(self.accepted) > 50:
+            self.held = True
+            await asyncio.sleep(self.hold_s)
+        await super().trades(received, accepted, conn_id)
+
+
+def test_backpressure_longer_than_the_heartbeat_timeout_is_not_silence() -> None:
+    # Messages keep arriving (queued, unread) while K2 holds its own feeds back: no watchdog trip,
+    # no reconnect, nothing lost.
+    overrides = {v: {"heartbeat_timeout_s": 1.0} for v in HEARTBEAT_VENUES}
+    cap = run(capture(SMALL, faults(), fault_seconds=4, sink=StallingSink(3.0), venue_overrides=overrides))
+    assert cap.sink.held
+    assert_exact(cap.sim, cap.sink.accepted)
+    for f in cap.feeds:
+        assert f.stats.watchdog_trips == 0 and f.stats.reconnects == 0, f.name
+
+
 @pytest.mark.slow
 def test_every_fault_at_once_on_all_default_instruments() -> None:
     overrides = {v: {"heartbeat_timeout_s": 3.0} for v in HEARTBEAT_VENUES}

@@ -220,7 +220,10 @@ class FeedSession:
                         current, reader, nxt, nxt_reader = nxt, nxt_reader, None, None
                         self.stats.set_state(st.LIVE)
                         continue
-                if self._heartbeat_timeout and now - current.last_rx > self._heartbeat_timeout:
+                # Silent = nothing read for the timeout and nothing waiting to be read: while the
+                # feed is held back (the writer applying backpressure), messages queue up unread,
+                # and that is K2 being behind, not the venue being silent.
+                if self._heartbeat_timeout and now - current.last_rx > self._heartbeat_timeout and not current.ws.unread:
                     self.stats.watchdog_trips += 1
                     log.warning("%s: nothing received on %s for %.0f s; reconnecting",
                                 self.venue, current.conn_id, now - current.last_rx)  # fmt: skip
