@@ -78,8 +78,8 @@ class ChdbStore:
 
         return self._run(run)
 
-    def query_bytes(self, sql: str, fmt: str) -> bytes:
-        return self._run(lambda: bytes(self._query(sql, fmt, None).bytes()))
+    def query_bytes(self, sql: str, fmt: str, params: dict[str, Any] | None = None) -> bytes:
+        return self._run(lambda: bytes(self._query(sql, fmt, params).bytes()))
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         table = self.query_arrow(sql, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -80,10 +81,9 @@ CANDLE_MERGE = (
 )  # fmt: skip
 
 
-def merged_candles_sql(tf: str, where: str, order: str, limit: str = "", text: bool = False) -> str:
-    """SELECT finished candles of one timeframe from its table (values as text if `text`)."""
-    values = ", ".join(
-        f"{expr}" if name == "trade_count" or not text else f"toString({expr})" for name, expr in CANDLE_MERGE)
+def merged_candles_sql(tf: str, where: str, order: str, limit: str = "") -> str:
+    """SELECT finished candles of one timeframe from its table."""
+    values = ", ".join(expr for _, expr in CANDLE_MERGE)
     return (f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), {values} "
             f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
             f"ORDER BY {order}{limit}")  # fmt: skip
@@ -115,15 +115,28 @@ def candles(store: HotStore, tf: str = "1m", venue: str | None = None, symbol: s
 def _candles(store: HotStore, tf: str, venue: str | None, symbol: str | None, start_ns: int | None,
              end_ns: int | None, limit: int) -> list[dict[str, Any]]:  # fmt: skip
     where, params = _filters(venue, symbol, "window_start", start_ns, end_ns)
-    # Small reads: SETTINGS max_threads = 1 avoids fanning a tiny query out over threads.
-    sql = merged_candles_sql(tf, where, "window_start DESC",
-                             f" LIMIT {_limit(limit)} SETTINGS max_threads = 1", text=True)  # fmt: skip
+    # Read as TSV: ClickHouse prints decimals there without trailing zeros, exactly as toString()
+    # would, and a hundred text lines cost less than the toString() calls plus an Arrow decode
+    # (~1.5 ms of a ~9 ms query). Small reads: max_threads = 1 avoids fanning out over threads.
+    sql = merged_candles_sql(tf, where, "window_start DESC", f" LIMIT {_limit(limit)} SETTINGS max_threads = 1")
     out = []
-    for row in reversed(store.rows(sql, params)):
-        item = dict(zip(CANDLE_KEYS, row, strict=True))
-        item["window_start"] = ns_to_rfc3339(item["window_start"] * 1_000_000_000)
+    for line in reversed(store.query_bytes(sql, "TabSeparated", params).decode().splitlines()):
+        item = dict(zip(CANDLE_KEYS, map(_tsv_unescape, line.split("\t")), strict=True))
+        item["window_start"] = ns_to_rfc3339(int(item["window_start"]) * 1_000_000_000)
+        item["trade_count"] = int(item["trade_count"])
         out.append(item)
     return out
+
+
+_TSV_ESCAPES = {"\\t": "\t", "\\n": "\n", "\\\\": "\\", "\\r": "\r", "\\0": "\0", "\\'": "'", "\\b": "\b",
+                "\\f": "\f"}  # fmt: skip
+
+
+def _tsv_unescape(field: str) -> str:
+    """Undo TSV escaping (only names can hold a backslash, tab or newline; numbers never do)."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\.", lambda m: _TSV_ESCAPES.get(m.group(0), m.group(0)[1]), field)
 
 
 GAP_KEYS = ("exchange", "symbol", "kind", "first_id", "last_id", "missing", "recovered", "outcome", "detected_at",

@@ -25,8 +25,8 @@ class HotStore(Protocol):
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
 
-    def query_bytes(self, sql: str, fmt: str) -> bytes:
-        """Run `sql` and return its result encoded in ClickHouse format `fmt` (e.g. Parquet)."""
+    def query_bytes(self, sql: str, fmt: str, params: dict[str, Any] | None = None) -> bytes:
+        """Run `sql` and return its result encoded in ClickHouse format `fmt` (e.g. Parquet, TSV)."""
         ...
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
