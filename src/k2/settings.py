@@ -60,7 +60,7 @@ class IngestSettings(_Section):
 
 
 class WriterSettings(_Section):
-    batch_rows: int = Field(20_000, ge=1)
+    batch_rows: int = Field(50_000, ge=1)
     batch_interval_ms: int = Field(100, ge=1)
     max_pending_rows: int = Field(100_000, ge=1)  # feeds wait (backpressure) beyond this
 

@@ -100,6 +100,20 @@ def _ingest(trades: list[Trade], chunk_venues: list[str], chunk_conns: list[str]
     ], schema=INGEST_INSERT)  # fmt: skip
 
 
+# Up to this many rows, an ingest insert runs its materialized views (bronze x3, silver, candles)
+# side by side: a small batch's insert is mostly per-part overhead, ~15 ms less in parallel, and
+# small batches are where commit latency counts. Bigger batches run them one after another: on
+# two cores that is no slower, and it does not hold every view's part buffers at once (~50 MB
+# less peak RSS under a firehose). Merging candle states within a block is left to the
+# background merges either way.
+PARALLEL_VIEWS_MAX_ROWS = 10_000
+
+
+def _insert_settings(rows: int) -> str:
+    parallel = 1 if rows <= PARALLEL_VIEWS_MAX_ROWS else 0
+    return f" SETTINGS parallel_view_processing = {parallel}, optimize_on_insert = 0"
+
+
 def _gaps(gaps: list[Gap]) -> pa.Table:
     return pa.table({
         "gap_id": [g.gap_id for g in gaps], "exchange": [g.exchange for g in gaps],
@@ -269,9 +283,7 @@ class StoreWriter:
             if name in done:
                 continue
             started = time.perf_counter()
-            # The ingest insert runs its materialized views in parallel (bronze x3, silver, candles)
-            # and leaves merging candle states within a block to the background merges.
-            settings = " SETTINGS parallel_view_processing = 1, optimize_on_insert = 0" if name == INGEST_TABLE else ""
+            settings = _insert_settings(data.num_rows) if name == INGEST_TABLE else ""
             self._store.insert_arrow(f"{DATABASE}.{name}{settings}", data)
             elapsed = time.perf_counter() - started
             total += elapsed
