@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from k2.instruments import load_instruments
 
@@ -23,7 +24,7 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
     return proc, env
 
 
-def pct(values: list[int], q: float) -> float:
+def pct(values: Sequence[int], q: float) -> float:
     """The q-quantile of nanosecond values, in milliseconds."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6 if ordered else float("nan")
