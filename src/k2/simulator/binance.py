@@ -72,15 +72,19 @@ class BinanceSim(VenueServer):
         await conn.ws.send(orjson.dumps({"result": None, "id": rid}), text=True)
 
     def encode(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> bytes:
-        (t,) = trades
+        (message,) = self.encode_each(conn, market, trades)
+        return message
+
+    def encode_each(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> list[bytes]:
         micro = conn.params.get("timeUnit", "").upper() == "MICROSECOND"
         div = 1000 if micro else 1_000_000
         sym = market.symbol
-        return (
-            f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{time.time_ns() // div},'
-            f'"s":"{sym}","t":{t.trade_id},"p":"{t.price_text}","q":"{t.amount_text}",'
-            f'"T":{t.ts_ns // div},"m":{"false" if t.taker_buy else "true"},"M":true}}}}'
-        ).encode()
+        head = f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{time.time_ns() // div},"s":"{sym}","t":'
+        return [
+            f'{head}{t.trade_id},"p":"{t.price_text}","q":"{t.amount_text}",'
+            f'"T":{t.ts_ns // div},"m":{"false" if t.taker_buy else "true"},"M":true}}}}'.encode()
+            for t in trades
+        ]
 
     def garbage(self, market: SymbolMarket) -> bytes:
         self._garbage_i += 1

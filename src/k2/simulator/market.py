@@ -104,17 +104,22 @@ class SymbolMarket:
         drop_p, dup_p, delay_p, garbage_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0)
         dup_at, delay_at = drop_p + dup_p, drop_p + dup_p + delay_p
         price, last_ts, next_id = self._price, self._last_ts, self._next_id
+        first_id, step_max, moves, n_moves, log = self._first_id, self._id_step_max, _MOVES, len(_MOVES), math.log
         for i in range(n):
-            price = max(1, price + _MOVES[int(rnd() * len(_MOVES))])
-            amount = int(-math.log(1.0 - rnd()) * _MEAN_AMOUNT) + 1  # exponential sizes
+            price += moves[int(rnd() * n_moves)]
+            if price < 1:
+                price = 1
+            amount = int(-log(1.0 - rnd()) * _MEAN_AMOUNT) + 1  # exponential sizes
             taker_buy = rnd() < 0.5
             # Strictly increasing µs times: venues that page by time (Kraken `since`) need them.
-            ts = max(int(start_ns + step * (i + 1)) // 1000 * 1000, last_ts + 1000)
+            ts = int(start_ns + step * (i + 1)) // 1000 * 1000
+            if ts < last_ts + 1000:
+                ts = last_ts + 1000
             last_ts = ts
             # The same draws per trade whatever is enabled: fates are deterministic for a seed.
             u, g = fate_rnd(), fate_rnd()
             fate = DROPPED if u < drop_p else DUPLICATED if u < dup_at else DELAYED if u < delay_at else SENT
-            if next_id == self._first_id:
+            if next_id == first_id:
                 # A symbol's very first trade always goes out: no client could tell a lost first
                 # trade from no trade at all, and every scripted fault must be recoverable.
                 fate = SENT
@@ -123,7 +128,7 @@ class SymbolMarket:
                 price_text = price_texts[price] = text(price, pd)
             out.append(SimTrade(next_id, price, amount, taker_buy, ts, price_text,
                                 text(amount, AMOUNT_DECIMALS), fate, g < garbage_p))  # fmt: skip
-            next_id += 1 if self._id_step_max == 1 else 1 + int(rnd() * self._id_step_max)
+            next_id += 1 if step_max == 1 else 1 + int(rnd() * step_max)
         self._price, self._last_ts, self._next_id = price, last_ts, next_id
         self.trades.extend(out)
         self._ids.extend(t.trade_id for t in out)

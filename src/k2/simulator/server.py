@@ -88,6 +88,10 @@ class VenueServer:
     def encode(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> bytes:
         raise NotImplementedError
 
+    def encode_each(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> list[bytes]:
+        """One message per trade (venues that do not batch); override to share per-call work."""
+        return [self.encode(conn, market, [t]) for t in trades]
+
     def heartbeat(self, conn: SimConnection) -> bytes | None:
         return None
 
@@ -208,7 +212,7 @@ class VenueServer:
                         if conn.ws.state is not State.OPEN or transport is None or transport.is_closing():
                             self.conns.discard(conn)
                             continue
-                        transport.write(b"".join(text_frame(self.encode(conn, market, [t])) for t in wire))
+                        transport.write(b"".join(map(text_frame, self.encode_each(conn, market, wire))))
                         await conn.ws.drain()
                 if garbage:
                     await conn.ws.send(self.garbage(market), text=True)
