@@ -41,7 +41,8 @@ _TAKER_FROM_MAKER = {"BUY": SELL, "SELL": BUY}
 _NS = 1_000_000_000
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
+    # gc=False: one per message (or trade), and nothing in it can point back at it.
     channel: str | None = None
     sequence_num: int | None = None
     events: list[msgspec.Raw] | None = None
@@ -49,12 +50,12 @@ class _Envelope(msgspec.Struct):
     message: str | None = None
 
 
-class _TradesEvent(msgspec.Struct):
+class _TradesEvent(msgspec.Struct, gc=False):
     type: str
     trades: list[msgspec.Raw]
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     trade_id: str
     product_id: str
     price: Decimal

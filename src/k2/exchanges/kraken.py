@@ -39,7 +39,8 @@ _SIDES = {"buy": BUY, "sell": SELL}  # v2 `side` is "the side of the taker order
 _REST_SIDES = {"b": BUY, "s": SELL}  # REST Trades: the taker's side as b/s
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
+    # gc=False: one per message (or trade), and nothing in it can point back at it.
     channel: str | None = None
     type: str | None = None
     data: list[msgspec.Raw] | None = None
@@ -48,7 +49,7 @@ class _Envelope(msgspec.Struct):
     error: str | None = None
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):
     symbol: str
     side: str
     price: Decimal  # a JSON number on the wire: decoded from its text, never via float
