@@ -138,10 +138,10 @@ class StallingSink(CollectingSink):
         self.hold_s, self.held = hold_s, False
 
     async def trades(self, received, accepted, conn_id):  # type: ignore[no-untyped-def]
+        await super().trades(received, accepted, conn_id)  # taken first, as the Sink contract asks
         if not self.held and len(self.accepted) > 50:
             self.held = True
             await asyncio.sleep(self.hold_s)
-        await super().trades(received, accepted, conn_id)
 
 
 def test_backpressure_longer_than_the_heartbeat_timeout_is_not_silence() -> None:

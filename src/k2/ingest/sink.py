@@ -14,7 +14,9 @@ class Sink(Protocol):
 
         `accepted` holds the very objects of `received` that are new (identity, not equality).
 
-        May wait: that is how a slow store applies backpressure to the feeds.
+        May wait: that is how a slow store applies backpressure to the feeds. Take the trades
+        before the first await: the feed may be cancelled while this waits (a stop, a rotation,
+        a watchdog trip), and by then its cursors already count these trades as delivered.
         """
 
     async def gap(self, gap: Gap) -> None:
