@@ -18,7 +18,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 # Pause reading the socket when this many messages wait unread (TCP then pushes back).
 MAX_QUEUED = 4096
 RESUME_AT = MAX_QUEUED // 4
-# The kernel's receive buffer, fixed rather than autotuned (up to 6 MiB): picows doubles its read
+# The kernel's receive buffer, fixed rather than autotuned (to 32 MiB here): picows doubles its read
 # buffer whenever a read fills it and parses all of a read at once, so a read of a full autotuned
 # buffer queued ~90,000 messages past the pause above. 1 MiB is 0.1 s of a firehose on loopback,
 # and 80 Mbit/s at 100 ms round trip, far above any venue's trade stream.
