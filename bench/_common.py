@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: a simulator in its own process, and percentiles."""
+"""What the benchmark scripts share: a simulator in its own process, its settings, and percentiles."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
         key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
         env[key] = value
     return proc, env
+
+
+def venues_from_env(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """K2_VENUES__<VENUE>__<FIELD> variables as the `venues` settings section."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        _, venue, field = key.lower().split("__")
+        out.setdefault(venue, {})[field] = value
+    return out
 
 
 def pct(values: Sequence[int], q: float) -> float:

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from _common import pct, start_simulator  # bench/_common.py
+from _common import pct, start_simulator, venues_from_env  # bench/_common.py
 
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import LIVE
@@ -48,14 +48,6 @@ class Meter:
 
     async def reject(self, reject: Reject) -> None:
         pass
-
-
-def venues_from_env(env: dict[str, str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for key, value in env.items():
-        _, venue, field = key.lower().split("__")
-        out.setdefault(venue, {})[field] = value
-    return out
 
 
 async def run_phase(rate: float, tick_ms: float, warmup: float, seconds: float, latency: bool) -> Meter:

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import pct, start_simulator  # bench/_common.py
+from _common import pct, start_simulator, venues_from_env  # bench/_common.py
 
 HERE = Path(__file__).resolve()
 
@@ -51,16 +51,15 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
     measurement itself does not weigh on the peak RSS it reports). With `offload`, one offload
     cycle of all ten tables runs inside the window, as `k2 up` runs one every 15 minutes.
     """
+    import httpx
+
     from k2.embedded import Embedded
     from k2.ingest.stats import LIVE
     from k2.instruments import load_instruments
     from k2.settings import load_settings
 
     sim, env = start_simulator(rate, tick_ms)
-    venues: dict[str, dict[str, str]] = {}
-    for key, value in env.items():
-        _, venue, field = key.lower().split("__")
-        venues.setdefault(venue, {})[field] = value
+    venues = venues_from_env(env)
     data = Path(tempfile.mkdtemp(prefix="k2-bench-"))
     # The archive schedule is off: an offload cycle landing inside a phase (they run at :00, :15,
     # :30, :45) would make its figures depend on the wall clock.
@@ -80,8 +79,6 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
     async def scrape(url: str) -> None:
         """Scrape /metrics every 5 s, as Prometheus would (its default is every 15 s)."""
         nonlocal scrapes
-        import httpx
-
         async with httpx.AsyncClient() as client:
             while True:
                 resp = await client.get(f"{url}/metrics")
@@ -101,8 +98,6 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
         before = platform.writer.stats.rows.get("silver_trades", 0)
         measuring, start = True, time.monotonic()
         if offload:
-            import httpx
-
             async with httpx.AsyncClient(timeout=600) as client:
                 resp = await client.post(f"{platform.api_url}/api/flows/offload")
                 resp.raise_for_status()

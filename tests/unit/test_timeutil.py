@@ -38,4 +38,3 @@ def test_round_trip(ns: int) -> None:
 def test_agrees_with_datetime() -> None:
     d = dt.datetime(2026, 11, 22, 13, 5, 7, 123456, tzinfo=dt.UTC)
     assert rfc3339_to_ns(d.isoformat().replace("+00:00", "Z")) == calendar.timegm(d.timetuple()) * 10**9 + 123456000
-

@@ -95,8 +95,9 @@ def _commit(table: Table, spec: ArchiveTable, data: pa.Table, props: dict[str, s
 # and cost a third of the encoding time (measured: 581 -> 393 ms and 16.1 -> 7.7 MB per million
 # silver rows); Iceberg's manifests already carry per-file column bounds for pruning. zstd at
 # level 1, the tables' own `write.parquet.compression-level` (lake.py), which compaction uses too.
-# Row groups of at most 64 MiB (the default, 512 MiB, let a million bronze rows with their raw
-# JSON sit in memory at once: `k2 up` peaked at 1.55 GB during an offload, 1.2 GB with this).
+# Row groups of at most 64 MiB: the default, 512 MiB, let a million bronze rows with their raw
+# JSON sit in memory at once (`k2 up` under a firehose peaked at 1.55 GB during an offload,
+# 1.2-1.3 GB with this).
 _PARQUET = (" SETTINGS output_format_parquet_compression_method = 'zstd', output_format_compression_level = 1, "
             "output_format_parquet_string_as_string = 1, output_format_parquet_row_group_size = 1048576, "
             "output_format_parquet_write_bloom_filter = 0, output_format_parquet_row_group_size_bytes = 67108864")

@@ -215,4 +215,3 @@ def collect_trades(items: Iterable[T], make: Callable[[T], Trade], trades: list[
             trades.append(make(item))
         except ParseError as err:
             rejected.append(err)
-

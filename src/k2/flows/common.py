@@ -32,5 +32,3 @@ def with_retries(task: Task, runtime: ArchiveRuntime) -> Task:
     settings = runtime.settings.archive
     return task.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_s,
                              retry_condition_fn=is_transient)  # fmt: skip
-
-
