@@ -256,14 +256,17 @@ def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(st
 
 
 def test_reconcile_candles_per_day_up_to_the_watermark(store: ChdbStore, lake: Lake) -> None:
-    day = 86_400_000_000_000
-    start = (time.time_ns() // day - 3) * day  # three days ago, midnight
+    day, step = 86_400_000_000_000, 2 * 3_600_000_000_000
+    # A trade every 2 h from midnight three days before the last one, the last at least 2 h ago:
+    # its 1h window has closed, even when the suite runs just after midnight.
+    last = (time.time_ns() - step) // step * step
+    start = (last // day - 3) * day
     market = Market(store, start_ns=start)
-    market.write(50, step_ns=2 * 3_600_000_000_000)  # spread over four days, up to about now
+    market.write((last - start) // step + 1, step_ns=step)
     offload_all(store, lake)
     checks = reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)
-    assert [c.ok for c in checks] == [True] * 4  # three whole days, and today up to the watermark
-    assert checks[-1].day == time.strftime("%Y-%m-%d", time.gmtime())
+    assert [c.ok for c in checks] == [True] * 4  # three whole days, and the last day up to the watermark
+    assert checks[-1].day == time.strftime("%Y-%m-%d", time.gmtime(last // 10**9))
     doomed = lake.table(BY_NAME["ohlcv_1h"])
     doomed.delete(EqualTo("window_start", doomed.scan().to_arrow().column("window_start")[0].as_py().isoformat()))
     assert [c.difference for c in reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)][0] < 0

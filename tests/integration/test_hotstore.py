@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from k2.errors import StoreLocked
@@ -16,14 +17,15 @@ from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.store import DataDirLock
 from k2.hotstore.writer import StoreWriter
 from k2.ingest.repair import id_gap, window_gap
-from k2.records import REPAIRED, Reject, Trade
+from k2.records import REPAIRED, UNRECOVERABLE, Reject, Trade
 from k2.settings import HotStoreSettings, WriterSettings
 from tests.hot_support import assert_candles_equal, read_candles, read_silver
 
 pytestmark = pytest.mark.integration
-# 00:10 UTC today: trades a minute apart stay within one 5m, 15m, 30m, 1h and 1d window whatever
-# the time of day the suite runs (an anchor "5 minutes ago" crossed window boundaries now and then).
-NOW = (time.time_ns() // 86_400_000_000_000 * 86_400 + 600) * 1_000_000_000
+# 00:10 UTC yesterday: trades a minute apart stay within one 5m, 15m, 30m, 1h and 1d window whatever
+# the time of day the suite runs (an anchor "5 minutes ago" crossed window boundaries now and then),
+# and the anchor is in the past even in the ten minutes after midnight.
+NOW = ((time.time_ns() // 86_400_000_000_000 - 1) * 86_400 + 600) * 1_000_000_000
 
 
 # `store`: a migrated chDB store per test, from tests/archive_support.py (a conftest plugin).
@@ -126,8 +128,6 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbSt
         await writer.trades(coinbase, coinbase, "coinbase-1")
         await writer.gap(pending)
         await writer.gap(repaired)
-        import msgspec
-
         await writer.gap(msgspec.structs.replace(repaired, outcome=REPAIRED, resolved_at=time.time_ns()))
         await writer.gap(window_gap("coinbase", "BTC-USD", 12, NOW))
         await writer.reject(Reject("kraken", "bad", b"{", time.time_ns(), "kraken-1"))
@@ -141,11 +141,42 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbSt
     assert state.cursors["binance"]["BTCUSDT"].high_ts == NOW + 105
     assert sorted(state.cursors["coinbase"]["BTC-USD"].recent) == [9, 12]  # newest 2, windowed venue only
     assert state.cursors["binance"]["BTCUSDT"].recent == []
-    (gap, holes), = state.pending["binance"]  # the repaired one is not pending
-    assert gap.gap_id == pending.gap_id and holes == [(102, 102), (104, 104)] and gap.missing == 2
-    (window, _), = state.pending["coinbase"]
-    assert window.kind == "window" and window.ts_from == NOW
+    (resumed,) = state.pending["binance"]  # the repaired one is not pending
+    gap, holes, recorded = resumed
+    assert gap.gap_id == pending.gap_id and holes == [(102, 102), (104, 104)] and gap.missing == 2 and recorded
+    (window,) = state.pending["coinbase"]
+    assert window.gap.kind == "window" and window.gap.ts_from == NOW
     assert store.rows("SELECT count() FROM k2.rejects")[0][0] == 1
+
+
+def test_after_a_crash_holes_in_silver_without_a_gap_record_are_found(store: ChdbStore) -> None:
+    # What a crash can leave: trade 108 stored, but the record of the gap it revealed (106..107)
+    # lost with the next batch. 102..103 is recorded and pending; 95..98 recorded and given up on.
+    ids = (90, 91, 92, 93, 94, 99, 100, 101, 104, 105, 108, 109)
+    binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in ids]
+    coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]  # ids may skip here
+    pending = id_gap("binance", "BTCUSDT", 102, 103, NOW + 101, NOW + 104)
+    given_up = msgspec.structs.replace(id_gap("binance", "BTCUSDT", 95, 98, NOW + 94, NOW + 99),
+                                       outcome=UNRECOVERABLE, resolved_at=NOW + 200)  # fmt: skip
+
+    async def run() -> None:
+        writer = StoreWriter(store, WriterSettings(), 0)
+        await writer.trades(binance, binance, "binance-1")
+        await writer.trades(coinbase, coinbase, "coinbase-1")
+        await writer.gap(pending)
+        await writer.gap(given_up)
+        await writer.close()
+
+    asyncio.run(run())
+    assert [r.gap.gap_id for r in load_resume(store, recent_ids=10).pending["binance"]] == [pending.gap_id]
+    state = load_resume(store, recent_ids=10, after_crash=True)
+    resumed = {r.gap.gap_id: r for r in state.pending["binance"]}
+    assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107"}
+    assert resumed[pending.gap_id].holes == [(102, 103)] and resumed[pending.gap_id].recorded
+    found = resumed["binance:BTCUSDT:106-107"]
+    assert found.holes == [(106, 107)] and not found.recorded  # the feed records it when it submits it
+    assert (found.gap.ts_from, found.gap.ts_to, found.gap.missing) == (NOW + 105, NOW + 108, 2)
+    assert "coinbase" not in state.pending  # its ids are not contiguous: repaired by time window instead
 
 
 def test_writer_backpressure_blocks_feeds_until_written(store: ChdbStore) -> None:

@@ -210,7 +210,8 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
                              env=env)  # fmt: skip
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         checked = json.loads(out.stdout)
-        assert checked["silver_trades"] == {"days": 1, "differences": []}
+        assert checked["silver_trades"]["differences"] == []
+        assert checked["silver_trades"]["days"] in (1, 2)  # 2 if the run spans midnight UTC
         assert len(checked) == 10 and all(not r["differences"] for r in checked.values())
     finally:
         up.send_signal(signal.SIGTERM)

@@ -1,4 +1,11 @@
-"""Where the feeds resume after a restart (even after kill -9), read back from the store."""
+"""Where the feeds resume after a restart (even after kill -9), read back from the store.
+
+Silver is the truth: the cursors are its highest ids, and a pending gap's holes are the ids of its
+range silver still lacks. A gap record is written with or after the trade that revealed it, so
+after a crash a hole can exist in silver with no record at all (the record was in the batch the
+crash lost, or an insert was cut between two of its parts). `load_resume(after_crash=True)` scans
+the recently written ids of venues with contiguous ids for such holes and returns them as new gaps.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,16 @@ from collections.abc import Iterable
 from k2.exchanges import VENUE_NAMES, make_adapter
 from k2.hotstore.schema import DATABASE, bronze_table
 from k2.hotstore.store import HotStore
-from k2.ingest.state import ResumeState, SymbolCursor
+from k2.ingest.repair import id_gap
+from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor
 from k2.records import PENDING, Gap
 
 log = logging.getLogger(__name__)
+# After a crash, ids written this long (µs of ingest sequence) before the newest are scanned for
+# holes: the batches a crash can have cut short were written within it.
+CRASH_SCAN_US = 300 * 1_000_000
+# Neighbours of those ids are looked up this far back in event time.
+CRASH_SCAN_MARGIN_NS = 600 * 1_000_000_000
 
 
 def _holes(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int]]:
@@ -25,8 +38,58 @@ def _holes(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int
     return holes
 
 
-def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
-    """Return per-venue cursors from silver and the gaps that were still pending."""
+def _subtract(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Return the parts of lo..hi outside every (inclusive) range in `covered`."""
+    parts = [(lo, hi)]
+    for a, b in covered:
+        parts = [piece for x, y in parts for piece in ((x, min(y, a - 1)), (max(x, b + 1), y)) if piece[0] <= piece[1]]
+    return parts
+
+
+def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
+    """Return holes among silver's recently written ids that no gap record covers, as new gaps."""
+    if not venues:
+        return []
+    params: dict[str, object] = {"venues": venues}
+    ((top,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.silver_trades "
+                           "WHERE exchange IN {venues:Array(String)}", params)  # fmt: skip
+    if not top:
+        return []
+    params["since"] = max(int(top) - CRASH_SCAN_US, 0)
+    ((oldest,),) = store.rows(
+        f"SELECT toUnixTimestamp64Nano(min(ts_event)) FROM {DATABASE}.silver_trades "
+        "WHERE exchange IN {venues:Array(String)} AND ingest_seq >= {since:UInt64}", params)  # fmt: skip
+    params["from"] = max(int(oldest) - CRASH_SCAN_MARGIN_NS, 0)
+    # Each id with its predecessor: a jump is a hole if either side was written recently.
+    holes = store.rows(
+        "SELECT exchange, symbol, prev_id + 1, trade_id - 1, prev_ts, ts FROM ("
+        " SELECT exchange, symbol, trade_id, ingest_seq, toUnixTimestamp64Nano(ts_event) AS ts,"
+        "  lagInFrame(trade_id, 1, 0) OVER w AS prev_id, lagInFrame(ts, 1, 0) OVER w AS prev_ts,"
+        "  lagInFrame(ingest_seq, 1, 0) OVER w AS prev_seq"
+        f" FROM {DATABASE}.silver_trades WHERE exchange IN {{venues:Array(String)}}"
+        "  AND ts_event >= fromUnixTimestamp64Nano({from:Int64}, 'UTC')"
+        " WINDOW w AS (PARTITION BY exchange, symbol ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
+        " WHERE prev_id > 0 AND trade_id > prev_id + 1 AND (ingest_seq >= {since:UInt64} OR prev_seq >= {since:UInt64})"
+        " ORDER BY exchange, symbol, trade_id", params)  # fmt: skip
+    if not holes:
+        return []
+    recorded: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for exchange, symbol, first, last in store.rows(
+        f"SELECT exchange, symbol, first_id, last_id FROM {DATABASE}.feed_gaps FINAL "
+        "WHERE kind = 'ids' AND exchange IN {venues:Array(String)}", params):  # fmt: skip
+        recorded.setdefault((exchange, symbol), []).append((first, last))
+    found = []
+    for exchange, symbol, lo, hi, ts_from, ts_to in holes:
+        for a, b in _subtract(lo, hi, recorded.get((exchange, symbol), [])):
+            found.append(id_gap(exchange, symbol, a, b, ts_from, ts_to))
+    return found
+
+
+def load_resume(store: HotStore, recent_ids: int, after_crash: bool = False) -> ResumeState:
+    """Return per-venue cursors from silver and the gaps still to repair.
+
+    After a crash (`after_crash`), that includes holes in silver that no gap record covers.
+    """
     state = ResumeState()
     for exchange, symbol, high, high_ts in store.rows(
         f"SELECT exchange, symbol, max(trade_id), toUnixTimestamp64Nano(argMax(ts_event, trade_id)) "
@@ -59,10 +122,18 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
             holes = _holes(first, last, present)
         missing = sum(hi - lo + 1 for lo, hi in holes)
         gap = Gap(gap_id, exchange, symbol, first, last, ts_from, ts_to, detected, 0, PENDING, missing, 0, kind)
-        state.pending.setdefault(exchange, []).append((gap, holes))
+        state.pending.setdefault(exchange, []).append(ResumedGap(gap, holes))
     if state.pending:
         log.info("resuming %d gap repairs that were pending at the last stop",
                  sum(len(v) for v in state.pending.values()))  # fmt: skip
+    if after_crash:
+        contiguous = [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids]
+        found = unrecorded_holes(store, contiguous)
+        for gap in found:
+            state.pending.setdefault(gap.exchange, []).append(ResumedGap(gap, [(gap.first_id, gap.last_id)], False))
+        if found:
+            log.warning("after the unclean stop, %d holes in silver had no gap record (lost with the last "
+                        "batch); repairing them", len(found))  # fmt: skip
     return state
 
 

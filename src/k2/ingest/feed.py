@@ -15,7 +15,7 @@ from k2.ingest.repair import GapRepairer, id_gap, window_gap
 from k2.ingest.rest import RestGate
 from k2.ingest.session import Connection, FeedSession
 from k2.ingest.sink import Sink
-from k2.ingest.state import SymbolCursor
+from k2.ingest.state import ResumedGap, SymbolCursor
 from k2.ingest.stats import STOPPED, FeedStats
 from k2.ingest.tracker import ContiguousTracker, SeenTracker, Verdict
 from k2.records import Gap, Reject, Trade
@@ -37,7 +37,7 @@ class Feed:
         sink: Sink,
         http: httpx.AsyncClient,
         cursors: dict[str, SymbolCursor] | None = None,
-        pending: Sequence[tuple[Gap, list[tuple[int, int]]]] = (),
+        pending: Sequence[ResumedGap] = (),
     ) -> None:
         self.adapter, self.symbols = adapter, list(symbols)
         self.venue, self.ingest, self.sink = venue, ingest, sink
@@ -100,12 +100,12 @@ class Feed:
     async def run(self, stop: asyncio.Event) -> None:
         """Run the feed until `stop` is set."""
         symbols = await self.check_listing() if self.ingest.check_listing else self.symbols
-        for gap, holes in self._pending:
+        for gap, holes, recorded in self._pending:
             tracker = self.trackers.get(gap.symbol) or self._tracker(gap.symbol)
             if isinstance(tracker, ContiguousTracker):
                 for lo, hi in holes:
                     tracker.holes.add(lo, hi)
-            await self.repairer.submit(gap, record=False)
+            await self.repairer.submit(gap, record=not recorded)
         if not symbols:
             log.error("%s: no listed symbols to capture", self.name)
             self.stats.set_state(STOPPED, "no listed symbols")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from k2.records import Gap
 
@@ -14,10 +15,19 @@ class SymbolCursor:
     recent: list[int] = field(default_factory=list)  # recent ids (venues with non-contiguous ids)
 
 
+class ResumedGap(NamedTuple):
+    """A gap to repair at start: its record, the id ranges still missing, and whether the store
+    already holds its record (a gap found only by scanning silver after a crash does not)."""
+
+    gap: Gap
+    holes: list[tuple[int, int]]
+    recorded: bool = True
+
+
 @dataclass
 class ResumeState:
     """What the store knows per venue: cursors by symbol and unresolved gaps with their holes."""
 
     cursors: dict[str, dict[str, SymbolCursor]] = field(default_factory=dict)  # venue -> symbol -> cursor
-    # venue -> (gap, still-missing id ranges) for gaps that were pending when the process stopped
-    pending: dict[str, list[tuple[Gap, list[tuple[int, int]]]]] = field(default_factory=dict)
+    # venue -> gaps pending at the last stop, and (after a crash) holes in silver no record covers
+    pending: dict[str, list[ResumedGap]] = field(default_factory=dict)
