@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from _common import pct, start_simulator, venues_from_env  # bench/_common.py
 
 HERE = Path(__file__).resolve()
@@ -69,9 +71,10 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
     latencies = array.array("q")
     result: dict[str, object] = {}
 
-    def on_commit(batches: list, committed: int) -> None:  # type: ignore[type-arg]
+    def on_commit(batch: pa.Table, committed: int) -> None:
         if measuring and latency:
-            latencies.extend(committed - t.ts_event for trades in batches for t in trades)
+            ts_event = pc.cast(batch.column("ts_event"), pa.int64()).combine_chunks().to_numpy()
+            latencies.extend((committed - ts_event).tolist())
 
     measuring = False
     scrapes = 0
