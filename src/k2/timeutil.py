@@ -8,9 +8,10 @@ import time
 from k2.errors import ParseError
 
 _NS = 1_000_000_000
+_SCALE = tuple(10 ** (9 - n) for n in range(10))  # ns per unit of an n-digit fraction
 _day_cache: dict[str, int] = {}
-
-
+# "YYYY-MM-DDTHH:MM:SS." -> that second in ns (and a whole "YYYY-MM-DDTHH:MM:SSZ" -> its ns):
+# trades arrive many per second, so only the fraction is parsed, and the slow path runs once a second.
 _second_cache: dict[str, int] = {}
 
 
@@ -19,20 +20,21 @@ def rfc3339_to_ns(text: str) -> int:
 
     Accepts a `Z` or numeric offset and either `T` or a space between date and time.
     """
-    # Fast path for the common "YYYY-MM-DDTHH:MM:SS.fffZ" form: trades arrive many per second,
-    # so the whole-second prefix is looked up, and only the fraction is parsed.
-    seconds = _second_cache.get(text[:19])
-    if seconds is not None and text[-1] == "Z":
-        frac = text[20:-1]
-        if text[19:20] == "." and 0 < len(frac) <= 9 and frac.isdigit() and frac.isascii():
-            return seconds + int(frac) * 10 ** (9 - len(frac))
-        if len(text) == 20:
-            return seconds
+    base = _second_cache.get(text[:20])
+    if base is not None:
+        if text[19] == ".":  # a cached "YYYY-MM-DDTHH:MM:SS." prefix: text must be <prefix><digits>Z
+            frac = text[20:-1]
+            if text[-1] == "Z" and len(frac) <= 9 and frac.isdigit() and frac.isascii():
+                return base + int(frac) * _SCALE[len(frac)]
+        elif len(text) == 20:  # a cached whole-second "YYYY-MM-DDTHH:MM:SSZ"
+            return base
     value = _parse_slow(text)
     if len(_second_cache) > 4096:
         _second_cache.clear()
-    if text[19:20] in (".", "Z", "z") and text[-1] in "Zz":
-        _second_cache[text[:19]] = value - value % _NS
+    if text[19:20] == "." and text[-1] in "Zz":
+        _second_cache[text[:20]] = value - value % _NS
+    elif len(text) == 20 and text[-1] in "Zz":
+        _second_cache[text] = value
     return value
 
 

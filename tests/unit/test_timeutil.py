@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from k2.errors import ParseError
-from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns
+from k2.timeutil import _parse_slow, ns_to_rfc3339, rfc3339_to_ns
 
 
 @pytest.mark.parametrize(("text", "ns"), [
@@ -38,3 +38,30 @@ def test_round_trip(ns: int) -> None:
 def test_agrees_with_datetime() -> None:
     d = dt.datetime(2026, 11, 22, 13, 5, 7, 123456, tzinfo=dt.UTC)
     assert rfc3339_to_ns(d.isoformat().replace("+00:00", "Z")) == calendar.timegm(d.timetuple()) * 10**9 + 123456000
+
+
+SECOND = "2026-11-29T13:43:34"
+
+
+def assert_fast_path_agrees(text: str) -> None:
+    """rfc3339_to_ns, with `text`'s second cached, equals the full parser (or both raise)."""
+    rfc3339_to_ns(SECOND + ".5Z")  # both caches hold this second: the fast path runs
+    rfc3339_to_ns(SECOND + "Z")
+    try:
+        expected = _parse_slow(text)
+    except ParseError:
+        with pytest.raises(ParseError):
+            rfc3339_to_ns(text)
+    else:
+        assert rfc3339_to_ns(text) == expected
+
+
+@pytest.mark.parametrize("suffix", [".", "Z123Z", "Z.5Z", ".1234567890Z", ".12a4Z", ".\u0663Z", ".5z", "Zz", ".5+00:00",
+                                    ".Z", "Z", "z", ".000000001Z"])  # fmt: skip
+def test_the_cached_fast_path_on_the_edges(suffix: str) -> None:
+    assert_fast_path_agrees(SECOND + suffix)
+
+
+@given(st.sampled_from([SECOND, SECOND + ".", SECOND + "Z"]), st.text(alphabet="0123456789.Zz+-: T\u0663", max_size=12))
+def test_the_cached_fast_path_accepts_exactly_what_the_full_parser_does(prefix: str, suffix: str) -> None:
+    assert_fast_path_agrees(prefix + suffix)

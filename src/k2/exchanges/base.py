@@ -187,11 +187,12 @@ def canonical_pair(base: str, quote: str) -> str:
 class SymbolNames:
     """Venue symbol -> canonical BASE/QUOTE: the venue's listing once read, else the venue's own rule.
 
-    Adapters inherit `canonical` and `use_listing` from here and define `split_symbol`.
+    Adapters inherit `canonical`, `names` and `use_listing` from here and define `split_symbol`.
     """
 
     def __init__(self) -> None:
         self._canonical: dict[str, str] = {}
+        self._names: dict[str, tuple[str, str]] = {}
 
     @staticmethod
     def split_symbol(symbol: str) -> str:
@@ -203,8 +204,20 @@ class SymbolNames:
             found = self._canonical[symbol] = self.split_symbol(symbol)
         return found
 
+    def names(self, symbol: str) -> tuple[str, str]:
+        """Return (symbol, canonical symbol), one shared pair of strings per symbol.
+
+        A JSON decoder makes a new string for every trade's symbol; a trade keeps this pair's
+        instead, so a hundred thousand trades waiting to be written hold no copies of it.
+        """
+        found = self._names.get(symbol)
+        if found is None:
+            found = self._names[symbol] = (symbol, self.canonical(symbol))
+        return found
+
     def use_listing(self, listing: Listing) -> None:
         self._canonical.update(listing.symbols)
+        self._names.clear()
 
 
 def collect_trades(items: Iterable[T], make: Callable[[T], Trade], trades: list[Trade],

@@ -163,15 +163,16 @@ class BinanceAdapter(SymbolNames):
         return Parsed((self._trade(t, raw, recv_ns),))
 
     def _trade(self, t: _Trade, raw: bytes, recv_ns: int) -> Trade:
-        q, T, symbol = t.q, t.T, t.s
+        q, T = t.q, t.T
         try:
             p = self._prices[t.p]  # validated (finite, > 0) when first seen
         except ParseError as err:
             raise ParseError(f"price {err.reason}", raw) from None
         if not q.is_normal() or q.is_signed():
             raise ParseError(f"quantity must be a positive finite number, got {q}", raw)
+        symbol, canonical = self._names.get(t.s) or self.names(t.s)
         return Trade(
-            NAME, symbol, self._canonical.get(symbol) or self.canonical(symbol), t.t, p, q,
+            NAME, symbol, canonical, t.t, p, q,
             SELL if t.m else BUY,  # m: buyer is maker => the seller was the aggressor
             T * 1_000_000 if T < _MICROS_THRESHOLD else T * 1_000,  # ms by default, µs when asked
             recv_ns, "true" if t.m else "false", raw,

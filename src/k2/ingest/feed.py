@@ -10,10 +10,10 @@ from operator import attrgetter
 import httpx
 
 from k2.errors import K2Error, ParseError
-from k2.exchanges.base import Parsed, Signal, VenueAdapter
+from k2.exchanges.base import Signal, VenueAdapter
 from k2.ingest.repair import GapRepairer, id_gap, window_gap
 from k2.ingest.rest import RestGate
-from k2.ingest.session import Connection, FeedSession
+from k2.ingest.session import Connection, Delivered, FeedSession
 from k2.ingest.sink import Sink
 from k2.ingest.state import ResumedGap, SymbolCursor
 from k2.ingest.stats import STOPPED, FeedStats
@@ -115,7 +115,7 @@ class Feed:
             venue=self.name,
             url=self.adapter.ws_url(self.venue.ws_url or self.adapter.default_ws_url, symbols),
             subscribe=self.adapter.subscribe_messages(symbols),
-            on_message=self.on_message,
+            on_messages=self.on_messages,
             on_connected=self.on_connected,
             settings=self.ingest,
             stats=self.stats,
@@ -141,28 +141,56 @@ class Feed:
             if tracker.high is not None:
                 await self.repairer.submit(window_gap(self.name, symbol, tracker.high, tracker.high_ts))
 
-    async def on_message(self, raw: bytes, recv_ns: int, conn: Connection) -> Parsed | None:
-        self.stats.messages += 1
-        self.stats.last_message_ns = recv_ns
-        try:
-            parsed = self.adapter.parse(raw, recv_ns)
-        except ParseError as err:
-            await self._reject(err.reason, raw, recv_ns, conn.conn_id)
-            return None
-        for err in parsed.rejected:
-            await self._reject(err.reason, raw, recv_ns, conn.conn_id)
-        if parsed.sequence is not None:
-            last, conn.last_sequence = conn.last_sequence, max(parsed.sequence, conn.last_sequence or 0)
-            if last is not None and parsed.sequence > last + 1:
-                self.stats.sequence_gaps += 1
-                if not self.adapter.contiguous_ids:
-                    await self._repair_windows()
-        if parsed.signal is Signal.ERROR:
-            self.stats.venue_errors += 1
-            log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
-        if parsed.trades:
-            await self._ingest(parsed.trades, conn.conn_id, live=True)
-        return parsed
+    async def on_messages(self, raws: list[bytes], recv_ns: int, conn: Connection) -> Delivered:
+        """Parse a run of messages from `conn` and pass their trades on, in arrival order."""
+        stats = self.stats
+        stats.messages += len(raws)
+        stats.last_message_ns = recv_ns
+        parse = self.adapter.parse
+        run: list[Trade] = []  # trades of this run not yet offered to the trackers
+        delivered = shutdown = False
+        for raw in raws:
+            try:
+                parsed = parse(raw, recv_ns)
+            except ParseError as err:
+                await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+                continue
+            trades = parsed.trades
+            if trades:
+                # A message's trades in id order (venues may list the newest first); across
+                # messages, arrival order stands (a late message is a late fill).
+                if len(trades) == 1:
+                    run.append(trades[0])
+                else:
+                    run.extend(sorted(trades, key=_by_id))
+                delivered = True
+            if parsed.rejected:
+                for err in parsed.rejected:
+                    await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+            sequence = parsed.sequence
+            if sequence is not None:
+                last = conn.last_sequence
+                if last is None or sequence > last:
+                    conn.last_sequence = sequence
+                if last is not None and sequence > last + 1:
+                    stats.sequence_gaps += 1
+                    if not self.adapter.contiguous_ids:
+                        # The trackers must have seen this run's trades before a window repair
+                        # takes their newest event time as its start.
+                        if run:
+                            await self._ingest(run, conn.conn_id, live=True)
+                            run = []
+                        await self._repair_windows()
+            signal = parsed.signal
+            if signal is not None:
+                if signal is Signal.SHUTDOWN:
+                    shutdown = True
+                elif signal is Signal.ERROR:
+                    stats.venue_errors += 1
+                    log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
+        if run:
+            await self._ingest(run, conn.conn_id, live=True)
+        return Delivered(delivered, shutdown)
 
     async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str) -> None:
         self.stats.rejects += 1
@@ -170,32 +198,32 @@ class Feed:
         await self.sink.reject(Reject(self.name, reason, raw, recv_ns, conn_id))
 
     async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
-        return await self._ingest(trades, conn_id, live=False)
+        return await self._ingest(sorted(trades, key=_by_id), conn_id, live=False)  # pages may run newest first
 
     async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
-        if len(trades) > 1:
-            trades = sorted(trades, key=_by_id)  # batches may list newest first
+        """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
         accepted: list[Trade] = []
-        stats, trackers = self.stats, self.trackers
+        stats, trackers, symbols = self.stats, self.trackers, self.stats.symbols
+        duplicate, fill = Verdict.DUPLICATE, Verdict.FILL
         for trade in trades:
-            symbol = trade.symbol
+            symbol, ts_event = trade.symbol, trade.ts_event
             tracker = trackers.get(symbol) or self._tracker(symbol)
             previous_ts = tracker.high_ts
-            verdict, hole = tracker.offer(trade.trade_id, trade.ts_event)
-            sym = stats.symbols.get(symbol) or stats.symbol(symbol)
-            if verdict is Verdict.DUPLICATE:
+            verdict, hole = tracker.offer(trade.trade_id, ts_event)
+            sym = symbols.get(symbol) or stats.symbol(symbol)
+            if verdict is duplicate:
                 stats.duplicates += 1
                 sym.duplicates += 1
                 continue
             accepted.append(trade)
             sym.trades += 1
             sym.last_trade_recv_ns = trade.ts_recv
-            if trade.ts_event > sym.last_trade_event_ns:
-                sym.last_trade_event_ns = trade.ts_event
-            if verdict is Verdict.FILL and live:
+            if ts_event > sym.last_trade_event_ns:
+                sym.last_trade_event_ns = ts_event
+            if verdict is fill and live:
                 stats.late_fills += 1
             if hole is not None:
-                await self.repairer.submit(id_gap(self.name, symbol, hole[0], hole[1], previous_ts, trade.ts_event))
+                await self.repairer.submit(id_gap(self.name, symbol, hole[0], hole[1], previous_ts, ts_event))
         stats.trades += len(accepted)
         await self.sink.trades(trades, accepted, conn_id)
         return len(accepted)

@@ -14,6 +14,12 @@ class Verdict(enum.Enum):
     DUPLICATE = "duplicate"
 
 
+# offer()'s answers that open no hole, built once (the hot path allocates nothing for them).
+_NEW = (Verdict.NEW, None)
+_FILL = (Verdict.FILL, None)
+_DUPLICATE = (Verdict.DUPLICATE, None)
+
+
 class Holes:
     """A set of missing ids kept as sorted, disjoint, inclusive intervals."""
 
@@ -97,14 +103,15 @@ class ContiguousTracker:
         """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi) it opens."""
         high = self.high
         if high is None or trade_id > high:
-            gap = (high + 1, trade_id - 1) if high is not None and trade_id > high + 1 else None
-            if gap:
-                self.holes.add(*gap)
             self.high, self.high_ts = trade_id, ts_event
+            if high is None or trade_id == high + 1:
+                return _NEW
+            gap = (high + 1, trade_id - 1)
+            self.holes.add(*gap)
             return Verdict.NEW, gap
         if self.holes and self.holes.discard(trade_id):
-            return Verdict.FILL, None
-        return Verdict.DUPLICATE, None
+            return _FILL
+        return _DUPLICATE
 
 
 class SeenTracker:
@@ -136,10 +143,19 @@ class SeenTracker:
             self._floor = max(self._floor, old)
 
     def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
-        if trade_id in self._seen or trade_id <= self._floor:
-            return Verdict.DUPLICATE, None
-        self._remember(trade_id)
-        if self.high is None or trade_id > self.high:
+        seen = self._seen
+        if trade_id in seen or trade_id <= self._floor:
+            return _DUPLICATE
+        seen.add(trade_id)  # _remember, inlined: this runs for every trade
+        order = self._order
+        order.append(trade_id)
+        if len(order) > self._capacity:
+            old = order.popleft()
+            seen.discard(old)
+            if old > self._floor:
+                self._floor = old
+        high = self.high
+        if high is None or trade_id > high:
             self.high, self.high_ts = trade_id, ts_event
-            return Verdict.NEW, None
-        return Verdict.FILL, None
+            return _NEW
+        return _FILL

@@ -61,7 +61,7 @@ class _Listener(WSListener):  # type: ignore[misc]
 
 
 class WsConnection:
-    """Receive whole messages with `await recv()`; `send(text)`; `close()` or `abort()`."""
+    """Receive whole messages with `await recv_many(limit)`; `send(text)`; `close()` or `abort()`."""
 
     def __init__(self) -> None:
         self._messages: deque[bytes] = deque()
@@ -108,21 +108,27 @@ class WsConnection:
 
     @property
     def unread(self) -> int:
-        """Messages received and not yet taken by `recv()`."""
+        """Messages received and not yet taken by `recv_many()`."""
         return len(self._messages)
 
-    async def recv(self) -> bytes:
-        """Return the next message; raise ConnectionClosed once the connection has ended."""
-        while not self._messages:
+    async def recv_many(self, limit: int) -> list[bytes]:
+        """Return the messages received so far, oldest first, at most `limit` and at least one
+        (waiting for it); raise ConnectionClosed once the connection has ended and all are taken."""
+        messages = self._messages
+        while not messages:
             if self._closed is not None:
                 raise self._closed
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        message = self._messages.popleft()
-        if self._paused and len(self._messages) <= RESUME_AT and self._transport is not None:
+        if len(messages) <= limit:
+            out = list(messages)
+            messages.clear()
+        else:
+            out = [messages.popleft() for _ in range(limit)]
+        if self._paused and len(messages) <= RESUME_AT and self._transport is not None:
             self._paused = False
             self._transport.underlying_transport.resume_reading()
-        return message
+        return out
 
     async def send(self, text: str) -> None:
         if self._closed is not None:
