@@ -19,11 +19,10 @@ from decimal import Decimal
 
 from k2.exchanges import make_adapter
 from k2.simulator.binance import BinanceSim
-from k2.simulator.binance import text as binance_text
 from k2.simulator.coinbase import CoinbaseSim
 from k2.simulator.faults import Faults
 from k2.simulator.kraken import KrakenSim
-from k2.simulator.market import SymbolMarket, fmt_min
+from k2.simulator.market import SymbolMarket
 from k2.simulator.server import SimConnection
 from k2.timeutil import rfc3339_to_ns
 
@@ -38,9 +37,9 @@ class _Conn(SimConnection):
 
 def messages(venue: str) -> list[bytes]:
     symbol = {"binance": "BTCUSDT", "kraken": "BTC/USD", "coinbase": "BTC-USD"}[venue]
-    text = {"binance": binance_text, "kraken": fmt_min, "coinbase": fmt_min}[venue]
-    market = SymbolMarket(venue, symbol, "BTC", 1, 1_000_000, 1, history=10**7, text=text)
-    server = {"binance": BinanceSim, "kraken": KrakenSim, "coinbase": CoinbaseSim}[venue]({symbol: market}, Faults(), "127.0.0.1", 0)
+    sim = {"binance": BinanceSim, "kraken": KrakenSim, "coinbase": CoinbaseSim}[venue]
+    market = SymbolMarket(venue, symbol, "BTC", 1, 1_000_000, 1, history=10**7, text=sim.text)
+    server = sim({symbol: market}, Faults(), "127.0.0.1", 0)
     conn = _Conn({"timeUnit": "MICROSECOND"})
     now = time.time_ns()
     k = PER_MESSAGE[venue]

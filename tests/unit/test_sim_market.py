@@ -1,9 +1,15 @@
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from k2.errors import ConfigError
+from k2.exchanges import VENUE_NAMES
+from k2.settings import load_settings
+from k2.simulator import Simulator
 from k2.simulator.market import fmt_fixed, fmt_min
+from k2.simulator.simulator import SIMULATED_VENUES, enabled_instruments
 
 
 @given(st.integers(0, 10**20), st.integers(0, 18))
@@ -14,3 +20,18 @@ def test_fixed_point_text_is_exact(units: int, decimals: int) -> None:
     short = fmt_min(units, decimals)
     assert Decimal(short) == expected
     assert "." not in short or not short.endswith(("0", "."))  # no trailing zeros, no bare point
+
+
+def test_every_registered_venue_has_a_simulator() -> None:
+    assert set(SIMULATED_VENUES) == set(VENUE_NAMES)
+
+
+def test_a_venue_the_simulator_cannot_serve_is_refused_not_left_pointing_at_the_real_one() -> None:
+    with pytest.raises(ConfigError, match="cannot serve venue 'nowhere'"):
+        Simulator({"binance": ("BTCUSDT",), "nowhere": ("X-Y",)})
+
+
+def test_only_enabled_venues_are_simulated() -> None:
+    settings = load_settings(venues={"kraken": {"enabled": False}})
+    picked = enabled_instruments(settings, {"binance": ("BTCUSDT",), "kraken": ("BTC/USD",)})
+    assert picked == {"binance": ("BTCUSDT",)}

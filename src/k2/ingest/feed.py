@@ -18,7 +18,7 @@ from k2.ingest.sink import Sink
 from k2.ingest.state import ResumedGap, SymbolCursor
 from k2.ingest.stats import STOPPED, FeedStats
 from k2.ingest.tracker import ContiguousTracker, SeenTracker, Verdict
-from k2.records import Gap, Reject, Trade
+from k2.records import Reject, Trade
 from k2.settings import IngestSettings, VenueSettings
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,10 @@ def quote_text(market: SymbolMarket, t: SimTrade) -> str:
 class BinanceSim(VenueServer):
     name = "binance"
     batching = False  # one trade per message
+    cuts_connections = True  # "A single connection ... is only valid for 24 hours"
+    first_id = 5_000_000_000
+    text = staticmethod(text)
+    split = staticmethod(split)
     stall_supported = False  # no app heartbeat: a silent Binance stream is a quiet market
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import time
 import orjson
 from websockets.datastructures import Headers
 
-from k2.simulator.market import SimTrade, SymbolMarket, fmt_min
+from k2.simulator.market import SimTrade, SymbolMarket
 from k2.simulator.server import HttpReply, SimConnection, VenueServer, json_reply
 from k2.timeutil import ns_to_rfc3339
 
@@ -33,7 +33,6 @@ def rfc3339_nano(ns: int) -> str:
     return text + "Z"
 
 
-text = fmt_min  # Coinbase prints decimal strings without trailing zeros
 
 
 def trade_json(market: SymbolMarket, t: SimTrade) -> str:
@@ -46,6 +45,8 @@ def trade_json(market: SymbolMarket, t: SimTrade) -> str:
 
 class CoinbaseSim(VenueServer):
     name = "coinbase"
+    first_id = 700_000_000  # text: the default (decimal strings without trailing zeros)
+    id_step_max = 3  # Coinbase ids are not promised contiguous: let them skip
     drop_whole_message = True  # loss shows as a `sequence_num` jump
     has_app_heartbeat = True
 

@@ -7,7 +7,7 @@ import time
 import orjson
 from websockets.datastructures import Headers
 
-from k2.simulator.market import SimTrade, SymbolMarket, fmt_min
+from k2.simulator.market import SimTrade, SymbolMarket
 from k2.simulator.server import HttpReply, SimConnection, VenueServer, json_reply
 from k2.timeutil import ns_to_rfc3339
 
@@ -47,11 +47,10 @@ def trade_json(market: SymbolMarket, t: SimTrade) -> str:
     )
 
 
-text = fmt_min  # Kraken prints JSON numbers without trailing zeros
-
-
 class KrakenSim(VenueServer):
     name = "kraken"
+    ws_path = "/v2"
+    first_id = 80_000_000  # text: the default (JSON numbers without trailing zeros)
     has_app_heartbeat = True  # {"channel":"heartbeat"} about once a second when idle
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

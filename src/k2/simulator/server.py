@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from k2.simulator.faults import Faults
-from k2.simulator.market import DELAYED, DROPPED, DUPLICATED, SimTrade, SymbolMarket
+from k2.simulator.market import DELAYED, DROPPED, DUPLICATED, SimTrade, SymbolMarket, fmt_min
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,28 @@ class HttpReply:
 
 
 class VenueServer:
-    """Base for the three simulated venues. Subclasses supply the wire format."""
+    """Base for the simulated venues. Subclasses supply the wire format and declare the rest."""
 
     name = ""
     batching = True  # one message per symbol and tick (else one per trade)
     drop_whole_message = False  # a dropped trade loses its whole message (sequence number skips)
     has_app_heartbeat = False
     stall_supported = True  # silence without closing is detectable only with app heartbeats
+    cuts_connections = False  # the venue closes connections at a maximum age (the rotation fault)
+    ws_path = ""  # the WebSocket endpoint's path
+    first_id = 1  # every market's first trade id
+    id_step_max = 1  # ids advance by 1..id_step_max (venues that do not promise contiguous ids skip)
+
+    @staticmethod
+    def text(units: int, decimals: int) -> str:
+        """Print `units` of 10**-decimals as the venue prints prices and amounts."""
+        return fmt_min(units, decimals)
+
+    @staticmethod
+    def split(symbol: str) -> tuple[str, str]:
+        """Return a venue symbol's base and quote asset."""
+        base, _, quote = symbol.replace("-", "/").partition("/")
+        return base, quote
 
     def __init__(self, markets: dict[str, SymbolMarket], faults: Faults, host: str, port: int) -> None:
         self.markets, self.faults = markets, faults

@@ -1,4 +1,4 @@
-"""The simulator: three venues on loopback, one market clock, optional ground-truth record."""
+"""The simulator: every simulated venue on loopback, one market clock, optional ground-truth record."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import IO
 
 import orjson
 
+from k2.errors import ConfigError
 from k2.instruments import Instruments
-from k2.settings import SimulatorSettings
+from k2.settings import Settings, SimulatorSettings
 from k2.simulator import binance, coinbase, kraken
 from k2.simulator.faults import Faults, parse_faults
 from k2.simulator.market import SimTrade, SymbolMarket
@@ -22,22 +23,13 @@ from k2.timeutil import ns_to_rfc3339
 
 log = logging.getLogger(__name__)
 
+# Every venue the simulator serves; each server class declares its own wire details.
 _SERVERS: dict[str, type[VenueServer]] = {
     "binance": binance.BinanceSim,
     "kraken": kraken.KrakenSim,
     "coinbase": coinbase.CoinbaseSim,
 }
-_TEXT = {"binance": binance.text, "kraken": kraken.text, "coinbase": coinbase.text}  # number formats
-_FIRST_ID = {"binance": 5_000_000_000, "kraken": 80_000_000, "coinbase": 700_000_000}
-_ID_STEP = {"coinbase": 3}  # Coinbase ids are not promised contiguous: let them skip
-_WS_PATH = {"binance": "", "kraken": "/v2", "coinbase": ""}
-
-
-def base_quote(venue: str, symbol: str) -> tuple[str, str]:
-    if venue == "binance":
-        return binance.split(symbol)
-    base, _, quote = symbol.replace("-", "/").partition("/")
-    return base, quote
+SIMULATED_VENUES = tuple(_SERVERS)
 
 
 class Simulator:
@@ -61,12 +53,16 @@ class Simulator:
         f = self.faults
         self.servers: dict[str, VenueServer] = {}
         for venue, symbols in instruments.items():
-            if venue not in _SERVERS or not symbols:
+            if not symbols:
                 continue
+            server = _SERVERS.get(venue)
+            if server is None:
+                # Skipping it would leave that feed pointed at the real venue: not offline at all.
+                raise ConfigError(f"the simulator cannot serve venue {venue!r} (it serves "
+                                  f"{', '.join(SIMULATED_VENUES)}); disable the venue or remove its symbols")  # fmt: skip
             markets = {
                 s: SymbolMarket(
-                    venue, s, base_quote(venue, s)[0], seed, _FIRST_ID[venue], _ID_STEP.get(venue, 1), history,
-                    text=_TEXT[venue],
+                    venue, s, server.split(s)[0], seed, server.first_id, server.id_step_max, history, text=server.text,
                     drop_p=f.drop_p if f.on("gaps") else 0.0,
                     duplicate_p=f.duplicate_p if f.on("duplicates") else 0.0,
                     delay_p=f.delay_p if f.on("reorder") else 0.0,
@@ -74,7 +70,7 @@ class Simulator:
                 )
                 for s in symbols
             }  # fmt: skip
-            self.servers[venue] = _SERVERS[venue](markets, f, host, (ports or {}).get(venue, 0))
+            self.servers[venue] = server(markets, f, host, (ports or {}).get(venue, 0))
         self._record_path = record
         self._record: IO[bytes] | None = None
         self._clock_task: asyncio.Task[None] | None = None
@@ -95,7 +91,7 @@ class Simulator:
 
     # -- addresses ---------------------------------------------------------------------------------
     def ws_url(self, venue: str) -> str:
-        return f"ws://{self.host}:{self.servers[venue].port}{_WS_PATH[venue]}"
+        return f"ws://{self.host}:{self.servers[venue].port}{self.servers[venue].ws_path}"
 
     def rest_url(self, venue: str) -> str:
         return f"http://{self.host}:{self.servers[venue].port}"
@@ -103,11 +99,11 @@ class Simulator:
     def venue_settings(self) -> dict[str, dict[str, object]]:
         """Per-venue settings that point K2 at this simulator."""
         out: dict[str, dict[str, object]] = {}
-        for venue in self.servers:
+        age = self.faults.connection_max_age_s
+        for venue, server in self.servers.items():
             out[venue] = {"ws_url": self.ws_url(venue), "rest_url": self.rest_url(venue)}
-        if "binance" in out and self.faults.on("rotation"):
-            age = self.faults.connection_max_age_s
-            out["binance"] |= {"max_connection_age_s": age, "rotate_margin_s": min(5.0, age / 3)}
+            if server.cuts_connections and self.faults.on("rotation"):  # its "24 hours", compressed
+                out[venue] |= {"max_connection_age_s": age, "rotate_margin_s": min(5.0, age / 3)}
         return out
 
     def env(self) -> dict[str, str]:
@@ -169,7 +165,7 @@ class Simulator:
 
     def _write_truth(self, venue: str, market: SymbolMarket, trades: list[SimTrade]) -> None:
         assert self._record is not None
-        base, quote = base_quote(venue, market.symbol)
+        base, quote = self.servers[venue].split(market.symbol)
         canonical = f"{base}/{quote}"
         self._record.write(b"".join(orjson.dumps({
             "exchange": venue, "symbol": market.symbol, "canonical_symbol": canonical,
@@ -183,6 +179,11 @@ class Simulator:
             for market in server.markets.values():
                 for t in market.trades:
                     yield venue, market, t
+
+
+def enabled_instruments(settings: Settings, instruments: Instruments) -> Instruments:
+    """The instruments of the venues that will run: what `--simulate` must serve."""
+    return {venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled}
 
 
 def from_settings(
