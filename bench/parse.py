@@ -18,6 +18,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from k2.exchanges import make_adapter
+from k2.exchanges.base import as_parsed
 from k2.simulator.binance import BinanceSim
 from k2.simulator.coinbase import CoinbaseSim
 from k2.simulator.faults import Faults
@@ -74,7 +75,8 @@ def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
 
 def measure(fn: Callable[[bytes, int], object], msgs: list[bytes], seconds: float) -> float:
     """Return trades per second for `fn` over `msgs`, best of repeated passes within `seconds`."""
-    count = len(fn(msgs[0], 0).trades if hasattr(fn(msgs[0], 0), "trades") else fn(msgs[0], 0))  # type: ignore[arg-type]
+    first = fn(msgs[0], 0)
+    count = len(first) if isinstance(first, list) else len(as_parsed(first).trades)  # type: ignore[arg-type]
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from k2.errors import ParseError
 from k2.exchanges import VENUE_NAMES, make_adapter
-from k2.exchanges.base import Parsed, RestPolicy
+from k2.exchanges.base import Parsed, RestPolicy, as_parsed
 from k2.records import BUY, SELL
 from tests.conftest import SAMPLES
 
@@ -52,7 +52,7 @@ def test_subscribe_messages_are_json(venue: str) -> None:
 def test_samples_parse_to_normalized_trades(venue: str) -> None:
     a = make_adapter(venue)
     for name in VALID[venue]:
-        parsed = a.parse((SAMPLES / name).read_bytes(), 123)
+        parsed = as_parsed(a.parse((SAMPLES / name).read_bytes(), 123))
         assert isinstance(parsed, Parsed)
         for t in parsed.trades:
             assert t.exchange == venue
@@ -120,7 +120,7 @@ def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, fli
                 data[rng.randrange(len(data))] = rng.randrange(256)
         for candidate in (mutated, bytes(data)):
             try:
-                parsed = a.parse(candidate, 1)
+                parsed = as_parsed(a.parse(candidate, 1))
             except ParseError:
                 continue
             for t in parsed.trades:  # whatever is accepted is still a valid trade
@@ -129,7 +129,7 @@ def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, fli
 
 def _outcome(adapter: object, raw: bytes) -> object:
     try:
-        parsed = adapter.parse(raw, 1)  # type: ignore[attr-defined]
+        parsed = as_parsed(adapter.parse(raw, 1))  # type: ignore[attr-defined]
     except ParseError as err:
         return "rejected", err.reason
     return parsed.trades, [e.reason for e in parsed.rejected], parsed.signal, parsed.sequence

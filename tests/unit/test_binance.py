@@ -3,8 +3,9 @@ from decimal import Decimal
 import pytest
 
 from k2.errors import ParseError
-from k2.exchanges.base import Signal
+from k2.exchanges.base import Parsed, Signal, as_parsed
 from k2.exchanges.binance import BinanceAdapter, split_symbol
+from k2.records import Trade
 from tests.conftest import sample_bytes, sample_raw
 
 RECV = 1_700_000_000_123_456_789
@@ -17,7 +18,9 @@ def adapter() -> BinanceAdapter:
 
 def test_trade_raw_stream_every_field(adapter: BinanceAdapter) -> None:
     raw = sample_raw("binance-trade.json")
-    (t,) = adapter.parse(raw, RECV).trades
+    t = adapter.parse(raw, RECV)
+    assert type(t) is Trade  # one trade per message: it comes back bare, no Parsed around it
+    assert as_parsed(t) == Parsed((t,))
     assert t.exchange == "binance"
     assert t.symbol == "BNBBTC"
     assert t.canonical_symbol == "BNB/BTC"
@@ -34,7 +37,7 @@ def test_trade_raw_stream_every_field(adapter: BinanceAdapter) -> None:
 def test_trade_combined_stream_microseconds(adapter: BinanceAdapter) -> None:
     raw = (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136001,"s":"BTCUSDT","t":7,'
            b'"p":"16500.01000000","q":"0.00120000","T":1672515782136123,"m":false,"M":true}}')
-    parsed = adapter.parse(raw, RECV)
+    parsed = as_parsed(adapter.parse(raw, RECV))
     (t,) = parsed.trades
     assert (t.symbol, t.canonical_symbol, t.trade_id) == ("BTCUSDT", "BTC/USDT", 7)
     assert str(t.price) == "16500.01000000" and str(t.amount) == "0.00120000"
@@ -45,18 +48,18 @@ def test_trade_combined_stream_microseconds(adapter: BinanceAdapter) -> None:
 
 
 def test_server_shutdown_signals_rotation(adapter: BinanceAdapter) -> None:
-    parsed = adapter.parse(sample_bytes("binance-servershutdown-combined.json"), RECV)
+    parsed = as_parsed(adapter.parse(sample_bytes("binance-servershutdown-combined.json"), RECV))
     assert parsed.trades == () and parsed.signal is Signal.SHUTDOWN
 
 
 def test_subscribe_response_is_an_ack(adapter: BinanceAdapter) -> None:
-    parsed = adapter.parse(sample_raw("binance-subscribe-response.json"), RECV)
+    parsed = as_parsed(adapter.parse(sample_raw("binance-subscribe-response.json"), RECV))
     assert parsed.trades == () and parsed.signal is Signal.SUBSCRIBED
 
 
 def test_a_reply_with_a_result_is_information_not_an_error(adapter: BinanceAdapter) -> None:
     # LIST_SUBSCRIPTIONS answers with the stream names in `result` (an array, not null).
-    parsed = adapter.parse(b'{"result":["btcusdt@trade"],"id":3}', RECV)
+    parsed = as_parsed(adapter.parse(b'{"result":["btcusdt@trade"],"id":3}', RECV))
     assert parsed.trades == () and parsed.signal is Signal.INFO
 
 
@@ -67,7 +70,7 @@ def test_a_bad_combined_payload_is_reported_by_its_own_fault(adapter: BinanceAda
 
 
 def test_error_message_is_reported_not_raised(adapter: BinanceAdapter) -> None:
-    parsed = adapter.parse(sample_raw("binance-rest-error.json"), RECV)
+    parsed = as_parsed(adapter.parse(sample_raw("binance-rest-error.json"), RECV))
     assert parsed.signal is Signal.ERROR and "-1121" in parsed.detail and "Invalid symbol" in parsed.detail
 
 

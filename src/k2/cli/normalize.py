@@ -12,6 +12,7 @@ import typer
 from k2.cli.common import fail, reported
 from k2.errors import ParseError
 from k2.exchanges import VENUE_NAMES, make_adapter
+from k2.exchanges.base import as_parsed
 from k2.records import trade_json
 
 
@@ -41,7 +42,7 @@ def normalize(
             continue
         lines += 1
         try:
-            parsed = adapter.parse(line, time.time_ns())
+            parsed = as_parsed(adapter.parse(line, time.time_ns()))
         except ParseError as err:
             failed += 1
             print(f"line {number}: {err.reason}", file=sys.stderr)

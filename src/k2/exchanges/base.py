@@ -41,6 +41,11 @@ class Parsed(msgspec.Struct, frozen=True, gc=False):
     rejected: tuple[ParseError, ...] = ()
 
 
+def as_parsed(result: Parsed | Trade) -> Parsed:
+    """What `parse` returned, as a Parsed (a message that was exactly one trade comes back bare)."""
+    return Parsed((result,)) if type(result) is Trade else result  # type: ignore[return-value]
+
+
 NOTHING = Parsed()
 HEARTBEAT = Parsed(signal=Signal.HEARTBEAT)
 SUBSCRIBED = Parsed(signal=Signal.SUBSCRIBED)
@@ -119,7 +124,10 @@ class VenueAdapter(Protocol):
 
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]: ...
 
-    def parse(self, raw: bytes, recv_ns: int) -> Parsed: ...
+    def parse(self, raw: bytes, recv_ns: int) -> Parsed | Trade:
+        """What a message held; a message that is exactly one valid trade may come back as that
+        Trade itself (venues that send a trade per message: no Parsed to build and unpack)."""
+        ...
 
     def canonical(self, symbol: str) -> str: ...
 

@@ -154,13 +154,14 @@ class BinanceAdapter(SymbolNames):
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         return []  # the combined-stream URL carries the subscriptions
 
-    def parse(self, raw: bytes, recv_ns: int) -> Parsed:
+    def parse(self, raw: bytes, recv_ns: int) -> Parsed | Trade:
         # The hot path of the whole platform: one decode, one Trade, no call that is not needed.
+        # A message is one trade here, so the Trade comes back bare (no Parsed around it).
         try:
             t = _decode_combined.decode(raw).data
         except DECODE_ERRORS:
             return self._parse_other(raw, recv_ns)
-        return Parsed((self._trade(t, raw, recv_ns),))
+        return self._trade(t, raw, recv_ns)
 
     def _trade(self, t: _Trade, raw: bytes, recv_ns: int) -> Trade:
         q, T = t.q, t.T
@@ -178,7 +179,7 @@ class BinanceAdapter(SymbolNames):
             recv_ns, "true" if t.m else "false", raw,
         )  # fmt: skip
 
-    def _parse_other(self, raw: bytes, recv_ns: int) -> Parsed:
+    def _parse_other(self, raw: bytes, recv_ns: int) -> Parsed | Trade:
         try:
             msg = _decode_other.decode(raw)
             if msg.stream is not None and msg.data:
@@ -191,7 +192,7 @@ class BinanceAdapter(SymbolNames):
         except DECODE_ERRORS as err:
             raise ParseError(f"unexpected Binance message: {err}", raw) from None
         if type(inner) is _Trade:
-            return Parsed((self._trade(inner, raw, recv_ns),))
+            return self._trade(inner, raw, recv_ns)
         if type(inner) is _Shutdown:
             return Parsed(signal=Signal.SHUTDOWN, detail="serverShutdown")
         if msg.code is not None:

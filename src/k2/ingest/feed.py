@@ -155,6 +155,10 @@ class Feed:
             except ParseError as err:
                 await self._reject(err.reason, raw, recv_ns, conn.conn_id)
                 continue
+            if type(parsed) is Trade:  # a message that was exactly one trade
+                run.append(parsed)
+                delivered = True
+                continue
             trades = parsed.trades
             if trades:
                 # A message's trades in id order (venues may list the newest first); across
