@@ -161,13 +161,19 @@ def test_after_a_crash_holes_in_silver_without_a_gap_record_are_found(store: Chd
     ids = (90, 91, 92, 93, 94, 99, 100, 101, 104, 105, 108, 109)
     binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in ids]
     coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]  # ids may skip here
+    # A quiet symbol: its trade 5 an hour older than anything else and written ten minutes of
+    # ingest before the rest (outside the scanned window); its trade 8, written last, skipped two ids.
+    quiet = [trade("binance", i, "1", "1", NOW + (200 if i == 8 else -3600 * 10**9), symbol="LTCUSDT") for i in (5, 8)]
     pending = id_gap("binance", "BTCUSDT", 102, 103, NOW + 101, NOW + 104)
     given_up = msgspec.structs.replace(id_gap("binance", "BTCUSDT", 95, 98, NOW + 94, NOW + 99),
                                        outcome=UNRECOVERABLE, resolved_at=NOW + 200)  # fmt: skip
 
     async def run() -> None:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(binance, binance, "binance-1")
+        await writer.trades(quiet[:1], quiet[:1], "binance-1")
+        await writer.flush()
+        writer._last_seq += 600 * 1_000_000  # ten minutes of ingest later
+        await writer.trades(binance + quiet[1:], binance + quiet[1:], "binance-1")
         await writer.trades(coinbase, coinbase, "coinbase-1")
         await writer.gap(pending)
         await writer.gap(given_up)
@@ -177,11 +183,13 @@ def test_after_a_crash_holes_in_silver_without_a_gap_record_are_found(store: Chd
     assert [r.gap.gap_id for r in load_resume(store, recent_ids=10).pending["binance"]] == [pending.gap_id]
     state = load_resume(store, recent_ids=10, after_crash=True)
     resumed = {r.gap.gap_id: r for r in state.pending["binance"]}
-    assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107"}
+    assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107", "binance:LTCUSDT:6-7"}
     assert resumed[pending.gap_id].holes == [(102, 103)] and resumed[pending.gap_id].recorded
     found = resumed["binance:BTCUSDT:106-107"]
     assert found.holes == [(106, 107)] and not found.recorded  # the feed records it when it submits it
     assert (found.gap.ts_from, found.gap.ts_to, found.gap.missing) == (NOW + 105, NOW + 108, 2)
+    quiet_gap = resumed["binance:LTCUSDT:6-7"].gap  # found by looking past the scanned window
+    assert (quiet_gap.ts_from, quiet_gap.ts_to) == (NOW - 3600 * 10**9, NOW + 200)
     assert "coinbase" not in state.pending  # its ids are not contiguous: repaired by time window instead
 
 

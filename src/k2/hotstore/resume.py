@@ -20,11 +20,14 @@ from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor
 from k2.records import PENDING, Gap
 
 log = logging.getLogger(__name__)
-# After a crash, ids written this long (µs of ingest sequence) before the newest are scanned for
-# holes: the batches a crash can have cut short were written within it.
-CRASH_SCAN_US = 300 * 1_000_000
-# Neighbours of those ids are looked up this far back in event time.
-CRASH_SCAN_MARGIN_NS = 600 * 1_000_000_000
+# After a crash, the ids written this long (µs of ingest sequence) before the newest are checked
+# for holes. What a crash can cut short is the last flush or two (a flush starts every 100 ms and
+# a 50,000-row batch takes well under a second); a minute is ample, and bounds the scan after a
+# crash in a busy market.
+CRASH_SCAN_US = 60 * 1_000_000
+# Their neighbours are read from this far back in event time; an older neighbour (a quiet
+# symbol) is looked up on its own.
+CRASH_SCAN_MARGIN_NS = 60 * 1_000_000_000
 
 
 def _holes(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int]]:
@@ -60,17 +63,32 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
         f"SELECT toUnixTimestamp64Nano(min(ts_event)) FROM {DATABASE}.silver_trades "
         "WHERE exchange IN {venues:Array(String)} AND ingest_seq >= {since:UInt64}", params)  # fmt: skip
     params["from"] = max(int(oldest) - CRASH_SCAN_MARGIN_NS, 0)
-    # Each id with its predecessor: a jump is a hole if either side was written recently.
-    holes = store.rows(
-        "SELECT exchange, symbol, prev_id + 1, trade_id - 1, prev_ts, ts FROM ("
-        " SELECT exchange, symbol, trade_id, ingest_seq, toUnixTimestamp64Nano(ts_event) AS ts,"
+    # Each id with its predecessor in the scan: a jump is a hole if either side was written
+    # recently. A recent id with no predecessor in the scan (prev_id 0) needs a closer look.
+    jumps = store.rows(
+        "SELECT exchange, symbol, canonical_symbol, prev_id, trade_id, prev_ts, ts FROM ("
+        " SELECT exchange, symbol, canonical_symbol, trade_id, ingest_seq, toUnixTimestamp64Nano(ts_event) AS ts,"
         "  lagInFrame(trade_id, 1, 0) OVER w AS prev_id, lagInFrame(ts, 1, 0) OVER w AS prev_ts,"
         "  lagInFrame(ingest_seq, 1, 0) OVER w AS prev_seq"
         f" FROM {DATABASE}.silver_trades WHERE exchange IN {{venues:Array(String)}}"
         "  AND ts_event >= fromUnixTimestamp64Nano({from:Int64}, 'UTC')"
         " WINDOW w AS (PARTITION BY exchange, symbol ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
-        " WHERE prev_id > 0 AND trade_id > prev_id + 1 AND (ingest_seq >= {since:UInt64} OR prev_seq >= {since:UInt64})"
+        " WHERE trade_id > prev_id + 1 AND (ingest_seq >= {since:UInt64} OR prev_seq >= {since:UInt64})"
         " ORDER BY exchange, symbol, trade_id", params)  # fmt: skip
+    holes = []
+    for exchange, symbol, canonical, prev_id, trade_id, prev_ts, ts in jumps:
+        if prev_id == 0:  # its predecessor is older than the scan (or it is the symbol's first trade)
+            # The last trade before the scan, read backwards along silver's sorting key (these
+            # venues' ids rise with time), not a scan of the symbol's whole history.
+            before = store.rows(
+                f"SELECT trade_id, toUnixTimestamp64Nano(ts_event) FROM {DATABASE}.silver_trades "
+                "WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String} "
+                "AND ts_event < fromUnixTimestamp64Nano({from:Int64}, 'UTC') ORDER BY ts_event DESC, trade_id DESC LIMIT 1",
+                {"c": canonical, "e": exchange, "s": symbol, "from": params["from"]})  # fmt: skip
+            if not before or before[0][0] + 1 >= trade_id:
+                continue
+            prev_id, prev_ts = before[0]
+        holes.append((exchange, symbol, prev_id + 1, trade_id - 1, prev_ts, ts))
     if not holes:
         return []
     recorded: dict[tuple[str, str], list[tuple[int, int]]] = {}
