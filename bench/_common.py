@@ -1,10 +1,14 @@
-"""What the benchmark scripts share: a simulator in its own process, its settings, and percentiles."""
+"""What the benchmark scripts share: a simulator in its own process, its settings, percentiles, and
+a reference of the machine's speed at the time of a run."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from decimal import Decimal
 
 from k2.instruments import load_instruments
 
@@ -37,3 +41,29 @@ def pct(values: Sequence[int], q: float) -> float:
     """The q-quantile of nanosecond values, in milliseconds."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6 if ordered else float("nan")
+
+
+def binance_baseline(raw: bytes, recv: int) -> list[dict]:  # type: ignore[type-arg]
+    """A Binance trade message normalized as plain Python would: json.loads and dicts."""
+    d = json.loads(raw)["data"]
+    t = d["T"]
+    return [{"exchange": "binance", "symbol": d["s"], "trade_id": int(d["t"]), "price": Decimal(d["p"]),
+             "amount": Decimal(d["q"]), "taker_side": "sell" if d["m"] else "buy",
+             "ts_event": t * 1000 if t > 10**14 else t * 1_000_000, "ts_recv": recv}]  # fmt: skip
+
+
+_REFERENCE_MESSAGE = (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1795961828201809,"s":"BTCUSDT","t":1000000,'
+                      b'"p":"60000.00000000","q":"0.05195850","T":1795961828202771,"m":false,"M":true}}')  # fmt: skip
+
+
+def cpu_reference(seconds: float = 1.0) -> float:
+    """The machine's speed now: messages/s through `binance_baseline` on one core (the baseline of
+    bench/parse.py). This VM's speed moves by up to 2x within minutes: figures compare between runs
+    only where their references agree."""
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(10_000):
+            binance_baseline(_REFERENCE_MESSAGE, 1)
+        best = max(best, 10_000 / (time.perf_counter() - start))
+    return best

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from _common import pct, start_simulator, venues_from_env  # bench/_common.py
+from _common import cpu_reference, pct, start_simulator, venues_from_env  # bench/_common.py
 
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import LIVE
@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per phase")
     args = parser.parse_args()
     symbols = sum(len(v) for v in load_instruments().values())
-    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process")
+    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
+          f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")  # fmt: skip
     fire = asyncio.run(run_phase(rate=FIREHOSE, tick_ms=20, warmup=3, seconds=args.seconds, latency=False))
     print(f"throughput: {fire.count:,} trades/s accepted of {FIREHOSE * symbols:,} offered "
           f"({', '.join(f'{v} {n:,}/s' for v, n in fire.per_venue.items())})")  # fmt: skip

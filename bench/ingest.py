@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from _common import pct, start_simulator, venues_from_env  # bench/_common.py
+from _common import cpu_reference, pct, start_simulator, venues_from_env  # bench/_common.py
 
 HERE = Path(__file__).resolve()
 # Trades/s per instrument the simulator offers in the throughput phases. At 4,000 (136,000/s in
@@ -208,7 +208,8 @@ def main() -> None:
 
     symbols = sum(len(v) for v in load_instruments().values())
     modes = ["on", "off"] if args.metrics == "both" else [args.metrics]
-    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process")
+    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
+          f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")  # fmt: skip
     fires: dict[str, list[dict[str, object]]] = {m: [] for m in modes}
     for i in range(args.rounds):  # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
         for mode in modes if i % 2 == 0 else modes[::-1]:

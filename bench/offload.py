@@ -23,6 +23,8 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from _common import cpu_reference  # noqa: E402  # bench/_common.py
+
 from k2.archive.lake import Lake  # noqa: E402
 from k2.archive.offload import offload_table  # noqa: E402
 from k2.archive.tables import BY_NAME, TABLES  # noqa: E402
@@ -107,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000, help="silver rows for the throughput run")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores")
+    print(f"machine: {os.cpu_count()} cores; cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")
     rate = throughput(args.rows)
     cycle()
     print(f"offload_throughput: {rate:.0f} rows/s")

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+from _common import binance_baseline  # bench/_common.py
+
 from k2.exchanges import make_adapter
 from k2.exchanges.base import as_parsed
 from k2.simulator.binance import BinanceSim
@@ -50,13 +52,6 @@ def messages(venue: str) -> list[bytes]:
 def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
     """The same normalization as plain Python: json.loads and dicts."""
 
-    def binance(raw: bytes, recv: int) -> list[dict]:
-        d = json.loads(raw)["data"]
-        t = d["T"]
-        return [{"exchange": "binance", "symbol": d["s"], "trade_id": int(d["t"]), "price": Decimal(d["p"]),
-                 "amount": Decimal(d["q"]), "taker_side": "sell" if d["m"] else "buy",
-                 "ts_event": t * 1000 if t > 10**14 else t * 1_000_000, "ts_recv": recv}]  # fmt: skip
-
     def kraken(raw: bytes, recv: int) -> list[dict]:
         msg = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
         return [{"exchange": "kraken", "symbol": t["symbol"], "trade_id": int(t["trade_id"]), "price": t["price"],
@@ -70,7 +65,7 @@ def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
                  "taker_side": "buy" if t["side"] == "SELL" else "sell", "ts_event": rfc3339_to_ns(t["time"]),
                  "ts_recv": recv} for ev in msg["events"] for t in ev["trades"]]  # fmt: skip
 
-    return {"binance": binance, "kraken": kraken, "coinbase": coinbase}[venue]
+    return {"binance": binance_baseline, "kraken": kraken, "coinbase": coinbase}[venue]
 
 
 def measure(fn: Callable[[bytes, int], object], msgs: list[bytes], seconds: float) -> float:
