@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from _common import binance_baseline  # bench/_common.py
@@ -68,18 +68,22 @@ def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
     return {"binance": binance_baseline, "kraken": kraken, "coinbase": coinbase}[venue]
 
 
-def measure(fn: Callable[[bytes, int], object], msgs: list[bytes], seconds: float) -> float:
-    """Return trades per second for `fn` over `msgs`, best of repeated passes within `seconds`."""
-    first = fn(msgs[0], 0)
-    count = len(first) if isinstance(first, list) else len(as_parsed(first).trades)  # type: ignore[arg-type]
-    best = 0.0
+def measure(fns: Sequence[Callable[[bytes, int], object]], msgs: list[bytes], seconds: float) -> list[float]:
+    """Return trades per second for each of `fns` over `msgs`: the best of passes taken in turn
+    (one of each, again and again) for `seconds` in all, so a change in the VM's speed during the
+    run reaches every function alike and their ratio holds."""
+    counts = []
+    for fn in fns:
+        first = fn(msgs[0], 0)
+        counts.append(len(first) if isinstance(first, list) else len(as_parsed(first).trades))  # type: ignore[arg-type]
+    best = [0.0] * len(fns)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for raw in msgs:
-            fn(raw, 1)
-        elapsed = time.perf_counter() - start
-        best = max(best, len(msgs) * count / elapsed)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for raw in msgs:
+                fn(raw, 1)
+            best[i] = max(best[i], len(msgs) * counts[i] / (time.perf_counter() - start))
     return best
 
 
@@ -94,8 +98,7 @@ def main() -> None:
     for venue in ("binance", "kraken", "coinbase"):
         msgs = messages(venue)
         adapter = make_adapter(venue)
-        ours = measure(adapter.parse, msgs, args.seconds)
-        base = measure(baseline(venue), msgs, args.seconds)
+        ours, base = measure([adapter.parse, baseline(venue)], msgs, 2 * args.seconds)
         results[venue] = ours
         print(f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} {base:>18,.0f} {ours / base:>6.2f}x")
     print(f"parse_binance: {results['binance']:.0f} trades/s")
