@@ -143,8 +143,7 @@ class Embedded:
 
     async def _run(self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None) -> None:
         assert self.store is not None and self._owner is not None
-        resume = await asyncio.to_thread(load_resume, self.store, self.settings.ingest.recent_ids,
-                                         self._owner.after_crash)  # fmt: skip
+        resume = await asyncio.to_thread(load_resume, self.store, self.settings.ingest.recent_ids)
         self.writer = StoreWriter(self.store, self.settings.writer, await asyncio.to_thread(last_sequence, self.store),
                                   self.metrics if self.settings.metrics.enabled else None)  # fmt: skip
         settings = self.settings

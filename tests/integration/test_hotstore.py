@@ -148,29 +148,33 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbSt
     assert sorted(state.cursors["coinbase"]["BTC-USD"].recent) == [9, 12]  # newest 2, windowed venue only
     assert state.cursors["binance"]["BTCUSDT"].recent == []
     (resumed,) = state.pending["binance"]  # the repaired one is not pending
-    gap, holes, recorded = resumed
-    assert gap.gap_id == pending.gap_id and holes == [(102, 102), (104, 104)] and gap.missing == 2 and recorded
+    gap, holes = resumed
+    assert gap.gap_id == pending.gap_id and holes == [(102, 102), (104, 104)] and gap.missing == 2
     (window,) = state.pending["coinbase"]
     assert window.gap.kind == "window" and window.gap.ts_from == NOW
     assert store.rows("SELECT count() FROM k2.rejects")[0][0] == 1
 
 
-def test_after_a_crash_holes_in_silver_without_a_gap_record_are_found(store: ChdbStore) -> None:
+def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(store: ChdbStore) -> None:
+    from k2.hotstore import recovery
+
     # What a crash can leave: trade 108 stored, but the record of the gap it revealed (106..107)
     # lost with the next batch. 102..103 is recorded and pending; 95..98 recorded and given up on.
     ids = (90, 91, 92, 93, 94, 99, 100, 101, 104, 105, 108, 109)
     binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in ids]
     coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]  # ids may skip here
     # A quiet symbol: its trade 5 an hour older than anything else and written ten minutes of
-    # ingest before the rest (outside the scanned window); its trade 8, written last, skipped two ids.
+    # ingest before the rest; its trade 8, written last, skipped two ids.
     quiet = [trade("binance", i, "1", "1", NOW + (200 if i == 8 else -3600 * 10**9), symbol="LTCUSDT") for i in (5, 8)]
+    # An old hole (3) with no record, written long before the crash: not what a crash can cause.
+    old = [trade("binance", i, "1", "1", NOW - 7200 * 10**9 + i, symbol="ETHUSDT") for i in (1, 2, 4)]
     pending = id_gap("binance", "BTCUSDT", 102, 103, NOW + 101, NOW + 104)
     given_up = msgspec.structs.replace(id_gap("binance", "BTCUSDT", 95, 98, NOW + 94, NOW + 99),
                                        outcome=UNRECOVERABLE, resolved_at=NOW + 200)  # fmt: skip
 
     async def run() -> None:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(quiet[:1], quiet[:1], "binance-1")
+        await writer.trades(quiet[:1] + old, quiet[:1] + old, "binance-1")
         await writer.flush()
         writer._last_seq += 600 * 1_000_000  # ten minutes of ingest later
         await writer.trades(binance + quiet[1:], binance + quiet[1:], "binance-1")
@@ -181,16 +185,18 @@ def test_after_a_crash_holes_in_silver_without_a_gap_record_are_found(store: Chd
 
     asyncio.run(run())
     assert [r.gap.gap_id for r in load_resume(store, recent_ids=10).pending["binance"]] == [pending.gap_id]
-    state = load_resume(store, recent_ids=10, after_crash=True)
+    assert recovery.recover(store)["gaps_recorded"] == 2
+    state = load_resume(store, recent_ids=10)  # the next k2 up: the found holes are pending gaps now
     resumed = {r.gap.gap_id: r for r in state.pending["binance"]}
     assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107", "binance:LTCUSDT:6-7"}
-    assert resumed[pending.gap_id].holes == [(102, 103)] and resumed[pending.gap_id].recorded
+    assert resumed[pending.gap_id].holes == [(102, 103)]
     found = resumed["binance:BTCUSDT:106-107"]
-    assert found.holes == [(106, 107)] and not found.recorded  # the feed records it when it submits it
+    assert found.holes == [(106, 107)] and found.gap.outcome == "pending"
     assert (found.gap.ts_from, found.gap.ts_to, found.gap.missing) == (NOW + 105, NOW + 108, 2)
-    quiet_gap = resumed["binance:LTCUSDT:6-7"].gap  # found by looking past the scanned window
+    quiet_gap = resumed["binance:LTCUSDT:6-7"].gap  # below the span written recently: looked up by key
     assert (quiet_gap.ts_from, quiet_gap.ts_to) == (NOW - 3600 * 10**9, NOW + 200)
     assert "coinbase" not in state.pending  # its ids are not contiguous: repaired by time window instead
+    assert recovery.recover(store).get("gaps_recorded") is None  # recorded once: a second recovery finds none
 
 
 def test_writer_backpressure_blocks_feeds_until_written(store: ChdbStore) -> None:

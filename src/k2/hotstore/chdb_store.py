@@ -48,11 +48,18 @@ class ChdbStore:
     def _open(self, path: str) -> Any:
         # ClickHouse's allocator (jemalloc) keeps freed pages for 5 s by default. Every batch insert
         # frees tens of MB, so under load that held 100-250 MB more than ClickHouse was using.
-        # 250 ms returns them promptly, from jemalloc's background thread; 0 (purge on every free)
-        # cost a fifth of the ingest throughput here. Read once, when chDB loads: an operator's own
-        # JE_MALLOC_CONF wins.
-        os.environ.setdefault("JE_MALLOC_CONF", JEMALLOC_CONF)
-        from chdb.session import Session  # imported on the owner thread; costs ~300 MB
+        # 250 ms returns them promptly, from jemalloc's background thread (ClickHouse turns it
+        # on); 0 (purge on every free) cost a fifth of the ingest throughput here. jemalloc reads
+        # this once, as chDB loads; an operator's own JE_MALLOC_CONF wins, and ours is not left for
+        # child processes (the Prefect server) to inherit.
+        ours = "JE_MALLOC_CONF" not in os.environ
+        if ours:
+            os.environ["JE_MALLOC_CONF"] = JEMALLOC_CONF
+        try:
+            from chdb.session import Session  # imported on the owner thread; costs ~300 MB
+        finally:
+            if ours:
+                del os.environ["JE_MALLOC_CONF"]
 
         self._thread = threading.current_thread()
         return Session(path)

@@ -29,9 +29,7 @@ class OwnedStore:
             existed = hot.exists()
             self.store = ChdbStore(hot)
             migrate.apply(self.store, settings)
-            # True when the last owner did not stop cleanly: its last batch may be half-written.
-            self.after_crash = not recovery.was_clean(hot) and existed
-            if self.after_crash:
+            if not recovery.was_clean(hot) and existed:
                 recovery.recover(self.store)
         except BaseException:
             self.lock.release()

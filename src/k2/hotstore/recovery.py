@@ -8,7 +8,9 @@ source of truth; the rest is made consistent with it here, before anything else 
 - candles are a pure function of silver: every candle window from the start of the earliest
   affected UTC day is deleted and rebuilt from silver (the 1m rebuild feeds the rollups again);
 - silver rows bronze lacks are written to bronze again, marked conn_id 'recovered' (their raw
-  JSON is gone; the trade itself is not).
+  JSON is gone; the trade itself is not);
+- holes among the ids silver got in the last minute that no gap record covers (the record was
+  in what the crash lost) are recorded as pending gaps, which the next `k2 up` repairs.
 
 A clean stop writes a marker; its absence at start means the last stop was not clean.
 """
@@ -20,9 +22,11 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from k2.exchanges import VENUE_NAMES
+from k2.exchanges import VENUE_NAMES, make_adapter
+from k2.hotstore.resume import unrecorded_holes
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
 from k2.hotstore.store import HotStore
+from k2.hotstore.writer import gap_rows
 from k2.timeutil import ns_to_rfc3339
 
 log = logging.getLogger(__name__)
@@ -95,4 +99,10 @@ def recover(store: HotStore) -> dict[str, int]:
     restored = sum(v for k, v in done.items() if k.startswith("bronze"))
     log.warning("hot store: the last stop was not clean; rebuilt candles from %s on from silver, restored %d "
                 "bronze rows", ns_to_rfc3339(int(day) * 1_000_000_000), restored)  # fmt: skip
+    gaps = unrecorded_holes(store, [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids])
+    if gaps:
+        store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps))
+        done["gaps_recorded"] = len(gaps)
+        log.warning("hot store: %d holes in silver had no gap record (lost with the last batch); recorded them "
+                    "as pending, for the next k2 up to repair: %s", len(gaps), ", ".join(g.gap_id for g in gaps[:10]))  # fmt: skip
     return done

@@ -1,10 +1,10 @@
 """Where the feeds resume after a restart (even after kill -9), read back from the store.
 
 Silver is the truth: the cursors are its highest ids, and a pending gap's holes are the ids of its
-range silver still lacks. A gap record is written with or after the trade that revealed it, so
-after a crash a hole can exist in silver with no record at all (the record was in the batch the
-crash lost, or an insert was cut between two of its parts). `load_resume(after_crash=True)` scans
-the recently written ids of venues with contiguous ids for such holes and returns them as new gaps.
+range silver still lacks. A gap record is written with or after the trade that revealed it, so a
+crash can leave a hole in silver with no record at all (the record was in the batch the crash
+lost, or an insert was cut between two of its parts); `unrecorded_holes` finds those, and the
+crash recovery (recovery.py) records them as pending gaps.
 """
 
 from __future__ import annotations
@@ -22,12 +22,8 @@ from k2.records import PENDING, Gap
 log = logging.getLogger(__name__)
 # After a crash, the ids written this long (µs of ingest sequence) before the newest are checked
 # for holes. What a crash can cut short is the last flush or two (a flush starts every 100 ms and
-# a 50,000-row batch takes well under a second); a minute is ample, and bounds the scan after a
-# crash in a busy market.
+# a 50,000-row batch takes well under a second): a minute is ample.
 CRASH_SCAN_US = 60 * 1_000_000
-# Their neighbours are read from this far back in event time; an older neighbour (a quiet
-# symbol) is looked up on its own.
-CRASH_SCAN_MARGIN_NS = 60 * 1_000_000_000
 
 
 def _holes(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int]]:
@@ -50,7 +46,8 @@ def _subtract(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[in
 
 
 def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
-    """Return holes among silver's recently written ids that no gap record covers, as new gaps."""
+    """Return the holes around silver's recently written ids that no gap record covers, as new
+    pending gaps. Each symbol is read only across the ids written recently, and one row below."""
     if not venues:
         return []
     params: dict[str, object] = {"venues": venues}
@@ -59,55 +56,44 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
     if not top:
         return []
     params["since"] = max(int(top) - CRASH_SCAN_US, 0)
-    ((oldest,),) = store.rows(
-        f"SELECT toUnixTimestamp64Nano(min(ts_event)) FROM {DATABASE}.silver_trades "
-        "WHERE exchange IN {venues:Array(String)} AND ingest_seq >= {since:UInt64}", params)  # fmt: skip
-    params["from"] = max(int(oldest) - CRASH_SCAN_MARGIN_NS, 0)
-    # Each id with its predecessor in the scan: a jump is a hole if either side was written
-    # recently. A recent id with no predecessor in the scan (prev_id 0) needs a closer look.
-    jumps = store.rows(
-        "SELECT exchange, symbol, canonical_symbol, prev_id, trade_id, prev_ts, ts FROM ("
-        " SELECT exchange, symbol, canonical_symbol, trade_id, ingest_seq, toUnixTimestamp64Nano(ts_event) AS ts,"
-        "  lagInFrame(trade_id, 1, 0) OVER w AS prev_id, lagInFrame(ts, 1, 0) OVER w AS prev_ts,"
-        "  lagInFrame(ingest_seq, 1, 0) OVER w AS prev_seq"
-        f" FROM {DATABASE}.silver_trades WHERE exchange IN {{venues:Array(String)}}"
-        "  AND ts_event >= fromUnixTimestamp64Nano({from:Int64}, 'UTC')"
-        " WINDOW w AS (PARTITION BY exchange, symbol ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
-        " WHERE trade_id > prev_id + 1 AND (ingest_seq >= {since:UInt64} OR prev_seq >= {since:UInt64})"
-        " ORDER BY exchange, symbol, trade_id", params)  # fmt: skip
-    holes = []
-    for exchange, symbol, canonical, prev_id, trade_id, prev_ts, ts in jumps:
-        if prev_id == 0:  # its predecessor is older than the scan (or it is the symbol's first trade)
-            # The last trade before the scan, read backwards along silver's sorting key (these
-            # venues' ids rise with time), not a scan of the symbol's whole history.
-            before = store.rows(
-                f"SELECT trade_id, toUnixTimestamp64Nano(ts_event) FROM {DATABASE}.silver_trades "
-                "WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String} "
-                "AND ts_event < fromUnixTimestamp64Nano({from:Int64}, 'UTC') ORDER BY ts_event DESC, trade_id DESC LIMIT 1",
-                {"c": canonical, "e": exchange, "s": symbol, "from": params["from"]})  # fmt: skip
-            if not before or before[0][0] + 1 >= trade_id:
-                continue
-            prev_id, prev_ts = before[0]
-        holes.append((exchange, symbol, prev_id + 1, trade_id - 1, prev_ts, ts))
-    if not holes:
-        return []
+    spans = store.rows(
+        "SELECT exchange, symbol, canonical_symbol, min(trade_id), max(trade_id), "
+        f"toUnixTimestamp64Nano(argMin(ts_event, trade_id)) FROM {DATABASE}.silver_trades "
+        "WHERE exchange IN {venues:Array(String)} AND ingest_seq >= {since:UInt64} "
+        "GROUP BY exchange, symbol, canonical_symbol ORDER BY exchange, symbol", params)  # fmt: skip
     recorded: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for exchange, symbol, first, last in store.rows(
         f"SELECT exchange, symbol, first_id, last_id FROM {DATABASE}.feed_gaps FINAL "
         "WHERE kind = 'ids' AND exchange IN {venues:Array(String)}", params):  # fmt: skip
         recorded.setdefault((exchange, symbol), []).append((first, last))
     found = []
-    for exchange, symbol, lo, hi, ts_from, ts_to in holes:
-        for a, b in _subtract(lo, hi, recorded.get((exchange, symbol), [])):
-            found.append(id_gap(exchange, symbol, a, b, ts_from, ts_to))
+    for exchange, symbol, canonical, lo, hi, lo_ts in spans:
+        market = {"c": canonical, "e": exchange, "s": symbol, "lo": lo, "hi": hi, "lo_ts": lo_ts}
+        where = ("WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String}")  # silver's key
+        # Jumps between consecutive ids across the span (rows written earlier count: they fill holes).
+        holes = [(prev + 1, tid - 1, prev_ts, ts) for prev, tid, prev_ts, ts in store.rows(
+            "SELECT prev_id, trade_id, prev_ts, ts FROM ("
+            " SELECT trade_id, toUnixTimestamp64Nano(ts_event) AS ts, row_number() OVER w AS n,"
+            "  lagInFrame(trade_id) OVER w AS prev_id, lagInFrame(ts) OVER w AS prev_ts"
+            f" FROM {DATABASE}.silver_trades {where} AND trade_id BETWEEN {{lo:UInt64}} AND {{hi:UInt64}}"
+            " WINDOW w AS (ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
+            " WHERE n > 1 AND trade_id > prev_id + 1 ORDER BY trade_id", market)]  # fmt: skip
+        # Below the span: the last trade before it, read backwards along silver's sorting key
+        # (these venues' ids rise with time), however long ago that was.
+        before = store.rows(
+            f"SELECT trade_id, toUnixTimestamp64Nano(ts_event) FROM {DATABASE}.silver_trades {where} "
+            "AND ts_event <= fromUnixTimestamp64Nano({lo_ts:Int64}, 'UTC') AND trade_id < {lo:UInt64} "
+            "ORDER BY ts_event DESC, trade_id DESC LIMIT 1", market)  # fmt: skip
+        if before and before[0][0] + 1 < lo:
+            holes.insert(0, (before[0][0] + 1, lo - 1, before[0][1], lo_ts))
+        for first, last, ts_from, ts_to in holes:
+            for a, b in _subtract(first, last, recorded.get((exchange, symbol), [])):
+                found.append(id_gap(exchange, symbol, a, b, ts_from, ts_to))
     return found
 
 
-def load_resume(store: HotStore, recent_ids: int, after_crash: bool = False) -> ResumeState:
-    """Return per-venue cursors from silver and the gaps still to repair.
-
-    After a crash (`after_crash`), that includes holes in silver that no gap record covers.
-    """
+def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
+    """Return per-venue cursors from silver and the gaps that were still pending."""
     state = ResumeState()
     for exchange, symbol, high, high_ts in store.rows(
         f"SELECT exchange, symbol, max(trade_id), toUnixTimestamp64Nano(argMax(ts_event, trade_id)) "
@@ -144,14 +130,6 @@ def load_resume(store: HotStore, recent_ids: int, after_crash: bool = False) -> 
     if state.pending:
         log.info("resuming %d gap repairs that were pending at the last stop",
                  sum(len(v) for v in state.pending.values()))  # fmt: skip
-    if after_crash:
-        contiguous = [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids]
-        found = unrecorded_holes(store, contiguous)
-        for gap in found:
-            state.pending.setdefault(gap.exchange, []).append(ResumedGap(gap, [(gap.first_id, gap.last_id)], False))
-        if found:
-            log.warning("after the unclean stop, %d holes in silver had no gap record (lost with the last "
-                        "batch); repairing them", len(found))  # fmt: skip
     return state
 
 

@@ -115,7 +115,8 @@ def _insert_settings(rows: int) -> str:
     return f" SETTINGS parallel_view_processing = {parallel}, optimize_on_insert = 0"
 
 
-def _gaps(gaps: list[Gap]) -> pa.Table:
+def gap_rows(gaps: list[Gap]) -> pa.Table:
+    """Gap records as the Arrow table `feed_gaps` takes (the latest version of a gap_id wins)."""
     return pa.table({
         "gap_id": [g.gap_id for g in gaps], "exchange": [g.exchange for g in gaps],
         "symbol": [g.symbol for g in gaps], "kind": [g.kind for g in gaps],
@@ -275,7 +276,7 @@ class StoreWriter:
             self._last_seq = first + len(trades) - 1
             out.append((INGEST_TABLE, _ingest(trades, venues, conns, sizes, dups, first)))
         if batch.gaps:
-            out.append(("feed_gaps", _gaps(batch.gaps)))
+            out.append(("feed_gaps", gap_rows(batch.gaps)))
         if batch.rejects:
             out.append(("rejects", _rejects(batch.rejects)))
         return out

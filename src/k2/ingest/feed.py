@@ -100,12 +100,12 @@ class Feed:
     async def run(self, stop: asyncio.Event) -> None:
         """Run the feed until `stop` is set."""
         symbols = await self.check_listing() if self.ingest.check_listing else self.symbols
-        for gap, holes, recorded in self._pending:
+        for gap, holes in self._pending:
             tracker = self.trackers.get(gap.symbol) or self._tracker(gap.symbol)
             if isinstance(tracker, ContiguousTracker):
                 for lo, hi in holes:
                     tracker.holes.add(lo, hi)
-            await self.repairer.submit(gap, record=not recorded)
+            await self.repairer.submit(gap, record=False)
         if not symbols:
             log.error("%s: no listed symbols to capture", self.name)
             self.stats.set_state(STOPPED, "no listed symbols")
@@ -149,51 +149,55 @@ class Feed:
         parse = self.adapter.parse
         run: list[Trade] = []  # trades of this run not yet offered to the trackers
         delivered = shutdown = False
-        for raw in raws:
-            try:
-                parsed = parse(raw, recv_ns)
-            except ParseError as err:
-                await self._reject(err.reason, raw, recv_ns, conn.conn_id)
-                continue
-            if type(parsed) is Trade:  # a message that was exactly one trade
-                run.append(parsed)
-                delivered = True
-                continue
-            trades = parsed.trades
-            if trades:
-                # A message's trades in id order (venues may list the newest first); across
-                # messages, arrival order stands (a late message is a late fill).
-                if len(trades) == 1:
-                    run.append(trades[0])
-                else:
-                    run.extend(sorted(trades, key=_by_id))
-                delivered = True
-            if parsed.rejected:
-                for err in parsed.rejected:
+        try:
+            for raw in raws:
+                try:
+                    parsed = parse(raw, recv_ns)
+                except ParseError as err:
                     await self._reject(err.reason, raw, recv_ns, conn.conn_id)
-            sequence = parsed.sequence
-            if sequence is not None:
-                last = conn.last_sequence
-                if last is None or sequence > last:
-                    conn.last_sequence = sequence
-                if last is not None and sequence > last + 1:
-                    stats.sequence_gaps += 1
-                    if not self.adapter.contiguous_ids:
-                        # The trackers must have seen this run's trades before a window repair
-                        # takes their newest event time as its start.
-                        if run:
-                            await self._ingest(run, conn.conn_id, live=True)
-                            run = []
-                        await self._repair_windows()
-            signal = parsed.signal
-            if signal is not None:
-                if signal is Signal.SHUTDOWN:
-                    shutdown = True
-                elif signal is Signal.ERROR:
-                    stats.venue_errors += 1
-                    log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
-        if run:
-            await self._ingest(run, conn.conn_id, live=True)
+                    continue
+                if type(parsed) is Trade:  # a message that was exactly one trade
+                    run.append(parsed)
+                    delivered = True
+                    continue
+                sequence = parsed.sequence
+                if sequence is not None:
+                    last = conn.last_sequence
+                    if last is None or sequence > last:
+                        conn.last_sequence = sequence
+                    if last is not None and sequence > last + 1:
+                        stats.sequence_gaps += 1
+                        if not self.adapter.contiguous_ids:
+                            # A window repair starts at each tracker's newest event time: the
+                            # trackers must have seen the trades before the loss (the earlier
+                            # messages of this run), and none after it (this message's).
+                            if run:
+                                await self._ingest(run, conn.conn_id, live=True)
+                                run = []
+                            await self._repair_windows()
+                trades = parsed.trades
+                if trades:
+                    # A message's trades in id order (venues may list the newest first); across
+                    # messages, arrival order stands (a late message is a late fill).
+                    if len(trades) == 1:
+                        run.append(trades[0])
+                    else:
+                        run.extend(sorted(trades, key=_by_id))
+                    delivered = True
+                if parsed.rejected:
+                    for err in parsed.rejected:
+                        await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+                signal = parsed.signal
+                if signal is not None:
+                    if signal is Signal.SHUTDOWN:
+                        shutdown = True
+                    elif signal is Signal.ERROR:
+                        stats.venue_errors += 1
+                        log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
+        finally:
+            # Even if something above fails (an adapter bug), what was parsed before it is passed on.
+            if run:
+                await self._ingest(run, conn.conn_id, live=True)
         return Delivered(delivered, shutdown)
 
     async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str) -> None:

@@ -16,12 +16,10 @@ class SymbolCursor:
 
 
 class ResumedGap(NamedTuple):
-    """A gap to repair at start: its record, the id ranges still missing, and whether the store
-    already holds its record (a gap found only by scanning silver after a crash does not)."""
+    """A gap that was pending at the last stop: its record and the id ranges still missing."""
 
     gap: Gap
     holes: list[tuple[int, int]]
-    recorded: bool = True
 
 
 @dataclass
@@ -29,5 +27,4 @@ class ResumeState:
     """What the store knows per venue: cursors by symbol and unresolved gaps with their holes."""
 
     cursors: dict[str, dict[str, SymbolCursor]] = field(default_factory=dict)  # venue -> symbol -> cursor
-    # venue -> gaps pending at the last stop, and (after a crash) holes in silver no record covers
-    pending: dict[str, list[ResumedGap]] = field(default_factory=dict)
+    pending: dict[str, list[ResumedGap]] = field(default_factory=dict)  # venue -> gaps to resume

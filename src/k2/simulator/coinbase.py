@@ -33,8 +33,6 @@ def rfc3339_nano(ns: int) -> str:
     return text + "Z"
 
 
-
-
 def trade_json(market: SymbolMarket, t: SimTrade) -> str:
     maker = "SELL" if t.taker_buy else "BUY"  # `side` is the maker's side
     return (

@@ -1,0 +1,87 @@
+"""Feed.on_messages: a run of messages from one connection, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import httpx
+
+from k2.exchanges import make_adapter
+from k2.ingest.feed import Feed
+from k2.ingest.session import Connection
+from k2.records import Gap, Reject, Trade
+from k2.settings import IngestSettings, VenueSettings
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.accepted: list[Trade] = []
+        self.gaps: list[Gap] = []
+
+    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+        self.accepted.extend(accepted)
+
+    async def gap(self, gap: Gap) -> None:
+        self.gaps.append(gap)
+
+    async def reject(self, reject: Reject) -> None:
+        pass
+
+
+def coinbase(sequence: int, trade_id: int, time: str) -> bytes:
+    trade = {"trade_id": str(trade_id), "product_id": "BTC-USD", "price": "100.5", "size": "0.1", "side": "SELL",
+             "time": time}  # fmt: skip
+    return json.dumps({"channel": "market_trades", "timestamp": time, "sequence_num": sequence,
+                       "events": [{"type": "update", "trades": [trade]}]}).encode()  # fmt: skip
+
+
+def test_a_sequence_jump_repairs_from_the_trades_before_the_loss_not_after() -> None:
+    # Messages 1 and 3 arrive in one run; 2 is lost. The window repair must start at trade 10's
+    # time (the newest before the loss), not trade 12's (the message that revealed it).
+    raws = [coinbase(1, 10, "2026-11-29T10:00:00.000001Z"), coinbase(3, 12, "2026-11-29T10:00:30.000001Z")]
+
+    async def run() -> tuple[list[Trade], list[Gap]]:
+        sink = Collect()
+        async with httpx.AsyncClient() as http:
+            feed = Feed(make_adapter("coinbase"), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False),
+                        sink, http)  # fmt: skip
+            delivered = await feed.on_messages(raws, 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+            assert delivered.trades and not delivered.shutdown and feed.stats.sequence_gaps == 1
+        return sink.accepted, sink.gaps
+
+    trades, gaps = asyncio.run(run())
+    assert [t.trade_id for t in trades] == [10, 12]
+    (gap,) = gaps
+    assert gap.kind == "window" and gap.ts_from == trades[0].ts_event
+
+
+def test_what_was_parsed_before_an_adapter_bug_is_still_passed_on() -> None:
+    class Buggy:
+        def __init__(self) -> None:
+            self.real = make_adapter("coinbase")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+        def parse(self, raw: bytes, recv_ns: int) -> object:
+            if b'"sequence_num": 2' in raw:
+                raise RuntimeError("adapter bug")
+            return self.real.parse(raw, recv_ns)
+
+    raws = [coinbase(1, 10, "2026-11-29T10:00:00.000001Z"), coinbase(2, 11, "2026-11-29T10:00:01.000001Z")]
+
+    async def run() -> list[Trade]:
+        sink = Collect()
+        async with httpx.AsyncClient() as http:
+            feed = Feed(Buggy(), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False), sink, http)  # type: ignore[arg-type]
+            try:
+                await feed.on_messages(raws, 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+            except RuntimeError:
+                pass
+            else:
+                raise AssertionError("the adapter's error must reach the session (it reconnects)")
+        return sink.accepted
+
+    assert [t.trade_id for t in asyncio.run(run())] == [10]
