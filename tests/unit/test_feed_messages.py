@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import httpx
 
 from k2.exchanges import make_adapter
-from k2.ingest.feed import Feed
+from k2.ingest.feed import MAX_RUN_TRADES, Feed
 from k2.ingest.session import Connection
 from k2.records import Gap, Reject, Trade
 from k2.settings import IngestSettings, VenueSettings
@@ -85,3 +85,31 @@ def test_what_was_parsed_before_an_adapter_bug_is_still_passed_on() -> None:
         return sink.accepted
 
     assert [t.trade_id for t in asyncio.run(run())] == [10]
+
+
+def test_a_run_of_big_messages_reaches_the_sink_in_pieces_its_backpressure_can_hold() -> None:
+    # 100 messages of 100 trades: one call of 10,000 rows would overrun a writer's budget before
+    # it could push back; the feed passes them on every ~MAX_RUN_TRADES.
+    def message(sequence: int) -> bytes:
+        trades = [{"trade_id": str(sequence * 100 + i), "product_id": "BTC-USD", "price": "100.5", "size": "0.1",
+                   "side": "SELL", "time": "2026-11-29T10:00:00.000001Z"} for i in range(100)]  # fmt: skip
+        return json.dumps({"channel": "market_trades", "sequence_num": sequence,
+                           "events": [{"type": "update", "trades": trades}]}).encode()  # fmt: skip
+
+    calls: list[int] = []
+
+    class Sizes(Collect):
+        async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+            calls.append(len(received))
+            await super().trades(received, accepted, conn_id)
+
+    async def run() -> int:
+        sink = Sizes()
+        async with httpx.AsyncClient() as http:
+            feed = Feed(make_adapter("coinbase"), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False),
+                        sink, http)  # fmt: skip
+            await feed.on_messages([message(i) for i in range(1, 101)], 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+        return len(sink.accepted)
+
+    assert asyncio.run(run()) == 10_000
+    assert sum(calls) == 10_000 and max(calls) <= MAX_RUN_TRADES + 100 and len(calls) >= 10_000 // (MAX_RUN_TRADES + 100)

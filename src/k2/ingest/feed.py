@@ -23,6 +23,10 @@ from k2.settings import IngestSettings, VenueSettings
 
 log = logging.getLogger(__name__)
 _by_id = attrgetter("trade_id")
+# A run of messages passes its trades on at least every this many: the sink applies backpressure
+# per call, and a run of 512 batched messages can hold tens of thousands of trades (the simulator's
+# firehose put 60,000 in one and overran the writer's 100,000-row budget by 80 %).
+MAX_RUN_TRADES = 2048
 
 
 class Feed:
@@ -184,6 +188,9 @@ class Feed:
                     else:
                         run.extend(sorted(trades, key=_by_id))
                     delivered = True
+                    if len(run) >= MAX_RUN_TRADES:  # let the sink's backpressure act (see above)
+                        await self._ingest(run, conn.conn_id, live=True)
+                        run = []
                 if parsed.rejected:
                     for err in parsed.rejected:
                         await self._reject(err.reason, raw, recv_ns, conn.conn_id)

@@ -57,6 +57,9 @@ class VenueServer:
 
     name = ""
     batching = True  # one message per symbol and tick (else one per trade)
+    # Trades in one batched message at most: a tick that owes more (a clock that fell behind under
+    # load owed 20,000 at once) goes out as several messages, as a venue would send them.
+    max_batch = 100
     drop_whole_message = False  # a dropped trade loses its whole message (sequence number skips)
     has_app_heartbeat = False
     stall_supported = True  # silence without closing is detectable only with app heartbeats
@@ -218,7 +221,8 @@ class VenueServer:
                     conn.next_sequence()  # the venue sent it; this connection never got it
                 elif wire:
                     if self.batching:
-                        await conn.ws.send(self.encode(conn, market, wire), text=True)
+                        for i in range(0, len(wire), self.max_batch):
+                            await conn.ws.send(self.encode(conn, market, wire[i : i + self.max_batch]), text=True)
                     else:
                         # One frame per trade, written in one go: a firehose of small messages
                         # through send() one by one would measure the simulator, not the client.
