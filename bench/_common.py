@@ -3,12 +3,16 @@ a reference of the machine's speed at the time of a run."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 
 from k2.instruments import load_instruments
 
@@ -26,6 +30,14 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
         key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
         env[key] = value
     return proc, env
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary data directory, removed when this process exits (a firehose phase leaves
+    ~700 MB in one; they used to pile up in /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def venues_from_env(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -28,13 +28,18 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from _common import cpu_reference, pct, start_simulator, venues_from_env  # bench/_common.py
+from _common import (  # bench/_common.py
+    cpu_reference,
+    pct,
+    scratch_dir,
+    start_simulator,
+    venues_from_env,
+)
 
 HERE = Path(__file__).resolve()
 # Trades/s per instrument the simulator offers in the throughput phases. At 4,000 (136,000/s in
@@ -67,7 +72,7 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
 
     sim, env = start_simulator(rate, tick_ms)
     venues = venues_from_env(env)
-    data = Path(tempfile.mkdtemp(prefix="k2-bench-"))
+    data = scratch_dir("k2-bench-")
     # The archive schedule is off: an offload cycle landing inside a phase (they run at :00, :15,
     # :30, :45) would make its figures depend on the wall clock.
     settings = load_settings(data_dir=data, venues=venues, api={"port": 0}, metrics={"enabled": metrics},
@@ -139,7 +144,7 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     from k2.instruments import load_instruments
     from k2.settings import HotStoreSettings
 
-    data = Path(tempfile.mkdtemp(prefix="k2-bench-q-"))
+    data = scratch_dir("k2-bench-q-")
     store = ChdbStore(data / "hot")
     migrate.apply(store, HotStoreSettings())
     symbols = load_instruments()["binance"]

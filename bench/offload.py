@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from _common import cpu_reference  # noqa: E402  # bench/_common.py
+from _common import cpu_reference, scratch_dir  # noqa: E402  # bench/_common.py
 
 from k2.archive.lake import Lake  # noqa: E402
 from k2.archive.offload import offload_table  # noqa: E402
@@ -51,7 +49,7 @@ def insert_trades(store: ChdbStore, n: int, start_ns: int, span_ns: int, first_s
 
 
 def throughput(rows: int) -> float:
-    data = Path(tempfile.mkdtemp(prefix="k2-offload-"))
+    data = scratch_dir("k2-offload-")
     store = ChdbStore(data / "hot")
     migrate.apply(store, HotStoreSettings())
     settings = load_settings(data_dir=data)
@@ -76,7 +74,7 @@ def cycle() -> tuple[float, float]:
     from k2.flows.offload import offload_flow
     from k2.flows.runtime import ArchiveRuntime, using
 
-    data = Path(tempfile.mkdtemp(prefix="k2-cycle-"))
+    data = scratch_dir("k2-cycle-")
     store = ChdbStore(data / "hot")
     migrate.apply(store, HotStoreSettings())
     settings = load_settings(data_dir=data)
