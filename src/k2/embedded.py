@@ -36,7 +36,7 @@ from k2.observe.hot import hot_state
 from k2.observe.metrics import PipelineMetrics
 from k2.settings import Settings, with_venues
 from k2.simulator import Simulator
-from k2.simulator.simulator import enabled_instruments, from_settings
+from k2.simulator.simulator import from_settings
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
@@ -148,7 +148,7 @@ class Embedded:
                                   self.metrics if self.settings.metrics.enabled else None)  # fmt: skip
         settings = self.settings
         if self.simulate:
-            self.simulator = from_settings(settings.simulator, enabled_instruments(settings, self.instruments))
+            self.simulator = from_settings(settings, self.instruments)
             self.simulator.paused = True  # the market opens once every feed is connected
             await self.simulator.start()
             settings = with_venues(settings, self.simulator.venue_settings())

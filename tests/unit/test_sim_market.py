@@ -9,7 +9,7 @@ from k2.exchanges import VENUE_NAMES
 from k2.settings import load_settings
 from k2.simulator import Simulator
 from k2.simulator.market import fmt_fixed, fmt_min
-from k2.simulator.simulator import SIMULATED_VENUES, enabled_instruments
+from k2.simulator.simulator import SIMULATED_VENUES, from_settings
 
 
 @given(st.integers(0, 10**20), st.integers(0, 18))
@@ -33,5 +33,5 @@ def test_a_venue_the_simulator_cannot_serve_is_refused_not_left_pointing_at_the_
 
 def test_only_enabled_venues_are_simulated() -> None:
     settings = load_settings(venues={"kraken": {"enabled": False}})
-    picked = enabled_instruments(settings, {"binance": ("BTCUSDT",), "kraken": ("BTC/USD",)})
-    assert picked == {"binance": ("BTCUSDT",)}
+    sim = from_settings(settings, {"binance": ("BTCUSDT",), "kraken": ("BTC/USD",)})
+    assert set(sim.servers) == {"binance"}

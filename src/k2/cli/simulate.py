@@ -12,7 +12,7 @@ import typer
 from k2.cli.common import reported, run_until_signal, settings, setup_logging, stop_after
 from k2.instruments import load_instruments
 from k2.simulator.faults import FAULTS
-from k2.simulator.simulator import enabled_instruments, from_settings
+from k2.simulator.simulator import from_settings
 
 log = logging.getLogger("k2.simulate")
 FAULT_HELP = "none, all, or a comma-separated list of: " + ", ".join(FAULTS)
@@ -38,8 +38,8 @@ def simulate(
         setup_logging(cfg.log_level)
         update = {"trades_per_second": rate, "fault_seconds": faults_for}
         sim_cfg = cfg.simulator.model_copy(update={k: v for k, v in update.items() if v is not None})
-        sim = from_settings(sim_cfg, enabled_instruments(cfg, load_instruments(cfg.instruments_file)), faults=faults,
-                            seed=seed, record=record, base_port=port, tick_s=tick_ms / 1000)  # fmt: skip
+        sim = from_settings(cfg, load_instruments(cfg.instruments_file), simulator=sim_cfg, faults=faults, seed=seed,
+                            record=record, base_port=port, tick_s=tick_ms / 1000)  # fmt: skip
 
         async def main(stop: asyncio.Event) -> None:
             sim.paused = True

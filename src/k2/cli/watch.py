@@ -13,7 +13,7 @@ from k2.ingest.recorder import RecordingSink
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.instruments import load_instruments
 from k2.settings import with_venues
-from k2.simulator.simulator import enabled_instruments, from_settings
+from k2.simulator.simulator import from_settings
 
 
 def watch(
@@ -34,7 +34,7 @@ def watch(
 
         async def main(stop: asyncio.Event) -> None:
             nonlocal cfg
-            sim = from_settings(cfg.simulator, enabled_instruments(cfg, instruments)) if simulate else None
+            sim = from_settings(cfg, instruments) if simulate else None
             if sim is not None:
                 await sim.start()
                 cfg = with_venues(cfg, sim.venue_settings())

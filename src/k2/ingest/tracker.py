@@ -131,22 +131,13 @@ class SeenTracker:
             # Ids older than the reloaded window were stored before a restart: treat them as seen.
             self._floor = ordered[0] - 1
         for trade_id in ordered:
-            self._remember(trade_id)
-            self.high = trade_id
-
-    def _remember(self, trade_id: int) -> None:
-        self._seen.add(trade_id)
-        self._order.append(trade_id)
-        if len(self._order) > self._capacity:
-            old = self._order.popleft()
-            self._seen.discard(old)
-            self._floor = max(self._floor, old)
+            self.offer(trade_id, high_ts)
 
     def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
         seen = self._seen
         if trade_id in seen or trade_id <= self._floor:
             return _DUPLICATE
-        seen.add(trade_id)  # _remember, inlined: this runs for every trade
+        seen.add(trade_id)  # remember it; the oldest leaves the window
         order = self._order
         order.append(trade_id)
         if len(order) > self._capacity:

@@ -181,33 +181,32 @@ class Simulator:
                     yield venue, market, t
 
 
-def enabled_instruments(settings: Settings, instruments: Instruments) -> Instruments:
-    """The instruments of the venues that will run: what `--simulate` must serve."""
-    return {venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled}
-
-
 def from_settings(
-    settings: SimulatorSettings,
+    settings: Settings,
     instruments: Instruments,
     *,
+    simulator: SimulatorSettings | None = None,
     faults: str | None = None,
     seed: int | None = None,
     record: Path | None = None,
     base_port: int = 0,
     tick_s: float = 0.02,
 ) -> Simulator:
-    """Build a simulator from the `[simulator]` settings (explicit arguments win)."""
-    seed = settings.seed if seed is None else seed
+    """Build a simulator for the enabled venues of `instruments` from the `[simulator]` settings
+    (or `simulator`, if given; explicit arguments win)."""
+    sim_cfg = simulator or settings.simulator
+    seed = sim_cfg.seed if seed is None else seed
     spec = Faults(
         seed=seed,
-        enabled=parse_faults(settings.faults if faults is None else faults),
-        disconnect_every_s=settings.disconnect_every_s,
-        connection_max_age_s=settings.connection_max_age_s,
-        ping_interval_s=settings.ping_interval_s,
+        enabled=parse_faults(sim_cfg.faults if faults is None else faults),
+        disconnect_every_s=sim_cfg.disconnect_every_s,
+        connection_max_age_s=sim_cfg.connection_max_age_s,
+        ping_interval_s=sim_cfg.ping_interval_s,
     )
+    enabled = {venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled}
     ports = {v: base_port + i for i, v in enumerate(_SERVERS)} if base_port else None
-    sim = Simulator(instruments, seed=seed, trades_per_second=settings.trades_per_second, faults=spec,
-                    host=settings.host, ports=ports, record=record or settings.record_file,
-                    history=settings.history_per_symbol, tick_s=tick_s)  # fmt: skip
-    sim.fault_seconds = settings.fault_seconds
+    sim = Simulator(enabled, seed=seed, trades_per_second=sim_cfg.trades_per_second, faults=spec,
+                    host=sim_cfg.host, ports=ports, record=record or sim_cfg.record_file,
+                    history=sim_cfg.history_per_symbol, tick_s=tick_s)  # fmt: skip
+    sim.fault_seconds = sim_cfg.fault_seconds
     return sim
