@@ -13,6 +13,8 @@ from k2.exchanges.base import Parsed, RestPolicy, as_parsed
 from k2.records import BUY, SELL
 from tests.conftest import SAMPLES
 
+NOW = 1_800_000_000_000_000_123  # the local clock the samples are parsed at (after all of them)
+
 # Messages each venue's parse must accept (one per variant), from the documented samples.
 VALID = {
     "binance": ["binance-trade.json", "binance-servershutdown-combined.json", "binance-subscribe-response.json"],
@@ -52,7 +54,7 @@ def test_subscribe_messages_are_json(venue: str) -> None:
 def test_samples_parse_to_normalized_trades(venue: str) -> None:
     a = make_adapter(venue)
     for name in VALID[venue]:
-        parsed = as_parsed(a.parse((SAMPLES / name).read_bytes(), 123))
+        parsed = as_parsed(a.parse((SAMPLES / name).read_bytes(), NOW))
         assert isinstance(parsed, Parsed)
         for t in parsed.trades:
             assert t.exchange == venue
@@ -60,7 +62,7 @@ def test_samples_parse_to_normalized_trades(venue: str) -> None:
             assert isinstance(t.trade_id, int) and t.trade_id >= 0
             assert t.price > 0 and t.amount > 0 and t.price.is_finite()
             assert t.taker_side in (BUY, SELL)
-            assert t.ts_event > 10**18 and t.ts_recv == 123
+            assert t.ts_event > 10**18 and t.ts_recv == NOW
             assert t.raw
 
 
@@ -68,7 +70,7 @@ def test_empty_and_garbage_raise_parse_error(venue: str) -> None:
     a = make_adapter(venue)
     for bad in (b"", b"{", b"null", b"[1,2]", b'{"unknown": true}', b"\x00\xff"):
         with pytest.raises(ParseError):
-            a.parse(bad, 1)
+            a.parse(bad, NOW)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -76,7 +78,7 @@ def test_empty_and_garbage_raise_parse_error(venue: str) -> None:
 def test_arbitrary_bytes_raise_only_parse_error(venue: str, data: bytes) -> None:
     a = make_adapter(venue)
     try:
-        a.parse(data, 1)
+        a.parse(data, NOW)
     except ParseError:
         pass
 
@@ -120,7 +122,7 @@ def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, fli
                 data[rng.randrange(len(data))] = rng.randrange(256)
         for candidate in (mutated, bytes(data)):
             try:
-                parsed = as_parsed(a.parse(candidate, 1))
+                parsed = as_parsed(a.parse(candidate, NOW))
             except ParseError:
                 continue
             for t in parsed.trades:  # whatever is accepted is still a valid trade
@@ -129,7 +131,7 @@ def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, fli
 
 def _outcome(adapter: object, raw: bytes) -> object:
     try:
-        parsed = as_parsed(adapter.parse(raw, 1))  # type: ignore[attr-defined]
+        parsed = as_parsed(adapter.parse(raw, NOW))  # type: ignore[attr-defined]
     except ParseError as err:
         return "rejected", err.reason
     return parsed.trades, [e.reason for e in parsed.rejected], parsed.signal, parsed.sequence

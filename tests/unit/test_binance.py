@@ -8,7 +8,7 @@ from k2.exchanges.binance import BinanceAdapter, split_symbol
 from k2.records import Trade
 from tests.conftest import sample_bytes, sample_raw
 
-RECV = 1_700_000_000_123_456_789
+RECV = 1_800_000_000_123_456_789
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from k2.exchanges.base import Signal
 from k2.exchanges.coinbase import CoinbaseAdapter
 from tests.conftest import sample_raw
 
-RECV = 1_700_000_000_000_000_002
+RECV = 1_800_000_000_000_000_002
 
 
 @pytest.fixture

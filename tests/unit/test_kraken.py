@@ -8,7 +8,7 @@ from k2.exchanges.base import Signal
 from k2.exchanges.kraken import KrakenAdapter, check_response, rest_pair_guess
 from tests.conftest import sample_bytes, sample_raw
 
-RECV = 1_700_000_000_000_000_001
+RECV = 1_800_000_000_000_000_001
 
 
 @pytest.fixture
@@ -34,11 +34,14 @@ def test_snapshot_every_field(adapter: KrakenAdapter) -> None:
 
 def test_numbers_never_go_through_float(adapter: KrakenAdapter) -> None:
     raw = (b'{"channel":"trade","type":"update","data":[{"symbol":"XBT/USD","side":"sell",'
-           b'"price":0.10000000000000000555,"qty":123456789.123456789,"ord_type":"market",'
+           b'"price":0.100000000000000055,"qty":123456789.123456789,"ord_type":"market",'
            b'"trade_id":1,"timestamp":"2023-09-25T07:48:36.000001Z"}]}')  # fmt: skip
     (t,) = adapter.parse(raw, RECV).trades
-    assert t.price == Decimal("0.10000000000000000555") and t.amount == Decimal("123456789.123456789")
+    assert t.price == Decimal("0.100000000000000055") and t.amount == Decimal("123456789.123456789")
     assert t.canonical_symbol == "BTC/USD" and t.taker_side == "sell"
+    # A 20th decimal would be cut off by the stores' Decimal(38, 18): the trade is a reject instead.
+    with pytest.raises(ParseError, match="does not fit Decimal"):
+        adapter.parse(raw.replace(b"0.100000000000000055", b"0.10000000000000000555"), RECV)
 
 
 def test_heartbeat_pong_status(adapter: KrakenAdapter) -> None:

@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from k2.errors import ParseError
+from k2.exchanges.limits import DEFAULT_LIMITS, Limits, decimal_problem, trade_problem
 from k2.records import Trade
 
 # What decoding untrusted JSON can raise; adapters turn each into a ParseError.
@@ -106,19 +107,26 @@ class Backfill:
 
     trades: list[Trade]
     complete: bool = True
+    rejected: list[ParseError] = field(default_factory=list)  # REST rows that failed validation
 
 
 class VenueAdapter(Protocol):
-    """Venue knowledge, and nothing else: no sockets, no state beyond the symbol map."""
+    """Venue knowledge, and nothing else: no sockets. The state an adapter keeps is what parsing
+    needs: the symbol map, the limits trades are checked against, caches (Binance's prices) and
+    what the listing taught it (Kraken's REST pair names)."""
 
     name: str
     docs_url: str
     default_ws_url: str
     default_rest_url: str
     contiguous_ids: bool  # an id jump is a gap (else: dedupe by id, repair by time window)
+    # An id more than this far above the highest seen is suspect (a corrupt frame, or a stream that
+    # moved on while K2 was away): about a day of the venue's busiest symbol. Never fetched blindly.
+    max_id_jump: int
     heartbeat_timeout_s: float | None  # venue sends app heartbeats: silence longer than this is dead
     max_connection_age_s: float | None  # the venue cuts connections at this age
     rest_policy: RestPolicy
+    limits: Limits
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str: ...
 
@@ -131,6 +139,8 @@ class VenueAdapter(Protocol):
 
     def canonical(self, symbol: str) -> str: ...
 
+    def expect(self, symbols: Iterable[str]) -> None: ...
+
     def use_listing(self, listing: Listing) -> None: ...
 
     async def fetch_listing(self, fetch: Fetch, symbols: Sequence[str]) -> Listing: ...
@@ -140,43 +150,42 @@ class VenueAdapter(Protocol):
     ) -> Backfill: ...
 
 
-def positive_decimal(value: Decimal, what: str, raw: bytes) -> Decimal:
-    """Return `value` if it is a finite number > 0, else raise ParseError."""
-    # Predicates, not `value > 0`: comparing with an int is several times slower. is_normal():
-    # finite and non-zero.
-    if not value.is_normal() or value.is_signed():
-        raise ParseError(f"{what} must be a positive finite number, got {value}", raw)
-    return value
-
-
 def parse_trade_id(text: str | int, raw: bytes) -> int:
-    """Return a trade id as a non-negative integer, from an int or a string of digits."""
+    """Return a trade id from an int or a string of digits (limits.trade_problem checks its range)."""
     if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise ParseError(f"negative trade id {text}", raw)
         return text
-    if isinstance(text, str) and text.isascii() and text.isdigit():
-        return int(text)
+    if isinstance(text, str) and len(text) <= 40 and text.isascii() and text.isdigit():
+        return int(text)  # the length is bounded: int() refuses strings of over 4,300 digits
     raise ParseError(f"trade id must be a non-negative integer, got {text!r}", raw)
+
+
+def checked(trade: Trade, limits: Limits, price_checked: bool = False) -> Trade:
+    """Return `trade` if the stores can hold it exactly, else raise ParseError with its raw JSON."""
+    problem = trade_problem(trade, limits, price_checked)
+    if problem is not None:
+        raise ParseError(problem, trade.raw)
+    return trade
 
 
 class DecimalCache(dict[str, Decimal]):
     """Exact decimal text -> Decimal, interned. Trades repeat price levels, and `Decimal(text)`
     is the largest single cost of parsing; the key is the exact text, so "1.10" and "1.1" stay
-    distinct. Cleared when full, so memory stays bounded."""
+    distinct. Only valid values (limits.decimal_problem) are admitted. Cleared when full, so
+    memory stays bounded."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         super().__init__()
         self.capacity = capacity
 
     def __missing__(self, text: str) -> Decimal:
-        """Parse, validate (finite and > 0) and remember `text`; raise ParseError if invalid."""
+        """Parse, validate and remember `text`; raise ParseError if it is not a valid amount."""
         try:
             value = Decimal(text)
         except ArithmeticError:
             raise ParseError(f"not a decimal number: {text!r}", text) from None
-        if not value.is_normal() or value.is_signed():
-            raise ParseError(f"must be a positive finite number, got {text!r}", text)
+        problem = decimal_problem(value)
+        if problem is not None:
+            raise ParseError(problem, text)
         if len(self) >= self.capacity:
             self.clear()
         self[text] = value
@@ -195,10 +204,14 @@ def canonical_pair(base: str, quote: str) -> str:
 class SymbolNames:
     """Venue symbol -> canonical BASE/QUOTE: the venue's listing once read, else the venue's own rule.
 
-    Adapters inherit `canonical`, `names` and `use_listing` from here and define `split_symbol`.
+    Adapters inherit `canonical`, `names`, `expect` and `use_listing` from here, define
+    `split_symbol`, and keep the `limits` their trades are checked against. Once `expect(symbols)`
+    names the symbols K2 subscribed to, a trade of any other symbol is a reject.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._known: frozenset[str] | None = None
         self._canonical: dict[str, str] = {}
         self._names: dict[str, tuple[str, str]] = {}
 
@@ -206,7 +219,14 @@ class SymbolNames:
     def split_symbol(symbol: str) -> str:
         raise NotImplementedError
 
+    def expect(self, symbols: Iterable[str]) -> None:
+        """Accept trades of these venue symbols only (the instruments K2 subscribes to)."""
+        self._known = frozenset(symbols)
+        self._names.clear()
+
     def canonical(self, symbol: str) -> str:
+        if self._known is not None and symbol not in self._known:
+            raise ParseError(f"symbol {symbol!r} is not one K2 subscribed to", symbol)
         found = self._canonical.get(symbol)
         if found is None:
             found = self._canonical[symbol] = self.split_symbol(symbol)
@@ -220,7 +240,8 @@ class SymbolNames:
         """
         found = self._names.get(symbol)
         if found is None:
-            found = self._names[symbol] = (symbol, self.canonical(symbol))
+            canonical = self.canonical(symbol)  # raises for a symbol K2 did not subscribe to
+            found = self._names[symbol] = (symbol, canonical)
         return found
 
     def use_listing(self, listing: Listing) -> None:
@@ -229,10 +250,13 @@ class SymbolNames:
 
 
 def collect_trades(items: Iterable[T], make: Callable[[T], Trade], trades: list[Trade],
-                   rejected: list[ParseError]) -> None:  # fmt: skip
-    """Normalize each trade of a multi-trade message: valid ones to `trades`, bad ones to `rejected`."""
+                   rejected: list[ParseError] | None) -> None:  # fmt: skip
+    """Normalize each trade of a multi-trade message or REST page: valid ones to `trades`, bad ones
+    to `rejected` (with `rejected` None, the first bad one raises)."""
     for item in items:
         try:
             trades.append(make(item))
         except ParseError as err:
+            if rejected is None:
+                raise
             rejected.append(err)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Annotated
 
 import msgspec
 
@@ -28,8 +27,10 @@ from k2.exchanges.base import (
     Signal,
     SymbolNames,
     canonical_pair,
-    positive_decimal,
+    checked,
+    collect_trades,
 )
+from k2.exchanges.limits import DEFAULT_LIMITS, Limits, trade_problem
 from k2.records import BUY, SELL, Trade
 
 NAME = "binance"
@@ -48,10 +49,10 @@ class _Trade(msgspec.Struct, tag_field="e", tag="trade", gc=False):
     # gc=False (scalars only, no cycles possible): the collector never scans these per-message
     # objects, which is ~7 % of the parse cost.
     s: str  # symbol
-    t: Annotated[int, msgspec.Meta(ge=0)]  # trade id
+    t: int  # trade id
     p: str  # price (decimal string; made a Decimal through the adapter's price cache)
     q: Decimal  # quantity (decimal string; sizes repeat far less than prices, so no cache)
-    T: Annotated[int, msgspec.Meta(gt=0)]  # trade time: ms, or µs with timeUnit=MICROSECOND
+    T: int  # trade time: ms, or µs with timeUnit=MICROSECOND
     m: bool  # is the buyer the market maker?
 
 
@@ -135,6 +136,8 @@ class BinanceAdapter(SymbolNames):
     heartbeat_timeout_s = None
     # "A single connection to stream.binance.com is only valid for 24 hours."
     max_connection_age_s = 24 * 3600.0
+    # BTCUSDT, the busiest spot market, prints a few million trades on a heavy day.
+    max_id_jump = 20_000_000
     # REQUEST_WEIGHT 6000/min per IP; historicalTrades weighs 25.
     rest_policy = RestPolicy(
         requests_per_second=10.0, burst=10, weight_per_minute=6000,
@@ -143,8 +146,8 @@ class BinanceAdapter(SymbolNames):
     historical_weight = 25
     page_limit = 1000
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
         self._prices = DecimalCache()
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
@@ -164,20 +167,25 @@ class BinanceAdapter(SymbolNames):
         return self._trade(t, raw, recv_ns)
 
     def _trade(self, t: _Trade, raw: bytes, recv_ns: int) -> Trade:
-        q, T = t.q, t.T
+        T = t.T
         try:
-            p = self._prices[t.p]  # validated (finite, > 0) when first seen
+            p = self._prices[t.p]  # validated (limits.decimal_problem) when first seen
         except ParseError as err:
             raise ParseError(f"price {err.reason}", raw) from None
-        if not q.is_normal() or q.is_signed():
-            raise ParseError(f"quantity must be a positive finite number, got {q}", raw)
-        symbol, canonical = self._names.get(t.s) or self.names(t.s)
-        return Trade(
-            NAME, symbol, canonical, t.t, p, q,
+        try:
+            symbol, canonical = self._names.get(t.s) or self.names(t.s)
+        except ParseError as err:  # a symbol K2 did not subscribe to
+            raise ParseError(err.reason, raw) from None
+        trade = Trade(
+            NAME, symbol, canonical, t.t, p, t.q,
             SELL if t.m else BUY,  # m: buyer is maker => the seller was the aggressor
             T * 1_000_000 if T < _MICROS_THRESHOLD else T * 1_000,  # ms by default, µs when asked
             recv_ns, "true" if t.m else "false", raw,
         )  # fmt: skip
+        problem = trade_problem(trade, self.limits, price_checked=True)
+        if problem is not None:
+            raise ParseError(problem, raw)
+        return trade
 
     def _parse_other(self, raw: bytes, recv_ns: int) -> Parsed | Trade:
         try:
@@ -214,30 +222,33 @@ class BinanceAdapter(SymbolNames):
         halted = {s.symbol: s.status for s in info.symbols if s.status != "TRADING"}
         return Listing(listed, halted)
 
-    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int) -> list[Trade]:
-        """Parse a /api/v3/historicalTrades response (times in µs when the header asked)."""
+    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int,
+                          rejected: list[ParseError] | None = None) -> list[Trade]:  # fmt: skip
+        """Parse a /api/v3/historicalTrades response (times in µs when the header asked); rows that
+        fail validation go to `rejected` (or raise, without it)."""
         try:
             rows = _decode_rows.decode(body)
-            out = []
-            canonical = self.canonical(symbol)
-            for row in rows:
-                r = _decode_rest_trade.decode(row)
-                raw = bytes(row)
-                out.append(Trade(
-                    NAME, symbol, canonical, r.id,
-                    positive_decimal(r.price, "price", raw), positive_decimal(r.qty, "qty", raw),
-                    SELL if r.isBuyerMaker else BUY, _ns(r.time), recv_ns,
-                    "true" if r.isBuyerMaker else "false", raw,
-                ))  # fmt: skip
-            return out
         except DECODE_ERRORS as err:
             raise ParseError(f"unexpected historicalTrades response: {err}", body) from None
+        canonical = self.canonical(symbol)
+        out: list[Trade] = []
+        collect_trades(rows, lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns), out, rejected)
+        return out
+
+    def _rest_trade(self, symbol: str, canonical: str, raw: bytes, recv_ns: int) -> Trade:
+        try:
+            r = _decode_rest_trade.decode(raw)
+        except DECODE_ERRORS as err:
+            raise ParseError(f"bad historicalTrades row: {err}", raw) from None
+        return checked(Trade(NAME, symbol, canonical, r.id, r.price, r.qty, SELL if r.isBuyerMaker else BUY,
+                             _ns(r.time), recv_ns, "true" if r.isBuyerMaker else "false", raw), self.limits)  # fmt: skip
 
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
     ) -> Backfill:
         """Fetch ids `first_id..last_id` from /api/v3/historicalTrades, paging by `fromId`."""
         out: list[Trade] = []
+        rejected: list[ParseError] = []
         next_id = request.first_id
         while next_id <= request.last_id:
             limit = min(self.page_limit, request.last_id - next_id + 1)
@@ -247,11 +258,11 @@ class BinanceAdapter(SymbolNames):
                 weight=self.historical_weight,
                 headers={"X-MBX-TIME-UNIT": "MICROSECOND"},
             )
-            page = self.parse_rest_trades(request.symbol, body, recv_ns())
+            page = self.parse_rest_trades(request.symbol, body, recv_ns(), rejected)
             page = [t for t in page if next_id <= t.trade_id <= request.last_id]
             if not page:
                 break  # the venue has nothing more in this range
             out.extend(page)
             next_id = page[-1].trade_id + 1
-        return Backfill(out)
+        return Backfill(out, rejected=rejected)
 

@@ -28,10 +28,11 @@ from k2.exchanges.base import (
     Signal,
     SymbolNames,
     canonical_pair,
+    checked,
     collect_trades,
     parse_trade_id,
-    positive_decimal,
 )
+from k2.exchanges.limits import DEFAULT_LIMITS, Limits, trade_problem
 from k2.records import BUY, SELL, Trade
 from k2.timeutil import rfc3339_to_ns
 
@@ -104,13 +105,14 @@ class CoinbaseAdapter(SymbolNames):
     default_rest_url = "https://api.coinbase.com"
     # Trade ids are not documented as contiguous: dedupe by id, repair by time window.
     contiguous_ids = False
+    max_id_jump = 20_000_000  # BTC-USD prints about a million trades on a heavy day; ids may skip
     heartbeat_timeout_s = 10.0  # the heartbeats channel ticks every second
     max_connection_age_s = None
     rest_policy = RestPolicy(requests_per_second=8.0, burst=8)  # public REST ~10 req/s per IP
     page_limit = 1000
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
         return base_url
@@ -157,20 +159,19 @@ class CoinbaseAdapter(SymbolNames):
     def _trades(self, items: list[msgspec.Raw], recv_ns: int, out: list[Trade]) -> bool:
         """The hot path: add every trade of an event to `out` and return True, or add none and
         return False if any needs `_trade` to say what is wrong. It accepts exactly what `_trade`
-        accepts, with the checks inline."""
-        names, decode, sides = self._names, _decode_trade.decode, _TAKER_FROM_MAKER
+        accepts: the same decode, then the same checks (limits.trade_problem)."""
+        names, decode, sides, limits = self._names, _decode_trade.decode, _TAKER_FROM_MAKER, self.limits
         start = len(out)
         try:
             for item in items:
                 t = decode(item)
-                p, q, tid = t.price, t.size, t.trade_id
-                if (not (p.is_normal() and q.is_normal()) or p.is_signed() or q.is_signed()
-                        or not (tid.isdigit() and tid.isascii())):  # fmt: skip
-                    break
                 taker, venue_side = sides[t.side]
                 symbol, canonical = names.get(t.product_id) or self.names(t.product_id)
-                out.append(Trade(NAME, symbol, canonical, int(tid), p, q, taker, rfc3339_to_ns(t.time), recv_ns,
-                                 venue_side, bytes(item)))  # fmt: skip
+                trade = Trade(NAME, symbol, canonical, parse_trade_id(t.trade_id, b""), t.price, t.size, taker,
+                              rfc3339_to_ns(t.time), recv_ns, venue_side, bytes(item))  # fmt: skip
+                if trade_problem(trade, limits) is not None:
+                    break
+                out.append(trade)
             else:
                 return True
         except (ParseError, KeyError, *DECODE_ERRORS):
@@ -187,11 +188,13 @@ class CoinbaseAdapter(SymbolNames):
         sides = _TAKER_FROM_MAKER.get(t.side)
         if sides is None:
             raise ParseError(f"unknown side {t.side!r}", raw)
-        symbol, canonical = self.names(t.product_id)
-        return Trade(
-            NAME, symbol, canonical, parse_trade_id(t.trade_id, raw), positive_decimal(t.price, "price", raw),
-            positive_decimal(t.size, "size", raw), sides[0], rfc3339_to_ns(t.time), recv_ns, sides[1], raw,
-        )  # fmt: skip
+        try:
+            symbol, canonical = self.names(t.product_id)
+            ts_event = rfc3339_to_ns(t.time)
+        except ParseError as err:
+            raise ParseError(err.reason, raw) from None
+        return checked(Trade(NAME, symbol, canonical, parse_trade_id(t.trade_id, raw), t.price, t.size, sides[0],
+                             ts_event, recv_ns, sides[1], raw), self.limits)  # fmt: skip
 
     async def fetch_listing(self, fetch: Fetch, symbols: Sequence[str]) -> Listing:
         params = [("product_ids", s) for s in symbols]
@@ -207,13 +210,16 @@ class CoinbaseAdapter(SymbolNames):
                   if p.trading_disabled or p.status.lower() != "online"}  # fmt: skip
         return Listing(listed, halted)
 
-    def parse_rest_trades(self, body: bytes, recv_ns: int) -> list[Trade]:
-        """Parse a market-trades (ticker) response; REST `side` is the maker's side too."""
+    def parse_rest_trades(self, body: bytes, recv_ns: int, rejected: list[ParseError] | None = None) -> list[Trade]:
+        """Parse a market-trades (ticker) response; REST `side` is the maker's side too. Rows that
+        fail validation go to `rejected` (or raise, without it)."""
         try:
             items = _decode_ticker.decode(body).trades
         except DECODE_ERRORS as err:
             raise ParseError(f"unexpected market trades response: {err}", body) from None
-        return [self._trade(item, recv_ns) for item in items]
+        out: list[Trade] = []
+        collect_trades(items, lambda item: self._trade(item, recv_ns), out, rejected)
+        return out
 
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
@@ -223,16 +229,18 @@ class CoinbaseAdapter(SymbolNames):
         end = -(-request.ts_to // _NS)  # ceil: the window's last second is included
         path = f"/api/v3/brokerage/market/products/{request.symbol}/ticker"
         out: list[Trade] = []
+        rejected: list[ParseError] = []
         while True:
             body = await fetch(path, {"limit": self.page_limit, "start": start, "end": end})
-            page = self.parse_rest_trades(body, recv_ns())
+            before = len(rejected)
+            page = self.parse_rest_trades(body, recv_ns(), rejected)
             out.extend(t for t in page if t.symbol == request.symbol)
-            if len(page) < self.page_limit:
-                return Backfill(out)
+            if len(page) + len(rejected) - before < self.page_limit or not page:
+                return Backfill(out, complete=not rejected, rejected=rejected)
             oldest = min(t.ts_event for t in page) // _NS
             if oldest <= start:
-                return Backfill(out)
+                return Backfill(out, complete=not rejected, rejected=rejected)
             if oldest >= end:
                 # More than a page of trades inside one second: seconds cannot page further.
-                return Backfill(out, complete=False)
+                return Backfill(out, complete=False, rejected=rejected)
             end = oldest

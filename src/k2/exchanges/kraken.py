@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated
 
 import msgspec
 
@@ -28,10 +27,11 @@ from k2.exchanges.base import (
     Signal,
     SymbolNames,
     canonical_pair,
+    checked,
     collect_trades,
     parse_trade_id,
-    positive_decimal,
 )
+from k2.exchanges.limits import DEFAULT_LIMITS, Limits, trade_problem
 from k2.records import BUY, SELL, Trade
 from k2.timeutil import rfc3339_to_ns
 
@@ -57,7 +57,7 @@ class _Trade(msgspec.Struct, gc=False):
     side: str
     price: Decimal  # a JSON number on the wire: decoded from its text, never via float
     qty: Decimal
-    trade_id: Annotated[int, msgspec.Meta(ge=0)]
+    trade_id: int
     timestamp: str
     ord_type: str = ""
 
@@ -133,6 +133,7 @@ class KrakenAdapter(SymbolNames):
     default_ws_url = "wss://ws.kraken.com/v2"
     default_rest_url = "https://api.kraken.com"
     contiguous_ids = True  # "Trade identifier is a sequence number, unique per book."
+    max_id_jump = 5_000_000  # XBT/USD, Kraken's busiest book, prints well under a million a day
     heartbeat_timeout_s = 10.0  # heartbeats arrive ~1/s when nothing else is sent
     max_connection_age_s = None
     # "Calling the public endpoints at a frequency of 1 per second (or less) would remain within
@@ -140,8 +141,8 @@ class KrakenAdapter(SymbolNames):
     rest_policy = RestPolicy(requests_per_second=1.0, burst=2)
     page_limit = 1000
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
         self._rest_pair: dict[str, str] = {}
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
@@ -184,19 +185,19 @@ class KrakenAdapter(SymbolNames):
     def _trades(self, items: list[msgspec.Raw], recv_ns: int, out: list[Trade]) -> bool:
         """The hot path: add every trade of a message to `out` and return True, or add none and
         return False if any needs `_trade` to say what is wrong. It accepts exactly what `_trade`
-        accepts, with the checks inline."""
-        names, decode, sides = self._names, _decode_trade.decode, _SIDES
+        accepts: the same decode, then the same checks (limits.trade_problem)."""
+        names, decode, sides, limits = self._names, _decode_trade.decode, _SIDES, self.limits
         start = len(out)
         try:
             for item in items:
                 t = decode(item)
-                p, q = t.price, t.qty
-                if not (p.is_normal() and q.is_normal()) or p.is_signed() or q.is_signed():
-                    break
                 side, venue_side = sides[t.side]
                 symbol, canonical = names.get(t.symbol) or self.names(t.symbol)
-                out.append(Trade(NAME, symbol, canonical, t.trade_id, p, q, side, rfc3339_to_ns(t.timestamp), recv_ns,
-                                 venue_side, bytes(item)))  # fmt: skip
+                trade = Trade(NAME, symbol, canonical, t.trade_id, t.price, t.qty, side, rfc3339_to_ns(t.timestamp),
+                              recv_ns, venue_side, bytes(item))  # fmt: skip
+                if trade_problem(trade, limits) is not None:
+                    break
+                out.append(trade)
             else:
                 return True
         except (ParseError, KeyError, *DECODE_ERRORS):
@@ -213,11 +214,13 @@ class KrakenAdapter(SymbolNames):
         sides = _SIDES.get(t.side)
         if sides is None:
             raise ParseError(f"unknown side {t.side!r}", raw)
-        symbol, canonical = self.names(t.symbol)
-        return Trade(
-            NAME, symbol, canonical, t.trade_id, positive_decimal(t.price, "price", raw),
-            positive_decimal(t.qty, "qty", raw), sides[0], rfc3339_to_ns(t.timestamp), recv_ns, sides[1], raw,
-        )  # fmt: skip
+        try:
+            symbol, canonical = self.names(t.symbol)
+            ts_event = rfc3339_to_ns(t.timestamp)
+        except ParseError as err:
+            raise ParseError(err.reason, raw) from None
+        return checked(Trade(NAME, symbol, canonical, t.trade_id, t.price, t.qty, sides[0], ts_event, recv_ns,
+                             sides[1], raw), self.limits)  # fmt: skip
 
     async def fetch_listing(self, fetch: Fetch, symbols: Sequence[str]) -> Listing:
         result = check_response(await fetch("/0/public/AssetPairs"))
@@ -237,33 +240,40 @@ class KrakenAdapter(SymbolNames):
                 not_trading[v2] = pair.status
         return Listing(listed, not_trading)
 
-    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int) -> tuple[list[Trade], int]:
-        """Parse a /0/public/Trades body into trades and the `last` cursor (ns)."""
+    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int,
+                          rejected: list[ParseError] | None = None) -> tuple[list[Trade], int]:  # fmt: skip
+        """Parse a /0/public/Trades body into trades and the `last` cursor (ns); rows that fail
+        validation go to `rejected` (or raise, without it)."""
         result = check_response(body)
         trades: list[Trade] = []
         last = 0
         canonical = self.canonical(symbol)
-        try:
-            for key, value in result.items():
+        for key, value in result.items():
+            try:
                 if key == "last":
                     last = int(msgspec.json.decode(value, type=str | int))
                     continue
-                for item in _decode_rows.decode(value):
-                    raw = bytes(item)
-                    r = _decode_row.decode(raw)
-                    side = _REST_SIDES.get(r.side)
-                    if side is None:
-                        raise ParseError(f"unknown REST side {r.side!r}", raw)
-                    micros = (r.time / _MICRO).to_integral_value(ROUND_HALF_EVEN)
-                    trades.append(Trade(
-                        NAME, symbol, canonical, parse_trade_id(r.trade_id, raw),
-                        positive_decimal(r.price, "price", raw),
-                        positive_decimal(r.volume, "volume", raw),
-                        side, int(micros) * 1000, recv_ns, r.side, raw,
-                    ))  # fmt: skip
-        except (*DECODE_ERRORS, ValueError) as err:
-            raise ParseError(f"unexpected Kraken Trades response: {err}", body) from None
+                rows = _decode_rows.decode(value)
+            except (*DECODE_ERRORS, ValueError) as err:
+                raise ParseError(f"unexpected Kraken Trades response: {err}", body) from None
+            collect_trades(rows, lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns), trades,
+                           rejected)  # fmt: skip
         return trades, last
+
+    def _rest_trade(self, symbol: str, canonical: str, raw: bytes, recv_ns: int) -> Trade:
+        try:
+            r = _decode_row.decode(raw)
+        except DECODE_ERRORS as err:
+            raise ParseError(f"bad Kraken Trades row: {err}", raw) from None
+        side = _REST_SIDES.get(r.side)
+        if side is None:
+            raise ParseError(f"unknown REST side {r.side!r}", raw)
+        # Seconds as a JSON number: bounded before it becomes an int (1e999999999 is a valid decimal).
+        if not r.time.is_finite() or r.time.adjusted() > 11:
+            raise ParseError(f"REST trade time must be a number of seconds, got {r.time}", raw)
+        micros = (r.time / _MICRO).to_integral_value(ROUND_HALF_EVEN)
+        return checked(Trade(NAME, symbol, canonical, parse_trade_id(r.trade_id, raw), r.price, r.volume, side,
+                             int(micros) * 1000, recv_ns, r.side, raw), self.limits)  # fmt: skip
 
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
@@ -272,10 +282,11 @@ class KrakenAdapter(SymbolNames):
         pair = self._rest_pair.get(request.symbol) or rest_pair_guess(request.symbol)
         since = request.ts_from - 1_000 if request.ts_from else max(request.ts_to - 60 * 10**9, 0)
         out: list[Trade] = []
+        rejected: list[ParseError] = []
         while True:
             body = await fetch("/0/public/Trades", {"pair": pair, "since": since, "count": self.page_limit})
-            page, last = self.parse_rest_trades(request.symbol, body, recv_ns())
+            page, last = self.parse_rest_trades(request.symbol, body, recv_ns(), rejected)
             out.extend(t for t in page if request.first_id <= t.trade_id <= request.last_id)
             if not page or last <= since or page[-1].trade_id >= request.last_id:
-                return Backfill(out)
+                return Backfill(out, rejected=rejected)
             since = last
