@@ -140,12 +140,12 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
 def query_phase(trades: int, runs: int) -> dict[str, object]:
     """Store `trades` synthetic trades over the last 6 days, then time the candle query."""
     from k2.hotstore import migrate, queries
-    from k2.hotstore.chdb_store import ChdbStore
+    from k2.hotstore.clickhouse import ClickHouseStore
     from k2.instruments import load_instruments
     from k2.settings import HotStoreSettings
 
     data = scratch_dir("k2-bench-q-")
-    store = ChdbStore(data / "hot")
+    store = ClickHouseStore.at(data / "hot")
     migrate.apply(store, HotStoreSettings())
     symbols = load_instruments()["binance"]
     span_ns = 6 * 86400 * 10**9

@@ -27,12 +27,12 @@ from k2.archive.lake import Lake  # noqa: E402
 from k2.archive.offload import offload_table  # noqa: E402
 from k2.archive.tables import BY_NAME, TABLES  # noqa: E402
 from k2.hotstore import migrate  # noqa: E402
-from k2.hotstore.chdb_store import ChdbStore  # noqa: E402
+from k2.hotstore.clickhouse import ClickHouseStore  # noqa: E402
 from k2.instruments import load_instruments  # noqa: E402
 from k2.settings import HotStoreSettings, load_settings  # noqa: E402
 
 
-def insert_trades(store: ChdbStore, n: int, start_ns: int, span_ns: int, first_seq: int) -> int:
+def insert_trades(store: ClickHouseStore, n: int, start_ns: int, span_ns: int, first_seq: int) -> int:
     """Write `n` synthetic trades over the default instruments, spread over `span_ns`."""
     pairs = [(v, s) for v, symbols in load_instruments().items() for s in symbols]
     venues = "[" + ",".join(f"'{v}'" for v, _ in pairs) + "]"
@@ -50,7 +50,7 @@ def insert_trades(store: ChdbStore, n: int, start_ns: int, span_ns: int, first_s
 
 def throughput(rows: int) -> float:
     data = scratch_dir("k2-offload-")
-    store = ChdbStore(data / "hot")
+    store = ClickHouseStore.at(data / "hot")
     migrate.apply(store, HotStoreSettings())
     settings = load_settings(data_dir=data)
     insert_trades(store, rows, time.time_ns() - 86_400 * 10**9, 86_400 * 10**9, 1)
@@ -75,7 +75,7 @@ def cycle() -> tuple[float, float]:
     from k2.flows.runtime import ArchiveRuntime, using
 
     data = scratch_dir("k2-cycle-")
-    store = ChdbStore(data / "hot")
+    store = ClickHouseStore.at(data / "hot")
     migrate.apply(store, HotStoreSettings())
     settings = load_settings(data_dir=data)
     lake = Lake(settings.archive, data)

@@ -17,7 +17,7 @@ import pytest
 from k2.archive.lake import Lake
 from k2.archive.tables import ArchiveTable
 from k2.hotstore import migrate
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.schema import TIMEFRAME_BY_NAME
 from k2.hotstore.writer import StoreWriter
 from k2.records import Trade
@@ -62,8 +62,8 @@ def catalog_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[ChdbStore]:
-    s = ChdbStore(tmp_path / "hot")
+def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    s = ClickHouseStore.at(tmp_path / "hot")
     migrate.apply(s, HotStoreSettings())
     yield s
     s.close()
@@ -84,7 +84,7 @@ class Market:
     """Writes synthetic trades for a few markets through the real writer (so bronze, silver and
     the candles all follow from one insert, as in production)."""
 
-    def __init__(self, store: ChdbStore, start_ns: int | None = None) -> None:
+    def __init__(self, store: ClickHouseStore, start_ns: int | None = None) -> None:
         self.store = store
         self.next_id = {m: 1000 for m in MARKETS}
         self.start = start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000  # 3 h ago, on the hour
@@ -120,7 +120,7 @@ class Market:
         return asyncio.run(run())
 
 
-def hot_rows(store: ChdbStore, spec: ArchiveTable, now: float | None = None) -> list[tuple[Any, ...]]:
+def hot_rows(store: ClickHouseStore, spec: ArchiveTable, now: float | None = None) -> list[tuple[Any, ...]]:
     """The hot side of `spec` in archive form: all rows (trade tables), closed windows (candles)."""
     if spec.is_candles:
         assert spec.timeframe is not None

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 from collections import defaultdict
 from decimal import ROUND_DOWN, Decimal, localcontext
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from k2.hotstore.schema import TIMEFRAMES
 from k2.hotstore.store import HotStore
@@ -101,3 +107,26 @@ def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
             assert candle["low"] <= candle["open"] <= candle["high"] and candle["low"] <= candle["close"] <= candle["high"]
         checked += len(want)
     return checked
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_mb: int = 256) -> Iterator[Path]:
+    """A tmpfs of `size_mb` mounted at `path`: a disk K2 can be made to fill, never the machine's own."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "k2-test", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root and mount(8)): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_up(path: Path, leave: int = 4096) -> Path:
+    """Fill the filesystem holding `path` to within `leave` bytes with a ballast file; return it."""
+    ballast = path / "ballast"
+    stat = os.statvfs(path)
+    with ballast.open("wb") as f:
+        f.write(b"\1" * max(stat.f_bavail * stat.f_frsize - leave, 0))
+    return ballast

@@ -23,7 +23,7 @@ from k2.archive.tables import TABLES
 from k2.flows import FLOWS
 from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
 from k2.flows.schedule import Job, run_schedule, validate_cron
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.store import HotStore
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.writer import StoreWriter, WriterStats
@@ -49,7 +49,7 @@ class Embedded:
     settings: Settings
     instruments: Instruments
     simulate: bool = False
-    store: ChdbStore | None = None
+    store: HotStore | None = None
     writer: StoreWriter | None = None
     feeds: list[Feed] = field(default_factory=list)
     simulator: Simulator | None = None
@@ -63,7 +63,7 @@ class Embedded:
     _owner: OwnedStore | None = None
 
     # -- the parts ----------------------------------------------------------------------------
-    def open_store(self) -> ChdbStore:
+    def open_store(self) -> HotStore:
         self._owner = OwnedStore(self.settings.data_dir, self.settings.hotstore, "k2 up")
         self.store = self._owner.store
         self.lake = Lake(self.settings.archive, self.settings.data_dir)

@@ -52,7 +52,17 @@ class StoreLocked(PermanentError):
 
 
 class StoreError(K2Error):
-    """The hot store failed to execute a statement."""
+    """The hot store failed to execute a statement, for a reason K2 could not classify."""
+
+
+class StoreUnavailable(StoreError, TransientError):
+    """The hot store cannot take the statement now (down, unreachable, disk full, too many parts):
+    retry with backoff; nothing is wrong with the data."""
+
+
+class StoreRefused(StoreError, PermanentError):
+    """The hot store refused the data itself (a value it cannot parse or hold): retrying the same
+    rows can never succeed; isolate them."""
 
 
 class ArchiveError(K2Error):

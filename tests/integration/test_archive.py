@@ -18,7 +18,7 @@ from k2.archive.lake import Lake, watermark
 from k2.archive.offload import POINTS, offload_table
 from k2.archive.reconcile import reconcile_table
 from k2.archive.tables import BY_NAME, TABLES, WATERMARK
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.settings import ArchiveSettings
 from tests.archive_support import Market, archive_rows, archive_settings, hot_rows
 
@@ -31,19 +31,19 @@ class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing in the offload catches it."""
 
 
-def offload_all(store: ChdbStore, lake: Lake, chunk_rows: int = 100_000, **kw: object) -> dict[str, int]:
+def offload_all(store: ClickHouseStore, lake: Lake, chunk_rows: int = 100_000, **kw: object) -> dict[str, int]:
     return {t.name: offload_table(store, lake, t, chunk_rows=chunk_rows, lookback_minutes=180, **kw).rows  # type: ignore[arg-type]
             for t in TABLES}  # fmt: skip
 
 
-def assert_archive_equals_hot(store: ChdbStore, lake: Lake) -> None:
+def assert_archive_equals_hot(store: ClickHouseStore, lake: Lake) -> None:
     for spec in TABLES:
         hot, cold = hot_rows(store, spec), archive_rows(lake, spec)
         assert len(cold) == len(hot), f"{spec.name}: archive {len(cold)} rows, hot {len(hot)}"
         assert cold == hot, f"{spec.name}: archive differs from hot"
 
 
-def test_offload_of_all_ten_tables_equals_hot_exactly(store: ChdbStore, lake: Lake) -> None:
+def test_offload_of_all_ten_tables_equals_hot_exactly(store: ClickHouseStore, lake: Lake) -> None:
     market = Market(store)
     market.write(120, duplicates=3)  # duplicates reach bronze, not silver
     rows = offload_all(store, lake, chunk_rows=100)  # several chunks, each its own commit
@@ -61,7 +61,7 @@ def test_offload_of_all_ten_tables_equals_hot_exactly(store: ChdbStore, lake: La
     assert_archive_equals_hot(store, lake)
 
 
-def test_types_are_exact_in_the_archive(store: ChdbStore, lake: Lake) -> None:
+def test_types_are_exact_in_the_archive(store: ClickHouseStore, lake: Lake) -> None:
     Market(store).write(5)
     offload_all(store, lake)
     schema = lake.table(BY_NAME["silver_trades"]).schema()
@@ -72,7 +72,7 @@ def test_types_are_exact_in_the_archive(store: ChdbStore, lake: Lake) -> None:
 
 
 @pytest.mark.slow
-def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: ChdbStore, lake: Lake) -> None:
+def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: ClickHouseStore, lake: Lake) -> None:
     rng = random.Random(7)
     market = Market(store)
     crashes = {p: 0 for p in POINTS}
@@ -111,13 +111,13 @@ def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: C
 KILL = """
 import os, sys
 from pathlib import Path
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.archive.lake import Lake
 from k2.archive.offload import offload_table
 from k2.archive.tables import BY_NAME
 from k2.settings import ArchiveSettings
 point, data = sys.argv[1], Path(sys.argv[2])
-store = ChdbStore(data / "hot")
+store = ClickHouseStore.at(data / "hot")
 lake = Lake(ArchiveSettings(**({{"catalog_uri": sys.argv[3]}} if len(sys.argv) > 3 else {{}})), data)
 def die(table, at):
     if at == point:
@@ -129,7 +129,7 @@ os._exit(0)
 
 @pytest.mark.parametrize("point", ["files_written", "committed"])
 def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, catalog_uri: str | None, point: str) -> None:
-    store = ChdbStore(tmp_path / "hot")
+    store = ClickHouseStore.at(tmp_path / "hot")
     from k2.hotstore import migrate
     from k2.settings import HotStoreSettings
 
@@ -138,7 +138,7 @@ def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, ca
     store.close()
     args = [sys.executable, "-c", KILL.format(), point, str(tmp_path)] + ([catalog_uri] if catalog_uri else [])
     assert subprocess.run(args, timeout=120).returncode == 137
-    store = ChdbStore(tmp_path / "hot")
+    store = ClickHouseStore.at(tmp_path / "hot")
     lake = Lake(archive_settings(catalog_uri), tmp_path)
     try:
         spec = BY_NAME["silver_trades"]
@@ -149,7 +149,7 @@ def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, ca
         store.close()
 
 
-def test_late_trades_and_late_candle_corrections_arrive(store: ChdbStore, lake: Lake) -> None:
+def test_late_trades_and_late_candle_corrections_arrive(store: ClickHouseStore, lake: Lake) -> None:
     market = Market(store)
     market.write(30)
     offload_all(store, lake)
@@ -163,7 +163,7 @@ def test_late_trades_and_late_candle_corrections_arrive(store: ChdbStore, lake: 
     assert corrected != one_minute and len(corrected) == len(one_minute)  # updated in place, not added
 
 
-def test_candles_are_archived_only_once_their_window_closed(store: ChdbStore, lake: Lake) -> None:
+def test_candles_are_archived_only_once_their_window_closed(store: ClickHouseStore, lake: Lake) -> None:
     minute = int(time.time()) // 60 * 60
     market = Market(store)
     market.write(10)  # three hours ago: closed windows
@@ -180,7 +180,7 @@ def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalo
     from k2.hotstore import migrate
     from k2.settings import HotStoreSettings
 
-    first = ChdbStore(tmp_path / "a")
+    first = ClickHouseStore.at(tmp_path / "a")
     migrate.apply(first, HotStoreSettings())
     lake = Lake(archive_settings(catalog_uri), tmp_path)
     market = Market(first)
@@ -188,7 +188,7 @@ def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalo
     offload_all(first, lake)
     before = archive_rows(lake, BY_NAME["ohlcv_1m"])
     first.close()
-    second = ChdbStore(tmp_path / "b")  # a new data directory pointed at the same archive
+    second = ClickHouseStore.at(tmp_path / "b")  # a new data directory pointed at the same archive
     migrate.apply(second, HotStoreSettings())
     try:
         later = Market(second, start_ns=market.start + 2 * 3_600_000_000_000)
@@ -201,7 +201,7 @@ def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalo
         lake.close()
 
 
-def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(store: ChdbStore, lake: Lake, tmp_path: Path) -> None:
+def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(store: ClickHouseStore, lake: Lake, tmp_path: Path) -> None:
     market = Market(store)
     for i in range(4):  # many small commits: many small files per day partition
         market.write(20, start_ns=market.start + i * 600_000_000_000)
@@ -238,7 +238,7 @@ def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(stor
     assert_archive_equals_hot(store, lake)
 
 
-def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(store: ChdbStore, lake: Lake) -> None:
+def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(store: ClickHouseStore, lake: Lake) -> None:
     Market(store).write(40, duplicates=2)
     offload_all(store, lake)
     for spec in TRADE_TABLES:
@@ -255,7 +255,7 @@ def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(st
     assert all(c.ok for c in reconcile_table(store, lake, spec, retention_days=30))
 
 
-def test_reconcile_candles_per_day_up_to_the_watermark(store: ChdbStore, lake: Lake) -> None:
+def test_reconcile_candles_per_day_up_to_the_watermark(store: ClickHouseStore, lake: Lake) -> None:
     day, step = 86_400_000_000_000, 2 * 3_600_000_000_000
     # A trade every 2 h from midnight three days before the last one, the last at least 2 h ago:
     # its 1h window has closed, even when the suite runs just after midnight.
@@ -272,7 +272,7 @@ def test_reconcile_candles_per_day_up_to_the_watermark(store: ChdbStore, lake: L
     assert [c.difference for c in reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)][0] < 0
 
 
-def test_watermark_walks_back_past_snapshots_without_one(store: ChdbStore, lake: Lake) -> None:
+def test_watermark_walks_back_past_snapshots_without_one(store: ClickHouseStore, lake: Lake) -> None:
     Market(store).write(10)
     offload_all(store, lake)
     table = lake.table(BY_NAME["bronze_trades_kraken"])

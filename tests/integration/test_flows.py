@@ -21,7 +21,7 @@ from k2.errors import ArchiveError, StoreError
 from k2.flows import maintenance, offload, reconcile
 from k2.flows.runtime import ArchiveRuntime, using
 from k2.flows.schedule import Job, run_schedule
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.settings import load_settings
 from tests.archive_support import Market, archive_rows, hot_rows
 
@@ -41,7 +41,7 @@ def harness() -> Iterator[str]:
 
 
 @pytest.fixture
-def runtime(harness: str, store: ChdbStore, tmp_path: Path) -> Iterator[ArchiveRuntime]:
+def runtime(harness: str, store: ClickHouseStore, tmp_path: Path) -> Iterator[ArchiveRuntime]:
     settings = load_settings(data_dir=tmp_path, archive={"retries": 2, "retry_delay_s": 0})
     lake = Lake(settings.archive, tmp_path)
     with using(ArchiveRuntime(store, lake, settings)) as rt:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.simulator.faults import FAULTS
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
 
@@ -51,8 +51,8 @@ def write_config(tmp: Path, body: str) -> Path:
     return config
 
 
-def open_store(data_dir: Path) -> ChdbStore:
-    return ChdbStore(data_dir / "hot")
+def open_store(data_dir: Path) -> ClickHouseStore:
+    return ClickHouseStore.at(data_dir / "hot")
 
 
 def wait_for_api(data_dir: Path, timeout: float = 60) -> str:

@@ -19,7 +19,7 @@ from rich.table import Table
 from k2.cli.common import reported, settings
 from k2.errors import ConfigError, StoreLocked
 from k2.hotstore import queries
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.owner import HOT_DIR
 from k2.hotstore.store import DataDirLock
 from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns
@@ -72,7 +72,7 @@ def fetch(kind: str, data_dir: Path, params: dict[str, Any]) -> list[dict[str, A
         except StoreLocked:
             continue  # k2 up started in between: ask it instead
         try:
-            store = ChdbStore(data_dir / HOT_DIR)
+            store = ClickHouseStore.at(data_dir / HOT_DIR)
             try:
                 start = rfc3339_to_ns(params["start"]) if params.get("start") else None
                 end = rfc3339_to_ns(params["end"]) if params.get("end") else None

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from k2.hotstore import migrate, recovery
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.store import DataDirLock
 from k2.settings import HotStoreSettings
 
@@ -27,7 +27,7 @@ class OwnedStore:
         hot = data_dir / HOT_DIR
         try:
             existed = hot.exists()
-            self.store = ChdbStore(hot)
+            self.store = ClickHouseStore.at(hot)
             migrate.apply(self.store, settings)
             if not recovery.was_clean(hot) and existed:
                 recovery.recover(self.store)

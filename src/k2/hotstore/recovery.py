@@ -25,7 +25,7 @@ from pathlib import Path
 from k2.exchanges import VENUE_NAMES, make_adapter
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
 from k2.hotstore.store import HotStore
-from k2.hotstore.writer import gap_rows
+from k2.hotstore.rows import gap_rows
 from k2.ingest.repair import id_gap
 from k2.records import Gap
 from k2.timeutil import ns_to_rfc3339
@@ -161,7 +161,7 @@ def recover(store: HotStore) -> dict[str, int]:
                 "bronze rows", ns_to_rfc3339(int(day) * 1_000_000_000), restored)  # fmt: skip
     gaps = unrecorded_holes(store, [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids])
     if gaps:
-        store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps))
+        store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps), {"async_insert": 0})
         done["gaps_recorded"] = len(gaps)
         log.warning("hot store: %d holes in silver had no gap record (lost with the last batch); recorded them "
                     "as pending, for the next k2 up to repair: %s", len(gaps), ", ".join(g.gap_id for g in gaps[:10]))  # fmt: skip

@@ -1,5 +1,5 @@
-"""The hot store seam: one small interface (chDB now, ClickHouse server in the cluster shape),
-and the data-directory lock that makes one process its owner."""
+"""The hot store seam: one small interface (clickhouse.py implements it for chDB and for a
+ClickHouse server), and the data-directory lock that makes one process its owner."""
 
 from __future__ import annotations
 
@@ -31,7 +31,13 @@ class HotStore(Protocol):
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 
-    def insert_arrow(self, table: str, data: pa.Table) -> int: ...
+    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> int:
+        """Insert `data` into `table` (database-qualified), committed when this returns."""
+        ...
+
+    def ping(self) -> bool:
+        """Whether the store answers right now."""
+        ...
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run `fn(*args)` in the background (with store access); return its future."""

@@ -5,6 +5,17 @@ Null table `ingest_trades`; materialized views inside that insert fan it out to 
 then silver, then the candles. The ingest sequence is a hybrid clock,
 max(previous + 1, now in µs): monotonic per table and never reused, even after a restart on a
 store whose tables TTL emptied.
+
+Two kinds of failure, told apart by the store's error (clickhouse.classify):
+
+- the store is unavailable (down, disk full, too many parts): nothing is wrong with the rows; the
+  batch waits and is retried with backoff, and `stats.store_down_since` says so (a metric, an
+  alert and a `k2 health` FAIL) until an insert succeeds;
+- the store refuses rows (a value it cannot hold): the batch is split in halves, again and again,
+  until the refused rows stand alone; they go to rejects with the store's message, and every
+  other row is written at once. A refused row never holds up another.
+
+A batch in flight is a worklist of slices, so a retry never writes a slice twice.
 """
 
 from __future__ import annotations
@@ -21,17 +32,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.errors import K2Error
-from k2.hotstore.chdb_store import ChdbStore
-from k2.hotstore.schema import DATABASE, INGEST_INSERT, INGEST_TABLE, TS, bronze_table
-from k2.records import BUY, Gap, Reject, Trade
+from k2.errors import StoreError, StoreRefused, StoreUnavailable
+from k2.hotstore.rows import gap_rows, ingest_rows, reject_rows, unconvertible
+from k2.hotstore.schema import DATABASE, INGEST_TABLE, bronze_table
+from k2.hotstore.store import HotStore
+from k2.ingest.backoff import Backoff
+from k2.records import Gap, Reject, Trade
 from k2.settings import WriterSettings
 
 if TYPE_CHECKING:
     from k2.observe.metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
-RETRY_DELAY_S = 1.0
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # while the store is unavailable
+LOG_EVERY_S = 30.0  # while the store stays unavailable, say so this often
 
 
 @dataclass
@@ -41,9 +55,14 @@ class WriterStats:
     last_batch_rows: int = 0
     pending: int = 0  # rows accepted from feeds, not yet written
     backpressure_s: float = 0.0  # feed time spent waiting for the writer
-    flush_failures: int = 0
+    flush_failures: int = 0  # insert attempts that failed because the store was unavailable
     insert_seconds: dict[str, float] = field(default_factory=dict)  # table -> last insert duration
     last_flush_at: float = 0.0  # wall clock
+    store_down_since: float = 0.0  # wall clock of the first failed attempt in a row (0: inserts work)
+    store_error: str = ""  # why, while the store is unavailable
+    refused_rows: int = 0  # trades the store refused: quarantined as rejects
+    dropped_records: int = 0  # gap or reject records the store refused: logged, not retried
+    unwritten_rows: int = 0  # at stop: trades still buffered when the grace period ended
 
     def note_insert(self, table: str, rows: int, seconds: float) -> None:
         self.rows[table] = self.rows.get(table, 0) + rows
@@ -68,37 +87,30 @@ class _Batch:
     rows: int = 0
 
 
-def _per_chunk(values: list[str], counts: list[int]) -> pa.DictionaryArray:
-    """A dictionary column from one value per chunk: no per-row Python work."""
-    codes: dict[str, int] = {}
-    index = np.fromiter((codes.setdefault(v, len(codes)) for v in values), np.int32, len(values))
-    return pa.DictionaryArray.from_arrays(pa.array(np.repeat(index, counts)), pa.array(list(codes), pa.string()))
+@dataclass
+class _Table:
+    """One destination table of a batch in flight, and the slices of it not yet inserted."""
+
+    name: str
+    data: pa.Table
+    todo: list[tuple[int, int]]  # (offset, length), in order
+    deferred: list[tuple[int, int]] = field(default_factory=list)  # single rows an unclassified error hit
+
+    @classmethod
+    def whole(cls, name: str, data: pa.Table) -> _Table:
+        return cls(name, data, [(0, data.num_rows)] if data.num_rows else [])
 
 
-def _ingest(trades: list[Trade], chunk_venues: list[str], chunk_conns: list[str], chunk_sizes: list[int],
-            dups: list[bool] | None, first_seq: int) -> pa.Table:  # fmt: skip
-    """One batch of trades, every venue, as the Arrow table the ingest insert takes.
+@dataclass
+class _Write:
+    """A batch on its way into the store; survives retries."""
 
-    Prices and amounts go as their exact decimal text (ClickHouse parses them, outside Python's
-    GIL); per-chunk constants (venue, connection) as dictionary columns.
-    """
-    n = len(trades)
-    return pa.Table.from_arrays([
-        _per_chunk(chunk_venues, chunk_sizes),  # a chunk comes from one feed: one venue, one connection
-        pa.array([t.symbol for t in trades], pa.string()),
-        pa.array([t.canonical_symbol for t in trades], pa.string()),
-        pa.array([t.trade_id for t in trades], pa.uint64()),
-        pa.array([str(t.price) for t in trades], pa.string()),
-        pa.array([str(t.amount) for t in trades], pa.string()),
-        pa.array([t.venue_side for t in trades], pa.string()),
-        pa.array([t.taker_side == BUY for t in trades], pa.bool_()),
-        pa.array([t.ts_event for t in trades], TS),
-        pa.array([t.ts_recv for t in trades], TS),
-        _per_chunk(chunk_conns, chunk_sizes),
-        pa.array(dups, pa.bool_()) if dups is not None else pa.array(np.zeros(n, np.bool_)),
-        pa.array([t.raw for t in trades], pa.binary()),
-        pa.array(np.arange(first_seq, first_seq + n, dtype=np.uint64)),
-    ], schema=INGEST_INSERT)  # fmt: skip
+    tables: list[_Table]
+    rows: int  # trades in it
+    insert_s: float = 0.0
+    written: int = 0  # slices inserted
+    written_at_unclassified: int | None = None  # `written` when an unclassified error first struck
+    refused: list[tuple[str, pa.Table, str]] = field(default_factory=list)  # (table, row, message)
 
 
 # Up to this many rows, an ingest insert runs its materialized views (bronze x3, silver, candles)
@@ -110,49 +122,31 @@ def _ingest(trades: list[Trade], chunk_venues: list[str], chunk_conns: list[str]
 PARALLEL_VIEWS_MAX_ROWS = 10_000
 
 
-def _insert_settings(rows: int) -> str:
-    parallel = 1 if rows <= PARALLEL_VIEWS_MAX_ROWS else 0
-    return f" SETTINGS parallel_view_processing = {parallel}, optimize_on_insert = 0"
-
-
-def gap_rows(gaps: list[Gap]) -> pa.Table:
-    """Gap records as the Arrow table `feed_gaps` takes (the latest version of a gap_id wins)."""
-    return pa.table({
-        "gap_id": [g.gap_id for g in gaps], "exchange": [g.exchange for g in gaps],
-        "symbol": [g.symbol for g in gaps], "kind": [g.kind for g in gaps],
-        "first_id": pa.array([g.first_id for g in gaps], pa.uint64()),
-        "last_id": pa.array([g.last_id for g in gaps], pa.uint64()),
-        "ts_from": pa.array([g.ts_from for g in gaps], TS), "ts_to": pa.array([g.ts_to for g in gaps], TS),
-        "detected_at": pa.array([g.detected_at for g in gaps], TS),
-        "resolved_at": pa.array([g.resolved_at for g in gaps], TS),
-        "outcome": [g.outcome for g in gaps],
-        "missing": pa.array([g.missing for g in gaps], pa.uint64()),
-        "recovered": pa.array([g.recovered for g in gaps], pa.uint64()),
-        "version": pa.array([g.resolved_at or g.detected_at for g in gaps], pa.uint64()),
-    })  # fmt: skip
-
-
-def _rejects(rejects: list[Reject]) -> pa.Table:
-    return pa.table({
-        "exchange": [r.exchange for r in rejects], "reason": [r.reason for r in rejects],
-        "raw": pa.array([r.raw for r in rejects], pa.binary()),
-        "ts_recv": pa.array([r.ts_recv for r in rejects], TS), "conn_id": [r.conn_id for r in rejects],
-    })  # fmt: skip
+def insert_settings(table: str, rows: int) -> dict[str, int]:
+    """Settings of every insert: committed when the call returns (`async_insert` is 1 by default in
+    chDB 26.9 and ClickHouse >= 26.2.4); ingest inserts also choose how their views run."""
+    if table != INGEST_TABLE:
+        return {"async_insert": 0}
+    return {"async_insert": 0, "parallel_view_processing": int(rows <= PARALLEL_VIEWS_MAX_ROWS),
+            "optimize_on_insert": 0}  # fmt: skip
 
 
 class StoreWriter:
     """Implements the feeds' Sink on top of the hot store."""
 
-    def __init__(self, store: ChdbStore, settings: WriterSettings, last_seq: int,
+    def __init__(self, store: HotStore, settings: WriterSettings, last_seq: int,
                  metrics: PipelineMetrics | None = None) -> None:  # fmt: skip
         self._store, self._settings = store, settings
         self.metrics = metrics
         self._last_seq = last_seq
         self.stats = WriterStats()
         self._batch = _Batch()
+        self._inflight: _Write | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
         self._closed = False
+        self._backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=0.2)
+        self._logged_down_at = 0.0
         self.listeners: list[CommitListener] = []
 
     # -- Sink -------------------------------------------------------------------------------------
@@ -186,12 +180,13 @@ class StoreWriter:
         """Flush every `batch_interval_ms` (sooner when a batch fills) until `stop`.
 
         The interval counts from the start of the previous flush: a flush that took longer than
-        the interval is followed at once by the next, so a batch never waits two intervals.
+        the interval is followed at once by the next, so a batch never waits two intervals. A
+        flush waiting for an unavailable store returns as soon as `stop` is set (`close` goes on).
         """
         interval = self._settings.batch_interval_ms / 1000
         while not stop.is_set():
             started = time.monotonic()
-            await self.flush()
+            await self.flush(stop=stop)
             wait = interval - (time.monotonic() - started)
             if wait > 0 and not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -217,50 +212,134 @@ class StoreWriter:
         self._wake.set()  # more is waiting: flush again at once
         return batch
 
-    async def flush(self) -> None:
-        """Write one batch of what is buffered (retrying until it is written)."""
-        batch = self._take()
-        if not (batch.rows or batch.gaps or batch.rejects):
-            return
-        tables = self._tables(batch)
-        # The Arrow tables hold the batch now (~270 bytes a row, against ~650 as Trade objects):
-        # let the trades go before the insert rather than after it.
-        batch.chunks.clear()
-        done: set[str] = set()
-        insert_s = 0.0
+    def buffered(self) -> bool:
+        """Whether anything waits to be written (a batch in flight included)."""
+        b = self._batch
+        return self._inflight is not None or bool(b.rows or b.gaps or b.rejects)
+
+    async def flush(self, stop: asyncio.Event | None = None, deadline: float | None = None) -> bool:
+        """Write one batch of what is buffered, retrying while the store is unavailable.
+
+        Return True once it is written (or nothing was buffered); False if `stop` was set or the
+        monotonic `deadline` came first, leaving the batch in flight for the next call.
+        """
+        if self._inflight is None:
+            batch = self._take()
+            if not (batch.rows or batch.gaps or batch.rejects):
+                return True
+            self._inflight = _Write(self._tables(batch), batch.rows)
+            # The Arrow tables hold the batch now (~270 bytes a row, against ~650 as Trade
+            # objects): let the trades go before the insert rather than after it.
+            batch.chunks.clear()
+        w = self._inflight
         while True:
             try:
-                insert_s += await asyncio.wrap_future(self._store.submit(self._write, tables, done))
+                await asyncio.wrap_future(self._store.submit(self._write, w))
                 break
-            except K2Error as err:
-                # Tables already written stay written (`done`): a retry never inserts them twice.
-                self.stats.flush_failures += 1
-                log.error("writer: flush of %d rows failed (%s); retrying in %.0f s", batch.rows, err, RETRY_DELAY_S)
-                await asyncio.sleep(RETRY_DELAY_S)
+            except StoreError as err:  # unavailable (the rows are not the problem): wait, retry
+                delay = self._store_down(err)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    return False
+                if stop is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        return False
+        self._inflight = None
+        self._committed(w)
+        async with self._room:
+            self._room.notify_all()
+        return True
+
+    def _store_down(self, err: StoreError) -> float:
+        s = self.stats
+        s.flush_failures += 1
+        now = time.time()
+        if not s.store_down_since:
+            s.store_down_since = now
+        s.store_error = str(err)
+        delay = self._backoff.next_delay()
+        if now - self._logged_down_at >= LOG_EVERY_S:
+            self._logged_down_at = now
+            log.error("writer: the hot store is unavailable for %.0f s (%s); %d rows wait; retrying in %.1f s",
+                      now - s.store_down_since, err, s.pending, delay)  # fmt: skip
+        return delay
+
+    def _committed(self, w: _Write) -> None:
+        s = self.stats
+        if s.store_down_since:
+            log.warning("writer: the hot store takes writes again after %.0f s", time.time() - s.store_down_since)
+            s.store_down_since, s.store_error, self._logged_down_at = 0.0, "", 0.0
+        self._backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=0.2)
+        self._quarantine(w.refused)
         committed = time.time_ns()
-        inserted = next((data for name, data in tables if name == INGEST_TABLE), None)
+        inserted = next((t.data for t in w.tables if t.name == INGEST_TABLE), None)
         if self.metrics is not None:
             recv_ns = (pc.cast(inserted.column("ts_recv"), pa.int64()).combine_chunks().to_numpy()
                        if inserted is not None else np.empty(0, np.int64))  # fmt: skip
-            self.metrics.batch_committed(batch.rows, insert_s, recv_ns, committed)
+            self.metrics.batch_committed(w.rows, w.insert_s, recv_ns, committed)
         if inserted is not None:
             for listener in self.listeners:
                 listener(inserted, committed)
-        self.stats.batches += 1
-        self.stats.last_batch_rows = batch.rows
-        self.stats.last_flush_at = time.time()
-        self.stats.pending -= batch.rows
-        async with self._room:
-            self._room.notify_all()
+        s.batches += 1
+        s.last_batch_rows = w.rows
+        s.last_flush_at = time.time()
+        s.pending -= w.rows
 
-    def _tables(self, batch: _Batch) -> list[tuple[str, pa.Table]]:
+    def _quarantine(self, refused: list[tuple[str, pa.Table, str]]) -> None:
+        """Refused trades become rejects (written with the next batch); K2's own records are logged."""
+        for table, row, message in refused:
+            if table == INGEST_TABLE:
+                r = row.to_pylist()[0]
+                self.stats.refused_rows += 1
+                log.error("writer: the hot store refused %s %s trade %s: %s", r["exchange"], r["symbol"],
+                          r["trade_id"], message)  # fmt: skip
+                self._batch.rejects.append(Reject(r["exchange"], f"the hot store refused this trade: {message}",
+                                                  r["raw"], int(row.column("ts_recv").cast(pa.int64())[0].as_py()),
+                                                  r["conn_id"]))  # fmt: skip
+            else:
+                self.stats.dropped_records += 1
+                log.error("writer: the hot store refused a %s record, which is dropped: %s (%s)", table, message,
+                          row.to_pylist()[0])  # fmt: skip
+
+    def _tables(self, batch: _Batch) -> list[_Table]:
         """Turn a batch into one Arrow table per destination, assigning ingest sequences."""
+        chunks = batch.chunks
+        try:
+            ingest = self._ingest_rows(chunks)
+        except (OverflowError, TypeError, ValueError, pa.ArrowException):
+            # A trade whose values do not fit its columns (the adapters' limits should make this
+            # impossible): find it, send it to rejects, and convert the rest.
+            bad: set[int] = set()
+            for received, _accepted, conn_id in chunks:
+                for t in received:
+                    reason = unconvertible(t)
+                    if reason is not None:
+                        bad.add(id(t))
+                        self.stats.refused_rows += 1
+                        batch.rejects.append(Reject(t.exchange, reason, t.raw, t.ts_recv, conn_id))
+            chunks = [([t for t in received if id(t) not in bad], accepted, conn_id)
+                      for received, accepted, conn_id in chunks]  # fmt: skip
+            chunks = [c for c in chunks if c[0]]
+            ingest = self._ingest_rows(chunks)
+            batch.rows -= len(bad)
+            self.stats.pending -= len(bad)
+        out = [_Table.whole(INGEST_TABLE, ingest)] if ingest is not None else []
+        if batch.gaps:
+            out.append(_Table.whole("feed_gaps", gap_rows(batch.gaps)))
+        if batch.rejects:
+            out.append(_Table.whole("rejects", reject_rows(batch.rejects)))
+        return out
+
+    def _ingest_rows(self, chunks: list[tuple[Sequence[Trade], set[int] | None, str]]) -> pa.Table | None:
         trades: list[Trade] = []
         venues: list[str] = []
         conns: list[str] = []
         sizes: list[int] = []
         dups: list[bool] | None = None
-        for received, accepted_ids, conn_id in batch.chunks:
+        for received, accepted_ids, conn_id in chunks:
             if accepted_ids is not None and dups is None:
                 dups = [False] * len(trades)  # the first chunk with a duplicate: track them from here
             if dups is not None:
@@ -270,45 +349,108 @@ class StoreWriter:
             venues.append(received[0].exchange)
             conns.append(conn_id)
             sizes.append(len(received))
-        out = []
-        if trades:
-            first = next_sequence(self._last_seq)
-            self._last_seq = first + len(trades) - 1
-            out.append((INGEST_TABLE, _ingest(trades, venues, conns, sizes, dups, first)))
-        if batch.gaps:
-            out.append(("feed_gaps", gap_rows(batch.gaps)))
-        if batch.rejects:
-            out.append(("rejects", _rejects(batch.rejects)))
-        return out
+        if not trades:
+            return None
+        first = next_sequence(self._last_seq)
+        table = ingest_rows(trades, venues, conns, sizes, dups, first)
+        self._last_seq = first + len(trades) - 1
+        return table
 
-    def _write(self, tables: list[tuple[str, pa.Table]], done: set[str]) -> float:
-        # Runs on the store's owner thread: bronze first (silver and candles follow inside each
-        # insert), then gap records, so a gap is never marked repaired before its trades exist.
-        # Returns the seconds spent inserting.
-        total = 0.0
-        for name, data in tables:
-            if name in done:
-                continue
-            started = time.perf_counter()
-            settings = _insert_settings(data.num_rows) if name == INGEST_TABLE else ""
-            self._store.insert_arrow(f"{DATABASE}.{name}{settings}", data)
-            elapsed = time.perf_counter() - started
-            total += elapsed
-            if name == INGEST_TABLE:  # fanned out to the bronze tables, silver and the candles
-                counts = pc.value_counts(data.column("exchange").combine_chunks().dictionary_decode())
-                for item in counts.to_pylist():
-                    self.stats.note_insert(bronze_table(item["values"]), item["counts"], elapsed)
-                accepted = data.num_rows - pc.sum(data.column("duplicate")).as_py()
-                self.stats.note_insert("silver_trades", accepted, elapsed)
-            else:
-                self.stats.note_insert(name, data.num_rows, elapsed)
-            done.add(name)
-        return total
+    # -- on the store's owner thread ----------------------------------------------------------------
+    def _write(self, w: _Write) -> None:
+        """Insert what is left of `w`: bronze first (silver and candles follow inside each insert),
+        then gap records, so a gap is never marked repaired before its trades exist.
 
-    async def close(self) -> None:
-        """Write what is left; call after the feeds have stopped."""
-        while self._batch.rows or self._batch.gaps or self._batch.rejects:
-            await self.flush()
-        self._closed = True
-        async with self._room:
-            self._room.notify_all()
+        Raises StoreUnavailable (or StoreError) when the store is the problem; what was inserted
+        stays inserted, and the next call resumes with the rest.
+        """
+        for table in w.tables:
+            while table.todo:
+                offset, length = table.todo[0]
+                piece = table.data.slice(offset, length)
+                started = time.perf_counter()
+                try:
+                    self._store.insert_arrow(f"{DATABASE}.{table.name}", piece, insert_settings(table.name, length))
+                except StoreRefused as err:
+                    self._split(w, table, str(err))
+                    continue
+                except StoreUnavailable:
+                    raise
+                except StoreError as err:
+                    # Unclassified: the rows, if the store keeps taking others meanwhile.
+                    if w.written_at_unclassified is None:
+                        w.written_at_unclassified = w.written
+                    if length > 1 and self._store.ping():
+                        self._split(w, table, str(err), refuse_single=False)
+                    elif length == 1:
+                        table.deferred.append(table.todo.pop(0))
+                    else:
+                        raise
+                    continue
+                table.todo.pop(0)
+                w.written += 1
+                self._note(table.name, piece, time.perf_counter() - started, w)
+            if table.deferred:
+                # Single rows an unclassified error struck: refused if other rows went in since
+                # (so the store works); otherwise it is the store, and they wait.
+                if w.written_at_unclassified is not None and w.written > w.written_at_unclassified:
+                    for offset, _ in table.deferred:
+                        self._try_one(w, table, offset)
+                    table.deferred.clear()
+                else:
+                    table.todo, table.deferred = table.deferred, []
+                    raise StoreUnavailable(f"every insert into {table.name} fails; the store answers, the rows "
+                                           "look fine: treated as the store being unavailable")  # fmt: skip
+
+    def _split(self, w: _Write, table: _Table, message: str, refuse_single: bool = True) -> None:
+        offset, length = table.todo.pop(0)
+        if length == 1:
+            if refuse_single:
+                w.refused.append((table.name, table.data.slice(offset, 1), message))
+            return
+        half = length // 2
+        table.todo[:0] = [(offset, half), (offset + half, length - half)]
+
+    def _try_one(self, w: _Write, table: _Table, offset: int) -> None:
+        piece = table.data.slice(offset, 1)
+        started = time.perf_counter()
+        try:
+            self._store.insert_arrow(f"{DATABASE}.{table.name}", piece, insert_settings(table.name, 1))
+        except StoreUnavailable:
+            raise
+        except StoreError as err:
+            w.refused.append((table.name, piece, str(err)))
+            return
+        w.written += 1
+        self._note(table.name, piece, time.perf_counter() - started, w)
+
+    def _note(self, name: str, piece: pa.Table, seconds: float, w: _Write) -> None:
+        w.insert_s += seconds
+        if name == INGEST_TABLE:  # fanned out to the bronze tables, silver and the candles
+            counts = pc.value_counts(piece.column("exchange").combine_chunks().dictionary_decode())
+            for item in counts.to_pylist():
+                self.stats.note_insert(bronze_table(item["values"]), item["counts"], seconds)
+            accepted = piece.num_rows - (pc.sum(piece.column("duplicate")).as_py() or 0)
+            self.stats.note_insert("silver_trades", accepted, seconds)
+        else:
+            self.stats.note_insert(name, piece.num_rows, seconds)
+
+    # -- stopping ---------------------------------------------------------------------------------
+    async def close(self, deadline: float | None = None) -> int:
+        """Write what is left, until the monotonic `deadline` if one is given; call after the feeds
+        have stopped. Return the trades that could not be written (0 when everything was)."""
+        try:
+            while self.buffered():
+                if not await self.flush(deadline=deadline):
+                    break
+        finally:
+            self._closed = True
+            async with self._room:
+                self._room.notify_all()
+        left = self._batch.rows + (self._inflight.rows if self._inflight is not None else 0)
+        self.stats.unwritten_rows = left
+        if left or self.buffered():
+            log.error("writer: stopping with %d trades, %d gap records and %d rejects unwritten (the hot store: %s); "
+                      "the next start repairs the trades from the venues", left,
+                      len(self._batch.gaps), len(self._batch.rejects), self.stats.store_error or "slow")  # fmt: skip
+        return left
