@@ -6,6 +6,7 @@ See docs/RECORD_SEMANTICS.md for the meaning of every field.
 
 from __future__ import annotations
 
+import enum
 from decimal import Decimal
 
 import msgspec
@@ -32,6 +33,25 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     raw: bytes = b""  # the venue's JSON for this trade, verbatim (kept in bronze)
 
 
+class Outcome(enum.StrEnum):
+    """What became of a gap (the hot store's `feed_gaps.outcome` enum has the same values)."""
+
+    PENDING = "pending"  # detected; repair queued, running, or resumed at the next start
+    REPAIRED = "repaired"  # every missing trade recovered
+    PARTIAL = "partial"  # some recovered, some still missing
+    UNRECOVERABLE = "unrecoverable"  # the venue could not (or would not) return them
+    SUSPICIOUS = "suspicious"  # an id jump beyond the venue's bound: recorded, never fetched blindly
+
+
+class GapKind(enum.StrEnum):
+    IDS = "ids"  # an id range (venues with contiguous ids)
+    WINDOW = "window"  # a time window after a disconnect or a lost message (ids may skip)
+
+
+PENDING, REPAIRED, PARTIAL = Outcome.PENDING, Outcome.REPAIRED, Outcome.PARTIAL
+UNRECOVERABLE, SUSPICIOUS = Outcome.UNRECOVERABLE, Outcome.SUSPICIOUS
+
+
 class Gap(msgspec.Struct, frozen=True):
     """A detected hole in a (venue, symbol) trade stream and what became of it."""
 
@@ -44,10 +64,11 @@ class Gap(msgspec.Struct, frozen=True):
     ts_to: int  # event time of the first trade after the hole, UTC ns (0 if unknown)
     detected_at: int  # UTC ns
     resolved_at: int  # UTC ns, 0 while pending
-    outcome: str  # pending | repaired | partial | unrecoverable
+    outcome: Outcome
     missing: int  # ids still missing after the repair (window gaps: always 0, the count is unknowable)
     recovered: int  # trades recovered for this gap (REST or late WS arrival)
-    kind: str = "ids"  # ids: an id range; window: a time window after a disconnect
+    kind: GapKind = GapKind.IDS
+    detail: str = ""  # why, where it is not obvious (a suspicious jump: how far, and the venue's bound)
 
 
 class Reject(msgspec.Struct, frozen=True):
@@ -58,12 +79,6 @@ class Reject(msgspec.Struct, frozen=True):
     raw: bytes
     ts_recv: int
     conn_id: str
-
-
-PENDING = "pending"
-REPAIRED = "repaired"
-PARTIAL = "partial"
-UNRECOVERABLE = "unrecoverable"
 
 
 TRADE_KEYS = ("exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount", "taker_side",

@@ -40,6 +40,9 @@ class VenueSettings(_Section):
     rotate_margin_s: float = 300.0
     # Reconnect a connection that received nothing (heartbeats included) for this long.
     heartbeat_timeout_s: float | None = None
+    # A trade id more than this far above the highest seen is held as suspect (default: the
+    # adapter's max_id_jump, about a day of the venue's busiest symbol).
+    max_id_jump: int | None = Field(None, ge=1)
 
 
 class IngestSettings(_Section):
@@ -55,6 +58,8 @@ class IngestSettings(_Section):
     gap_retry_for_s: float = 600.0  # keep retrying a failing repair this long, then give up
     rest_timeout_s: float = 10.0
     recent_ids: int = Field(20_000, ge=100)  # per-symbol dedupe window (non-contiguous ids)
+    # A trade's event time may be at most this far ahead of the local clock (later: a reject).
+    max_clock_skew_s: float = Field(86_400.0, ge=0)
     check_listing: bool = True  # check instruments against the venue's listing at start
     quarantine_file: Path | None = None  # where `k2 watch` quarantines rejects (default: data dir)
 
@@ -148,6 +153,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     instruments_file: Path | None = None  # default: the packaged instruments.toml
     log_level: str = "INFO"
+    # A stop (Ctrl-C, SIGTERM, --duration) ends `k2 up` and `k2 watch` within this long, whatever
+    # the store or the venues are doing: queued gap repairs and the last batch get this long.
+    shutdown_grace_s: float = Field(15.0, ge=1)
     venues: dict[str, VenueSettings] = {}
     ingest: IngestSettings = IngestSettings()
     writer: WriterSettings = WriterSettings()

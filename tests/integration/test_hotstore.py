@@ -12,7 +12,7 @@ import pytest
 
 from k2.errors import StoreLocked
 from k2.hotstore import migrate
-from k2.hotstore.chdb_store import ChdbStore
+from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.store import DataDirLock
 from k2.hotstore.writer import StoreWriter
@@ -36,7 +36,7 @@ def trade(venue: str, tid: int, price: str, amount: str, ts: int, side: str = "b
                  "BUY", b'{"raw":true}')  # fmt: skip
 
 
-def write(store: ChdbStore, batches: list[tuple[list[Trade], list[Trade]]], **settings: int) -> StoreWriter:
+def write(store: ClickHouseStore, batches: list[tuple[list[Trade], list[Trade]]], **settings: int) -> StoreWriter:
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(**settings), last_sequence(store))
         for received, accepted in batches:
@@ -49,12 +49,12 @@ def write(store: ChdbStore, batches: list[tuple[list[Trade], list[Trade]]], **se
 
 
 def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
-    s = ChdbStore(tmp_path / "hot")
+    s = ClickHouseStore.at(tmp_path / "hot")
     try:
         first = migrate.apply(s, HotStoreSettings())
-        assert first == [f"{i:03d}_{n}.sql" for i, n in enumerate(["ingest", "bronze", "bronze_views", "silver", "silver_view", "ohlcv", "ohlcv_1m_mv", "ohlcv_rollups", "ops", "ops_archive"], 1)]
+        assert first == [f"{i:03d}_{n}.sql" for i, n in enumerate(["ingest", "bronze", "bronze_views", "silver", "silver_view", "ohlcv", "ohlcv_1m_mv", "ohlcv_rollups", "ops", "ops_archive", "gap_suspicious"], 1)]
         assert migrate.apply(s, HotStoreSettings()) == []
-        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 10
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 11
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
         expected = {"bronze_trades_binance", "bronze_trades_kraken", "bronze_trades_coinbase", "silver_trades",
                     "feed_gaps", "rejects"} | {f"ohlcv_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")}  # fmt: skip
@@ -64,14 +64,14 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
         s.close()
 
 
-def test_the_store_returns_freed_memory_promptly(store: ChdbStore) -> None:
+def test_the_store_returns_freed_memory_promptly(store: ClickHouseStore) -> None:
     # jemalloc's default 5 s decay held 100-250 MB of freed pages under a firehose (bench/ingest.py).
     stats = store.rows("SELECT stats FROM system.jemalloc_stats")[0][0]
     assert "opt.dirty_decay_ms: 250 " in stats
 
 
 def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
-    s = ChdbStore(tmp_path / "hot")
+    s = ClickHouseStore.at(tmp_path / "hot")
     try:
         migrate.apply(s, HotStoreSettings(bronze_ttl_days=3, silver_ttl_days=11))
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
@@ -84,7 +84,7 @@ def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
         s.close()
 
 
-def test_bronze_keeps_everything_silver_only_new_trades(store: ChdbStore) -> None:
+def test_bronze_keeps_everything_silver_only_new_trades(store: ClickHouseStore) -> None:
     a, b, c = (trade("coinbase", i, "100.5", "2", NOW + i) for i in (1, 2, 3))
     dup = trade("coinbase", 2, "100.5", "2", NOW + 2)
     writer = write(store, [([a, b], [a, b]), ([dup, c], [c])])
@@ -99,7 +99,7 @@ def test_bronze_keeps_everything_silver_only_new_trades(store: ChdbStore) -> Non
     assert raw in (b'{"raw":true}', '{"raw":true}')
 
 
-def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store: ChdbStore) -> None:
+def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store: ClickHouseStore) -> None:
     t0 = NOW
     batches = [
         [trade("coinbase", 10, "100000.12345678", "123.45678912", t0 + 5_000_000_000)],
@@ -122,7 +122,7 @@ def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store
     assert c["vwap"] == Decimal("12.544123481667751029") and c["low"] < c["vwap"] < c["high"]
 
 
-def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbStore) -> None:
+def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickHouseStore) -> None:
     binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in (100, 101, 103, 105)]
     coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]
     pending = id_gap("binance", "BTCUSDT", 102, 104, NOW + 101, NOW + 105)
@@ -155,7 +155,7 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ChdbSt
     assert store.rows("SELECT count() FROM k2.rejects")[0][0] == 1
 
 
-def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(store: ChdbStore) -> None:
+def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(store: ClickHouseStore) -> None:
     from k2.hotstore import recovery
 
     # What a crash can leave: trade 108 stored, but the record of the gap it revealed (106..107)
@@ -199,7 +199,7 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(stor
     assert recovery.recover(store).get("gaps_recorded") is None  # recorded once: a second recovery finds none
 
 
-def test_writer_backpressure_blocks_feeds_until_written(store: ChdbStore) -> None:
+def test_writer_backpressure_blocks_feeds_until_written(store: ClickHouseStore) -> None:
     async def run() -> float:
         writer = StoreWriter(store, WriterSettings(batch_rows=10**6, batch_interval_ms=200, max_pending_rows=50), 0)
         stop = asyncio.Event()
@@ -232,7 +232,7 @@ def test_data_dir_lock_names_its_holder(tmp_path: Path) -> None:
     second.release()
 
 
-def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(store: ChdbStore, tmp_path: Path) -> None:
+def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(store: ClickHouseStore, tmp_path: Path) -> None:
     from k2.hotstore import recovery
 
     trades = [trade("coinbase", i, str(100 + i % 7), "1.5", NOW + i * 7_000_000_000) for i in range(1, 60)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -47,7 +48,7 @@ def test_a_sequence_jump_repairs_from_the_trades_before_the_loss_not_after() -> 
         async with httpx.AsyncClient() as http:
             feed = Feed(make_adapter("coinbase"), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False),
                         sink, http)  # fmt: skip
-            delivered = await feed.on_messages(raws, 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+            delivered = await feed.on_messages(raws, time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
             assert delivered.trades and not delivered.shutdown and feed.stats.sequence_gaps == 1
         return sink.accepted, sink.gaps
 
@@ -77,7 +78,7 @@ def test_what_was_parsed_before_an_adapter_bug_is_still_passed_on() -> None:
         async with httpx.AsyncClient() as http:
             feed = Feed(Buggy(), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False), sink, http)  # type: ignore[arg-type]
             try:
-                await feed.on_messages(raws, 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+                await feed.on_messages(raws, time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
             except RuntimeError:
                 pass
             else:
@@ -108,7 +109,7 @@ def test_a_run_of_big_messages_reaches_the_sink_in_pieces_its_backpressure_can_h
         async with httpx.AsyncClient() as http:
             feed = Feed(make_adapter("coinbase"), ["BTC-USD"], VenueSettings(), IngestSettings(check_listing=False),
                         sink, http)  # fmt: skip
-            await feed.on_messages([message(i) for i in range(1, 101)], 1, Connection("coinbase-1", None))  # type: ignore[arg-type]
+            await feed.on_messages([message(i) for i in range(1, 101)], time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
         return len(sink.accepted)
 
     assert asyncio.run(run()) == 10_000

@@ -46,8 +46,11 @@ def test_an_unexpected_backfill_error_leaves_the_gap_unrecoverable_and_repair_go
             recorded.append(gap)
 
         adapter = BuggyThenFine()
-        repairer = GapRepairer(adapter, None, {"S": tracker}, offer, record, FeedStats("testvenue"),  # type: ignore[arg-type]
-                               grace_s=0, retry_for_s=5)  # fmt: skip
+        async def quarantine(err: object) -> None:
+            raise AssertionError(f"nothing should be quarantined: {err}")
+
+        repairer = GapRepairer(adapter, None, {"S": tracker}, offer, record, quarantine,  # type: ignore[arg-type]
+                               FeedStats("testvenue"), grace_s=0, retry_for_s=5)  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(repairer.run(stop))
         await repairer.submit(id_gap("testvenue", "S", 2, 4, 1, 5))

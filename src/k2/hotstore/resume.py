@@ -13,7 +13,7 @@ from k2.exchanges import VENUE_NAMES, make_adapter
 from k2.hotstore.schema import DATABASE, bronze_table
 from k2.hotstore.store import HotStore
 from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor
-from k2.records import PENDING, Gap
+from k2.records import PENDING, Gap, GapKind
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
     ):
         gap_id, exchange, symbol, first, last, ts_from, ts_to, detected, kind = row
         holes: list[tuple[int, int]] = []
-        if kind == "ids":
+        kind = GapKind(kind)
+        if kind == GapKind.IDS:
             present = [r[0] for r in store.rows(
                 f"SELECT trade_id FROM {DATABASE}.silver_trades WHERE exchange = {{e:String}} "
                 f"AND symbol = {{s:String}} AND trade_id BETWEEN {{a:UInt64}} AND {{b:UInt64}}",

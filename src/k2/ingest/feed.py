@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from operator import attrgetter
 
@@ -11,7 +12,7 @@ import httpx
 
 from k2.errors import K2Error, ParseError
 from k2.exchanges.base import Signal, VenueAdapter
-from k2.ingest.repair import GapRepairer, id_gap, window_gap
+from k2.ingest.repair import GapRepairer, id_gap, suspicious_gap, window_gap
 from k2.ingest.rest import RestGate
 from k2.ingest.session import Connection, Delivered, FeedSession
 from k2.ingest.sink import Sink
@@ -27,6 +28,9 @@ _by_id = attrgetter("trade_id")
 # per call, and a run of 512 batched messages can hold tens of thousands of trades (the simulator's
 # firehose put 60,000 in one and overran the writer's 100,000-row budget by 80 %).
 MAX_RUN_TRADES = 2048
+# Suspect trades (ids beyond the venue's bound) held per symbol while waiting for the stream to say
+# whether it really moved on; beyond this, the oldest is rejected.
+MAX_SUSPECTS = 64
 
 
 class Feed:
@@ -49,12 +53,18 @@ class Feed:
         self.stats = FeedStats(adapter.name)
         self.rest = RestGate(http, venue.rest_url or adapter.default_rest_url, adapter.rest_policy,
                              self.stats, ingest.rest_timeout_s)  # fmt: skip
+        self.max_id_jump = venue.max_id_jump or adapter.max_id_jump
+        adapter.expect(self.symbols)  # a trade of any other symbol is a reject
         self.trackers: dict[str, ContiguousTracker | SeenTracker] = {}
         for symbol in self.symbols:
             self.stats.symbol(symbol)
             self._tracker(symbol, (cursors or {}).get(symbol))
+        # Per symbol: trades whose id jumped beyond the bound (with their connection), held until the
+        # stream says which they were.
+        self._suspects: dict[str, list[tuple[Trade, str]]] = {}
         self.repairer = GapRepairer(adapter, self.rest, self.trackers, self._offer_backfill, sink.gap,
-                                    self.stats, ingest.gap_grace_s, ingest.gap_retry_for_s)  # fmt: skip
+                                    self._quarantine_rest, self.stats, ingest.gap_grace_s,
+                                    ingest.gap_retry_for_s)  # fmt: skip
         self._pending = list(pending)
         self._listing_checked = not ingest.check_listing
         self.session: FeedSession | None = None
@@ -62,10 +72,10 @@ class Feed:
     def _tracker(self, symbol: str, cursor: SymbolCursor | None = None) -> ContiguousTracker | SeenTracker:
         if self.adapter.contiguous_ids:
             tracker: ContiguousTracker | SeenTracker = ContiguousTracker(
-                cursor.high if cursor else None, cursor.high_ts if cursor else 0)
+                cursor.high if cursor else None, cursor.high_ts if cursor else 0, self.max_id_jump)
         else:
             tracker = SeenTracker(self.ingest.recent_ids, cursor.recent if cursor else (),
-                                  cursor.high_ts if cursor else 0)  # fmt: skip
+                                  cursor.high_ts if cursor else 0, self.max_id_jump)  # fmt: skip
         self.trackers[symbol] = tracker
         return tracker
 
@@ -90,7 +100,7 @@ class Feed:
             stats = self.stats.symbol(symbol)
             if symbol not in listing.symbols:
                 stats.listing = "not listed"
-                log.error("%s: %r is not listed by the venue; it will not be captured "
+                log.error("%s: %r is not listed by the venue; not subscribing to it "
                           "(fix the instruments file)", self.name, symbol)  # fmt: skip
                 continue
             status = listing.not_trading.get(symbol)
@@ -131,6 +141,11 @@ class Feed:
             tg.create_task(self.repairer.run(stop))
             tg.create_task(self.session.run(stop))
 
+    async def finish(self) -> None:
+        """After the feed has stopped: suspects never confirmed go to rejects (nothing vanishes)."""
+        for symbol in list(self._suspects):
+            await self._drop_suspects(symbol, "never confirmed before the feed stopped")
+
     # -- live path ------------------------------------------------------------------------------
 
     async def on_connected(self, conn: Connection, after_outage: bool) -> None:
@@ -139,10 +154,10 @@ class Feed:
         if after_outage and not self.adapter.contiguous_ids:
             await self._repair_windows()
 
-    async def _repair_windows(self) -> None:
+    async def _repair_windows(self, symbols: Sequence[str] | None = None) -> None:
         # Ids may skip on this venue, so what a disconnect lost is found by time, not by id.
         for symbol, tracker in self.trackers.items():
-            if tracker.high is not None:
+            if tracker.high is not None and (symbols is None or symbol in symbols):
                 await self.repairer.submit(window_gap(self.name, symbol, tracker.high, tracker.high_ts))
 
     async def on_messages(self, raws: list[bytes], recv_ns: int, conn: Connection) -> Delivered:
@@ -207,10 +222,18 @@ class Feed:
                 await self._ingest(run, conn.conn_id, live=True)
         return Delivered(delivered, shutdown)
 
-    async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str) -> None:
+    async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str, live: bool = True) -> None:
         self.stats.rejects += 1
         log.debug("%s: rejected message on %s: %s", self.name, conn_id, reason)
         await self.sink.reject(Reject(self.name, reason, raw, recv_ns, conn_id))
+        if live and not self.adapter.contiguous_ids:
+            # A rejected message may have held a trade, and on this venue no later id can reveal
+            # it missing: read back the window of each symbol it names (every symbol, if none).
+            named = [s for s in self.trackers if s.encode() in raw]
+            await self._repair_windows(named or None)
+
+    async def _quarantine_rest(self, err: ParseError) -> None:
+        await self._reject(f"REST: {err.reason}", err.raw, time.time_ns(), self.repairer.conn_id, live=False)
 
     async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
         return await self._ingest(sorted(trades, key=_by_id), conn_id, live=False)  # pages may run newest first
@@ -218,27 +241,104 @@ class Feed:
     async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
         """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
         accepted: list[Trade] = []
-        stats, trackers, symbols = self.stats, self.trackers, self.stats.symbols
-        duplicate, fill = Verdict.DUPLICATE, Verdict.FILL
+        held: set[int] | None = None  # suspects among `trades` (ids of the objects), not passed on yet
+        confirmed: list[Trade] = []  # suspects held earlier that the stream has now confirmed
+        stats, trackers, symbols, suspects = self.stats, self.trackers, self.stats.symbols, self._suspects
+        duplicate, fill, new, suspect = Verdict.DUPLICATE, Verdict.FILL, Verdict.NEW, Verdict.SUSPECT
         for trade in trades:
             symbol, ts_event = trade.symbol, trade.ts_event
             tracker = trackers.get(symbol) or self._tracker(symbol)
             previous_ts = tracker.high_ts
             verdict, hole = tracker.offer(trade.trade_id, ts_event)
-            sym = symbols.get(symbol) or stats.symbol(symbol)
+            if verdict is suspect:
+                held = held or set()
+                held.add(id(trade))
+                released = await self._suspect(trade, conn_id, tracker)
+                for t in released:  # the first opens the suspicious gap; the rest are offered as usual
+                    confirmed.append(t)
+                    if t is not released[0]:
+                        previous_ts = tracker.high_ts
+                        verdict, hole = tracker.offer(t.trade_id, t.ts_event)
+                        if verdict is duplicate:
+                            stats.duplicates += 1
+                            continue
+                        await self._accept(t, verdict, hole, previous_ts, accepted, live)
+                    else:
+                        accepted.append(t)
+                        self._count(t)
+                continue
             if verdict is duplicate:
+                sym = symbols.get(symbol) or stats.symbol(symbol)
                 stats.duplicates += 1
                 sym.duplicates += 1
                 continue
-            accepted.append(trade)
-            sym.trades += 1
-            sym.last_trade_recv_ns = trade.ts_recv
-            if ts_event > sym.last_trade_event_ns:
-                sym.last_trade_event_ns = ts_event
-            if verdict is fill and live:
-                stats.late_fills += 1
-            if hole is not None:
-                await self.repairer.submit(id_gap(self.name, symbol, hole[0], hole[1], previous_ts, ts_event))
+            if suspects and verdict is new and live and symbol in suspects:
+                await self._drop_suspects(symbol, f"the stream went on from {trade.trade_id - 1}")
+            if hole is None and verdict is not fill:  # the common case, inline
+                accepted.append(trade)
+                sym = symbols.get(symbol) or stats.symbol(symbol)
+                sym.trades += 1
+                sym.last_trade_recv_ns = trade.ts_recv
+                if ts_event > sym.last_trade_event_ns:
+                    sym.last_trade_event_ns = ts_event
+                continue
+            await self._accept(trade, verdict, hole, previous_ts, accepted, live)
         stats.trades += len(accepted)
-        await self.sink.trades(trades, accepted, conn_id)
+        received = trades if held is None else [t for t in trades if id(t) not in held] + confirmed
+        await self.sink.trades(received, accepted, conn_id)
         return len(accepted)
+
+    def _count(self, trade: Trade) -> None:
+        sym = self.stats.symbols.get(trade.symbol) or self.stats.symbol(trade.symbol)
+        sym.trades += 1
+        sym.last_trade_recv_ns = trade.ts_recv
+        if trade.ts_event > sym.last_trade_event_ns:
+            sym.last_trade_event_ns = trade.ts_event
+
+    async def _accept(self, trade: Trade, verdict: Verdict, hole: tuple[int, int] | None, previous_ts: int,
+                      accepted: list[Trade], live: bool) -> None:  # fmt: skip
+        accepted.append(trade)
+        self._count(trade)
+        if verdict is Verdict.FILL and live:
+            self.stats.late_fills += 1
+        if hole is not None:
+            await self.repairer.submit(id_gap(self.name, trade.symbol, hole[0], hole[1], previous_ts, trade.ts_event))
+
+    async def _suspect(self, trade: Trade, conn_id: str, tracker: ContiguousTracker | SeenTracker) -> list[Trade]:
+        """Hold a trade whose id jumped beyond the bound. Return the held trades, oldest first, once
+        the stream confirms the jump (a later trade carries on from the last one held); the
+        skipped ids are then recorded as a suspicious gap, never fetched."""
+        symbol = trade.symbol
+        queue = self._suspects.setdefault(symbol, [])
+        last = queue[-1][0] if queue else None
+        queue.append((trade, conn_id))
+        if last is None or not last.trade_id < trade.trade_id <= last.trade_id + self.max_id_jump:
+            if len(queue) > MAX_SUSPECTS:
+                await self._reject_suspect(*queue.pop(0), "too many suspects were held")
+            log.warning("%s %s: trade id %d is more than %d above the highest id %s; holding it until the "
+                        "stream confirms it", self.name, symbol, trade.trade_id, self.max_id_jump, tracker.high)  # fmt: skip
+            return []
+        del self._suspects[symbol]
+        first = queue[0][0]
+        before, before_ts = tracker.high, tracker.high_ts
+        _, hole = tracker.adopt(first.trade_id, first.ts_event)
+        detail = (f"trade id jumped from {before} to {first.trade_id}, more than the venue's bound of "
+                  f"{self.max_id_jump}; confirmed by {len(queue) - 1} later trades; not fetched")  # fmt: skip
+        log.warning("%s %s: %s", self.name, symbol, detail)
+        self.stats.gaps_found += 1
+        self.stats.gaps_suspicious += 1
+        self.stats.symbol(symbol).gaps += 1
+        lo, hi = hole if hole is not None else (first.trade_id, first.trade_id - 1)
+        await self.sink.gap(suspicious_gap(self.name, symbol, lo, hi, before_ts, first.ts_event, detail))
+        return [t for t, _ in queue]
+
+    async def _drop_suspects(self, symbol: str, why: str) -> None:
+        for trade, conn_id in self._suspects.pop(symbol, []):
+            await self._reject_suspect(trade, conn_id, why)
+
+    async def _reject_suspect(self, trade: Trade, conn_id: str, why: str) -> None:
+        # A venue whose ids skip cannot see the true trade missing by id: _reject reads its window back.
+        high = self.trackers[trade.symbol].high
+        self.stats.suspects_rejected += 1
+        await self._reject(f"trade id {trade.trade_id} is more than {self.max_id_jump} above the highest id "
+                           f"{high} (the venue's bound) and {why}", trade.raw, trade.ts_recv, conn_id)  # fmt: skip

@@ -17,13 +17,14 @@ from k2.ingest.backoff import Backoff
 from k2.ingest.rest import RestGate
 from k2.ingest.stats import FeedStats
 from k2.ingest.tracker import ContiguousTracker, SeenTracker
-from k2.records import PARTIAL, PENDING, REPAIRED, UNRECOVERABLE, Gap, Trade
+from k2.records import PARTIAL, PENDING, REPAIRED, SUSPICIOUS, UNRECOVERABLE, Gap, GapKind, Trade
 
 log = logging.getLogger(__name__)
 WINDOW_MARGIN_NS = 1_000_000_000  # widen time windows by 1 s each side; ids dedupe the overlap
 
 Offer = Callable[[Sequence[Trade], str], Awaitable[int]]  # (trades, conn_id) -> accepted count
 Record = Callable[[Gap], Awaitable[None]]
+Quarantine = Callable[[ParseError], Awaitable[None]]  # a REST row that failed validation
 
 
 @dataclass
@@ -35,13 +36,20 @@ class _Job:
 def id_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int) -> Gap:
     """Return a new pending gap for missing ids first..last (a deterministic id makes it idempotent)."""
     return Gap(f"{venue}:{symbol}:{first}-{last}", venue, symbol, first, last, ts_from, ts_to,
-               time.time_ns(), 0, PENDING, last - first + 1, 0, "ids")  # fmt: skip
+               time.time_ns(), 0, PENDING, last - first + 1, 0, GapKind.IDS)  # fmt: skip
+
+
+def suspicious_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int, detail: str) -> Gap:
+    """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond the venue's bound)."""
+    now = time.time_ns()
+    return Gap(f"{venue}:{symbol}:{first}-{last}", venue, symbol, first, last, ts_from, ts_to, now, now,
+               SUSPICIOUS, max(last - first + 1, 0), 0, GapKind.IDS, detail)  # fmt: skip
 
 
 def window_gap(venue: str, symbol: str, after_id: int, ts_from: int) -> Gap:
     """Return a new pending gap for "whatever traded after `ts_from`" (venues without contiguous ids)."""
     return Gap(f"{venue}:{symbol}:w{ts_from}", venue, symbol, after_id + 1, 0, ts_from, 0,
-               time.time_ns(), 0, PENDING, 0, 0, "window")  # fmt: skip
+               time.time_ns(), 0, PENDING, 0, 0, GapKind.WINDOW)  # fmt: skip
 
 
 class GapRepairer:
@@ -54,12 +62,13 @@ class GapRepairer:
         trackers: dict[str, ContiguousTracker | SeenTracker],
         offer: Offer,
         record: Record,
+        quarantine: Quarantine,
         stats: FeedStats,
         grace_s: float,
         retry_for_s: float,
     ) -> None:
         self._adapter, self._rest, self._trackers = adapter, rest, trackers
-        self._offer, self._record, self._stats = offer, record, stats
+        self._offer, self._record, self._quarantine, self._stats = offer, record, quarantine, stats
         self._grace, self._retry_for = grace_s, retry_for_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._open_windows: set[str] = set()  # symbols with a window repair queued or running
@@ -75,7 +84,7 @@ class GapRepairer:
 
     async def submit(self, gap: Gap, record: bool = True) -> None:
         """Queue `gap` for repair after the grace period (which lets out-of-order messages land)."""
-        if gap.kind == "window":
+        if gap.kind == GapKind.WINDOW:
             if gap.symbol in self._open_windows:
                 return  # a queued window repair already covers everything after its start
             self._open_windows.add(gap.symbol)
@@ -135,7 +144,7 @@ class GapRepairer:
 
     async def _repair(self, gap: Gap, stop: asyncio.Event) -> None:
         tracker = self._trackers[gap.symbol]
-        if gap.kind == "ids":
+        if gap.kind == GapKind.IDS:
             assert isinstance(tracker, ContiguousTracker)
             total = gap.last_id - gap.first_id + 1
             missing = tracker.holes.count_in(gap.first_id, gap.last_id)
@@ -150,9 +159,11 @@ class GapRepairer:
             request = BackfillRequest(gap.symbol, 0, 0, max(gap.ts_from - WINDOW_MARGIN_NS, 0), now + WINDOW_MARGIN_NS)
             gap = msgspec.structs.replace(gap, ts_to=now)
         result = await self._fetch(request, stop)
+        for err in result.rejected if result else ():
+            await self._quarantine(err)
         accepted = await self._offer(result.trades, self.conn_id) if result else 0
         self._stats.backfilled += accepted
-        if gap.kind == "ids":
+        if gap.kind == GapKind.IDS:
             remaining = tracker.holes.count_in(gap.first_id, gap.last_id)  # type: ignore[union-attr]
             outcome = REPAIRED if remaining == 0 else PARTIAL if remaining < total else UNRECOVERABLE
             await self._finish(gap, outcome, remaining, total - remaining)

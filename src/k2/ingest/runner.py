@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import httpx
 
 from k2.exchanges import make_adapter
+from k2.exchanges.limits import Limits
 from k2.ingest.feed import Feed
 from k2.ingest.sink import Sink
 from k2.ingest.state import ResumeState
@@ -23,7 +24,8 @@ def build_feeds(settings: Settings, instruments: Instruments, sink: Sink, http: 
     for venue, symbols in instruments.items():
         if not symbols or not settings.venue(venue).enabled:
             continue
-        feeds.append(Feed(make_adapter(venue), symbols, settings.venue(venue), settings.ingest, sink,
+        limits = Limits.from_skew(settings.ingest.max_clock_skew_s)
+        feeds.append(Feed(make_adapter(venue, limits), symbols, settings.venue(venue), settings.ingest, sink,
                           http, resume.cursors.get(venue), resume.pending.get(venue, ())))  # fmt: skip
     return feeds
 

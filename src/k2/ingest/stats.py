@@ -42,6 +42,8 @@ class FeedStats:
     gaps_repaired: int = 0
     gaps_partial: int = 0
     gaps_unrecoverable: int = 0
+    gaps_suspicious: int = 0  # id jumps beyond the venue's bound, confirmed by the stream (not fetched)
+    suspects_rejected: int = 0  # trades held as suspect that the stream did not confirm (rejects)
     backfilled: int = 0  # trades recovered over REST
     late_fills: int = 0  # trades that filled a hole on the live stream (out of order)
     sequence_gaps: int = 0  # per-connection message sequence jumps

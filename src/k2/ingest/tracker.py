@@ -12,12 +12,17 @@ class Verdict(enum.Enum):
     NEW = "new"  # above everything seen so far
     FILL = "fill"  # fills a known hole (late message or backfill)
     DUPLICATE = "duplicate"
+    # So far above the highest id (more than the venue's max_id_jump) that it is more likely a
+    # corrupt frame than a trade: nothing changes until the feed confirms it (`adopt`) or drops it.
+    SUSPECT = "suspect"
 
 
 # offer()'s answers that open no hole, built once (the hot path allocates nothing for them).
 _NEW = (Verdict.NEW, None)
 _FILL = (Verdict.FILL, None)
 _DUPLICATE = (Verdict.DUPLICATE, None)
+_SUSPECT = (Verdict.SUSPECT, None)
+NO_LIMIT = 2**64  # a bound on id jumps that never binds
 
 
 class Holes:
@@ -76,51 +81,51 @@ class Holes:
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._lo, self._hi, strict=True))
 
-    def remove_range(self, lo: int, hi: int) -> None:
-        """Forget every missing id in lo..hi."""
-        kept = [(a, b) for a, b in self.ranges() if b < lo or a > hi]
-        for a, b in self.ranges():
-            if a < lo <= b:
-                kept.append((a, lo - 1))
-            if a <= hi < b:
-                kept.append((hi + 1, b))
-        kept.sort()
-        self._lo = [a for a, _ in kept]
-        self._hi = [b for _, b in kept]
-
 
 class ContiguousTracker:
     """For venues whose ids are a per-symbol sequence: any jump above the high mark is a gap."""
 
-    __slots__ = ("high", "high_ts", "holes")
+    __slots__ = ("high", "high_ts", "holes", "max_jump")
 
-    def __init__(self, high: int | None = None, high_ts: int = 0) -> None:
+    def __init__(self, high: int | None = None, high_ts: int = 0, max_jump: int = NO_LIMIT) -> None:
         self.high = high
         self.high_ts = high_ts
         self.holes = Holes()
+        self.max_jump = max_jump
 
     def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
         """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi) it opens."""
         high = self.high
         if high is None or trade_id > high:
-            self.high, self.high_ts = trade_id, ts_event
             if high is None or trade_id == high + 1:
+                self.high, self.high_ts = trade_id, ts_event
                 return _NEW
-            gap = (high + 1, trade_id - 1)
-            self.holes.add(*gap)
-            return Verdict.NEW, gap
+            if trade_id - high > self.max_jump:
+                return _SUSPECT
+            return self.adopt(trade_id, ts_event)
         if self.holes and self.holes.discard(trade_id):
             return _FILL
         return _DUPLICATE
+
+    def adopt(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
+        """Take `trade_id` (above the high mark) as new, whatever the jump; return the hole it opens."""
+        high = self.high
+        self.high, self.high_ts = trade_id, ts_event
+        if high is None or trade_id == high + 1:
+            return _NEW
+        gap = (high + 1, trade_id - 1)
+        self.holes.add(*gap)
+        return Verdict.NEW, gap
 
 
 class SeenTracker:
     """For venues whose ids may skip: dedupe against a bounded window of recently seen ids."""
 
-    __slots__ = ("high", "high_ts", "_seen", "_order", "_floor", "_capacity")
+    __slots__ = ("high", "high_ts", "_seen", "_order", "_floor", "_capacity", "max_jump")
 
-    def __init__(self, capacity: int, recent: Iterable[int] = (), high_ts: int = 0) -> None:
+    def __init__(self, capacity: int, recent: Iterable[int] = (), high_ts: int = 0, max_jump: int = NO_LIMIT) -> None:
         self._capacity = capacity
+        self.max_jump = max_jump
         self._seen: set[int] = set()
         self._order: deque[int] = deque()
         self._floor = -1  # ids at or below this fell out of the window: treated as seen
@@ -131,12 +136,21 @@ class SeenTracker:
             # Ids older than the reloaded window were stored before a restart: treat them as seen.
             self._floor = ordered[0] - 1
         for trade_id in ordered:
-            self.offer(trade_id, high_ts)
+            if trade_id not in self._seen:
+                self.adopt(trade_id, high_ts)  # stored before: whatever their spacing
 
     def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
         seen = self._seen
         if trade_id in seen or trade_id <= self._floor:
             return _DUPLICATE
+        high = self.high
+        if high is not None and trade_id - high > self.max_jump:
+            return _SUSPECT
+        return self.adopt(trade_id, ts_event)
+
+    def adopt(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
+        """Take `trade_id` as seen, whatever its distance from the highest id (never a hole here)."""
+        seen = self._seen
         seen.add(trade_id)  # remember it; the oldest leaves the window
         order = self._order
         order.append(trade_id)
