@@ -114,3 +114,88 @@ def test_a_run_of_big_messages_reaches_the_sink_in_pieces_its_backpressure_can_h
 
     assert asyncio.run(run()) == 10_000
     assert sum(calls) == 10_000 and max(calls) <= MAX_RUN_TRADES + 100 and len(calls) >= 10_000 // (MAX_RUN_TRADES + 100)
+
+
+class Recorder(Collect):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[Trade] = []
+        self.rejects: list[Reject] = []
+
+    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+        self.received.extend(received)
+        await super().trades(received, accepted, conn_id)
+
+    async def reject(self, reject: Reject) -> None:
+        self.rejects.append(reject)
+
+
+def binance(trade_id: int, ms: int) -> bytes:
+    return json.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": ms, "s": "BTCUSDT", "t": trade_id,
+                       "p": "100.5", "q": "0.1", "T": ms, "m": False, "M": True}}).encode()  # fmt: skip
+
+
+def run_binance(ids: list[int], **venue: int) -> tuple[Feed, Recorder]:
+    now_ms = time.time_ns() // 1_000_000
+
+    async def run() -> tuple[Feed, Recorder]:
+        sink = Recorder()
+        async with httpx.AsyncClient() as http:
+            feed = Feed(make_adapter("binance"), ["BTCUSDT"], VenueSettings(**venue), IngestSettings(check_listing=False),
+                        sink, http)  # fmt: skip
+            for i, trade_id in enumerate(ids):  # one message per run, as they would trickle in
+                await feed.on_messages([binance(trade_id, now_ms + i)], time.time_ns(), Connection("binance-1", None))  # type: ignore[arg-type]
+            await feed.finish()
+        return feed, sink
+
+    return asyncio.run(run())
+
+
+def test_one_corrupt_id_far_beyond_the_cursor_is_a_reject_and_its_true_id_a_gap() -> None:
+    # 12 was sent as 12_000_000_012 (one corrupt frame); the stream goes on at 13.
+    feed, sink = run_binance([10, 11, 12_000_000_012, 13, 14], max_id_jump=1_000_000)
+    assert [t.trade_id for t in sink.accepted] == [10, 11, 13, 14]
+    assert 12_000_000_012 not in {t.trade_id for t in sink.received}  # not even in bronze
+    (reject,) = sink.rejects
+    assert "12000000012" in reject.reason and "went on from 12" in reject.reason and b"12000000012" in reject.raw
+    (gap,) = sink.gaps  # the true trade 12 is missing: an ordinary gap, repaired over REST
+    assert (gap.first_id, gap.last_id, gap.outcome) == (12, 12, "pending")
+    assert feed.trackers["BTCUSDT"].high == 14 and feed.stats.suspects_rejected == 1
+
+
+def test_a_jump_the_stream_confirms_is_recorded_as_suspicious_and_never_fetched() -> None:
+    # K2 was away longer than the bound covers: the stream really is at 5_000_000 now.
+    feed, sink = run_binance([10, 11, 5_000_000, 5_000_001, 5_000_002], max_id_jump=1_000_000)
+    assert [t.trade_id for t in sink.accepted] == [10, 11, 5_000_000, 5_000_001, 5_000_002]
+    assert [t.trade_id for t in sink.received] == [10, 11, 5_000_000, 5_000_001, 5_000_002]
+    (gap,) = sink.gaps
+    assert (gap.first_id, gap.last_id, gap.outcome, gap.missing) == (12, 4_999_999, "suspicious", 4_999_988)
+    assert "more than the venue's bound of 1000000" in gap.detail and "not fetched" in gap.detail
+    assert feed.repairer.pending() == 0 and not sink.rejects and feed.stats.gaps_suspicious == 1
+
+
+def test_a_suspect_still_unconfirmed_at_stop_is_a_reject() -> None:
+    feed, sink = run_binance([10, 11, 9_000_000_000], max_id_jump=1_000_000)
+    assert [t.trade_id for t in sink.accepted] == [10, 11]
+    (reject,) = sink.rejects
+    assert "never confirmed before the feed stopped" in reject.reason
+
+
+def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
+    # Coinbase ids may skip, so no later id reveals a rejected trade as missing: its window is repaired.
+    good = coinbase(1, 10, "2026-11-29T10:00:00.000001Z")
+    bad = coinbase(2, 11, "2026-11-29T10:00:01.000001Z").replace(b'"price": "100.5"', b'"price": "-1"')
+
+    async def run() -> Recorder:
+        sink = Recorder()
+        async with httpx.AsyncClient() as http:
+            feed = Feed(make_adapter("coinbase"), ["BTC-USD", "ETH-USD"], VenueSettings(),
+                        IngestSettings(check_listing=False), sink, http)  # fmt: skip
+            feed.trackers["ETH-USD"].offer(5, 1)  # a symbol with history that the message does not name
+            await feed.on_messages([good, bad], time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
+        return sink
+
+    sink = asyncio.run(run())
+    assert [t.trade_id for t in sink.accepted] == [10] and len(sink.rejects) == 1
+    (gap,) = sink.gaps
+    assert gap.kind == "window" and gap.symbol == "BTC-USD"

@@ -173,6 +173,9 @@ class Feed:
                 try:
                     parsed = parse(raw, recv_ns)
                 except ParseError as err:
+                    if run and not self.adapter.contiguous_ids:  # the window repair starts after these
+                        await self._ingest(run, conn.conn_id, live=True)
+                        run = []
                     await self._reject(err.reason, raw, recv_ns, conn.conn_id)
                     continue
                 if type(parsed) is Trade:  # a message that was exactly one trade
@@ -207,6 +210,9 @@ class Feed:
                         await self._ingest(run, conn.conn_id, live=True)
                         run = []
                 if parsed.rejected:
+                    if run and not self.adapter.contiguous_ids:
+                        await self._ingest(run, conn.conn_id, live=True)
+                        run = []
                     for err in parsed.rejected:
                         await self._reject(err.reason, raw, recv_ns, conn.conn_id)
                 signal = parsed.signal
