@@ -1,8 +1,11 @@
 """The embedded shape, `k2 up`: feeds -> writer -> chDB, the API, and the schedules, in one process.
 
 Start-up order: lock the data directory, open the store and bring its schema up to date, reload
-where the feeds were, then start the writer, the feeds and the API. Shutdown reverses it: the
-feeds stop first, the writer writes the in-flight batch, then the store closes.
+where the feeds were, then start the writer, the feeds and the API. A stop reverses it, within
+`shutdown_grace_s` whatever the store or the venues are doing: the schedule starts nothing more,
+the live feeds stop, the gap repairs already queued get most of the grace period, the writer gets
+the rest for what it holds, then the store closes. Gaps still open stay pending for the next
+start; trades the writer could not store are counted, and the next start repairs them.
 """
 
 from __future__ import annotations
@@ -16,30 +19,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2.api.app import create_app
+from k2.background import in_daemon_thread
 from k2.api.server import ApiServer
 from k2.archive import ops
 from k2.archive.lake import Lake
 from k2.archive.tables import TABLES
 from k2.flows import FLOWS
 from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
-from k2.flows.schedule import Job, run_schedule, validate_cron
+from k2.flows.schedule import Job, Schedule, validate_cron
 from k2.hotstore.store import HotStore
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.writer import StoreWriter, WriterStats
 from k2.ingest.feed import Feed
-from k2.ingest.runner import build_feeds, http_client, run_feeds
+from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
 from k2.ingest.stats import LIVE, FeedStats
 from k2.instruments import Instruments
 from k2.observe.health import HealthInputs
 from k2.observe.hot import hot_state
 from k2.observe.metrics import PipelineMetrics
+from k2.records import Gap
 from k2.settings import Settings, with_venues
 from k2.simulator import Simulator
 from k2.simulator.simulator import from_settings
 
 log = logging.getLogger(__name__)
-DRAIN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class StopReport:
+    """How the last stop went: what was left, and how long it took."""
+
+    started: float = 0.0  # monotonic, when the stop began (0: not stopping)
+    deadline: float = 0.0  # monotonic, the end of the grace period
+    finished: float = 0.0
+    open_gaps: list[Gap] = field(default_factory=list)  # still pending: the next start resumes them
+    unwritten: int = 0  # trades the writer could not store: the next start repairs them
+    forced: bool = False  # something was still busy at the deadline: exit without waiting for it
+
+    @property
+    def clean(self) -> bool:
+        """Everything reached the store and nothing is still running: no repair needed next time."""
+        return self.started > 0 and not self.unwritten and not self.forced
+
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started if self.started else 0.0
 
 
 @dataclass
@@ -60,6 +84,7 @@ class Embedded:
     started_at: float = field(default_factory=time.time)
     lake: Lake | None = None
     archive: ArchiveRuntime | None = None
+    report: StopReport = field(default_factory=StopReport)
     _owner: OwnedStore | None = None
 
     # -- the parts ----------------------------------------------------------------------------
@@ -125,24 +150,38 @@ class Embedded:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None = None) -> None:
-        """Run until `stop` is set, then shut down in order (nothing in flight is lost)."""
+        """Run until `stop` is set, then shut down in order within `shutdown_grace_s`.
+
+        Nothing in flight is lost: what cannot be written in time is counted (`report`), and the
+        next start repairs it from the venues. `report.forced` says that something (a flow run, a
+        store call) was still busy at the end of the grace period: the caller should exit at once.
+        """
         for job in self.schedule():
             validate_cron(job.cron, f"archive schedule for {job.name}")
         await asyncio.to_thread(self.open_store)
         assert self.store is not None and self._owner is not None and self.archive is not None
-        clean = False
         try:
             with using(self.archive):
                 await self._run(stop, show)
-            clean = True  # every batch is written: nothing for the next start to repair
         finally:
-            await asyncio.to_thread(self._owner.close, clean)
-            if self.lake is not None:
-                self.lake.close()
-        log.info("k2 up: stopped cleanly")
+            owner, lake, clean = self._owner, self.lake, self.report.clean
+            await self._bounded(lambda: (owner.close(clean), lake.close() if lake else None), "closing the store")
+        if self.report.clean:
+            log.info("k2 up: stopped cleanly in %.1f s", self.report.seconds())
+
+    async def _bounded(self, fn: Callable[[], Any], what: str, slack_s: float = 5.0) -> bool:
+        """Run blocking `fn` in a daemon thread, waiting until the grace period ends (plus `slack_s`)."""
+        until = self.report.deadline + slack_s if self.report.deadline else time.monotonic() + 60
+        try:
+            await asyncio.wait_for(in_daemon_thread(fn, "k2-stop"), max(until - time.monotonic(), 0.1))
+            return True
+        except TimeoutError:
+            log.error("k2 up: %s did not finish within the grace period; exiting without it", what)
+            self.report.forced = True
+            return False
 
     async def _run(self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None) -> None:
-        assert self.store is not None and self._owner is not None
+        assert self.store is not None and self._owner is not None and self.archive is not None
         resume = await asyncio.to_thread(load_resume, self.store, self.settings.ingest.recent_ids)
         self.writer = StoreWriter(self.store, self.settings.writer, await asyncio.to_thread(last_sequence, self.store),
                                   self.metrics if self.settings.metrics.enabled else None)  # fmt: skip
@@ -156,34 +195,52 @@ class Embedded:
         self.api_url = await api.start()
         self._owner.lock.update(api_url=self.api_url)
         log.info("k2 up: data in %s, API on %s", settings.data_dir, self.api_url)
-        feeds_stop, writer_stop, side_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        feeds_stop, repair_stop, writer_stop, side_stop = (asyncio.Event() for _ in range(4))
         schedule_stop = asyncio.Event()
+        schedule = Schedule(self.schedule())
         async with http_client() as http:
             self.feeds = build_feeds(settings, self.instruments, self.writer, http, resume)
             async with asyncio.TaskGroup() as tg:
-                feeds_task = tg.create_task(run_feeds(self.feeds, feeds_stop))
+                feeds_task = tg.create_task(run_feeds(self.feeds, feeds_stop, repair_stop))
                 writer_task = tg.create_task(self.writer.run(writer_stop))
-                tg.create_task(self._refresh_table_rows(side_stop))
+                side = [tg.create_task(self._refresh_table_rows(side_stop))]
                 if show is not None:
-                    tg.create_task(show(self, side_stop))
+                    side.append(tg.create_task(show(self, side_stop)))
                 if self.simulator is not None:
-                    tg.create_task(self._open_market_when_live(stop))
-                schedule_task = tg.create_task(run_schedule(self.schedule(), schedule_stop))
+                    side.append(tg.create_task(self._open_market_when_live(stop)))
+                schedule_task = tg.create_task(schedule.run(schedule_stop))
                 await stop.wait()
-                log.info("k2 up: stopping")
-                schedule_stop.set()
-                await schedule_task  # a flow run in progress finishes first
+                report = self.report
+                report.started = time.monotonic()
+                report.deadline = report.started + settings.shutdown_grace_s
+                log.info("k2 up: stopping (within %.0f s)", settings.shutdown_grace_s)
+                schedule_stop.set()  # no new flow runs; one in progress stops at its next safe point
+                self.archive.stop_requested.set()
                 if self.simulator is not None:
-                    await self._drain_simulated_market()
-                feeds_stop.set()
-                await feeds_task
+                    self.simulator.paused = True
+                    await asyncio.sleep(0.5)  # what the simulator already sent arrives
+                # The writer gets the last part of the grace period for what the feeds handed it.
+                writer_share = min(5.0, settings.shutdown_grace_s / 3)
+                report.open_gaps = await stop_feeds(self.feeds, feeds_stop, repair_stop, feeds_task,
+                                                    report.deadline - writer_share)  # fmt: skip
                 writer_stop.set()
                 await writer_task
-                await self.writer.close()
+                report.unwritten = await self.writer.close(report.deadline - 0.5)
+                await schedule_task
+                running = schedule.running()
+                if running:
+                    _, late = await asyncio.wait(running, timeout=max(report.deadline - time.monotonic(), 0.1))
+                    if late:
+                        log.error("k2 up: a flow run was still going at the end of the grace period")
+                        report.forced = True
                 side_stop.set()
-        await api.stop()
+                for task in side:
+                    task.cancel()
+        await api.stop(timeout=max(report.deadline - time.monotonic(), 1.0))
         if self.simulator is not None:
             await self.simulator.stop()
+        for gap in report.open_gaps:
+            log.warning("k2 up: gap still open, pending for the next start: %s", describe_gap(gap))
 
     async def _open_market_when_live(self, stop: asyncio.Event) -> None:
         assert self.simulator is not None
@@ -191,17 +248,3 @@ class Embedded:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # subscriptions settle
         self.simulator.open_market()
-
-    async def _drain_simulated_market(self) -> None:
-        """Close the simulated market, then wait until every trade it made has reached the writer."""
-        assert self.simulator is not None
-        self.simulator.paused = True
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        quiet_since = None
-        while time.monotonic() < deadline:
-            busy = any(f.repairer.pending() for f in self.feeds)
-            quiet_since = None if busy else (quiet_since or time.monotonic())
-            if quiet_since and time.monotonic() - quiet_since > 1.0:
-                return
-            await asyncio.sleep(0.1)
-        log.warning("k2 up: gap repairs still running after %.0f s; stopping anyway", DRAIN_TIMEOUT_S)

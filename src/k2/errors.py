@@ -65,5 +65,9 @@ class StoreRefused(StoreError, PermanentError):
     rows can never succeed; isolate them."""
 
 
+class Stopping(PermanentError):
+    """The process is stopping: a long operation gave up at a safe point (it resumes next time)."""
+
+
 class ArchiveError(K2Error):
     """The Iceberg archive failed."""

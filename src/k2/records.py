@@ -106,3 +106,18 @@ def trade_json(trade: Trade) -> dict[str, str | int]:
         "ts_event": ns_to_rfc3339(trade.ts_event),
         "ts_recv": ns_to_rfc3339(trade.ts_recv),
     }
+
+
+def gap_json(gap: Gap) -> dict[str, str | int]:
+    """Return the JSON form of a gap (`k2 watch --record`'s list of gaps left open)."""
+    return {
+        "exchange": gap.exchange,
+        "symbol": gap.symbol,
+        "kind": str(gap.kind),
+        "first_id": gap.first_id,
+        "last_id": gap.last_id,
+        "ts_from": ns_to_rfc3339(gap.ts_from) if gap.ts_from else "",
+        "ts_to": ns_to_rfc3339(gap.ts_to) if gap.ts_to else "",
+        "outcome": str(gap.outcome),
+        "gap_id": gap.gap_id,
+    }

@@ -20,7 +20,7 @@ from k2.archive.lake import Lake
 from k2.errors import ArchiveError, StoreError
 from k2.flows import maintenance, offload, reconcile
 from k2.flows.runtime import ArchiveRuntime, using
-from k2.flows.schedule import Job, run_schedule
+from k2.flows.schedule import Job, Schedule
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.settings import load_settings
 from tests.archive_support import Market, archive_rows, hot_rows
@@ -131,11 +131,12 @@ def test_scheduler_runs_jobs_on_time_and_skips_a_run_still_going() -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(run_schedule([Every("fast", "", lambda: runs.append("fast")),
-                                                 Every("slow", "", slow)], stop))  # fmt: skip
+        schedule = Schedule([Every("fast", "", lambda: runs.append("fast")), Every("slow", "", slow)])
+        task = asyncio.create_task(schedule.run(stop))
         await asyncio.sleep(1.1)
         stop.set()
         await task
+        await asyncio.gather(*schedule.running())
 
     asyncio.run(main())
     assert runs.count("fast") >= 4

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from k2.cli.common import (
+    exit_now,
     prefect_env,
     reported,
     run_until_signal,
@@ -27,8 +29,10 @@ def up(
 ) -> None:
     """Run K2: live feeds -> hot ClickHouse store (bronze, silver, candles), the API, the schedules.
 
-    Ctrl-C or SIGTERM stops cleanly: the in-flight batch is written, and the next `k2 up`
-    resumes where this one stopped.
+    Ctrl-C, SIGTERM or --duration stop within shutdown_grace_s (15 s): queued gap repairs and the
+    batch in flight are finished in that time if they can be, and the next `k2 up` resumes where
+    this one stopped (gaps still open, trades the store did not take). Exit status 0; 1 if trades
+    could not be written. A second Ctrl-C exits at once.
     """
     with reported():
         cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
@@ -47,7 +51,26 @@ def up(
                 await platform.run(stop, show)
             finally:
                 timer.cancel()
+                platform.report.finished = time.monotonic()
             if platform.feeds and platform.writer is not None:
                 print(StatusView(platform.feeds, platform.status_rows).summary(final=True))
+            print(stop_line(platform.report))
 
         run_until_signal(main)
+    report = platform.report
+    code = 1 if report.unwritten else 0
+    if report.forced:  # a flow run or a store call is still going: do not wait for it
+        exit_now(code)
+    raise typer.Exit(code)
+
+
+def stop_line(report: Any) -> str:
+    """What the stop left behind, in one line."""
+    gaps = len(report.open_gaps)
+    parts = [f"k2 up: stopped in {report.seconds():.1f} s",
+             f"{gaps} gap{'s' * (gaps != 1)} still open (pending for the next start)" if gaps else "no gap left open",
+             f"{report.unwritten:,} trades not written (the next start repairs them)" if report.unwritten
+             else "everything written"]  # fmt: skip
+    if report.forced:
+        parts.append("exited without waiting for work still running")
+    return "; ".join(parts)

@@ -36,6 +36,9 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
         failed: dict[str, str] = {}
         run = with_retries(maintain_one, rt)
         for name in table_names(tables):
+            if rt.stop_requested.is_set():
+                log.info("%s: stopping before %s (the process is stopping)", "maintenance", name)
+                break
             state = run(name, return_state=True)
             if state.is_completed():
                 result = MaintenanceResult(**state.result())

@@ -25,7 +25,7 @@ def offload_one(table: str) -> dict[str, Any]:
     rt = current()
     s = rt.settings.archive
     result = offload_table(rt.store, rt.lake, BY_NAME[table], chunk_rows=s.chunk_rows,
-                           lookback_minutes=s.candle_lookback_minutes)  # fmt: skip
+                           lookback_minutes=s.candle_lookback_minutes, checkpoint=rt.checkpoint)  # fmt: skip
     return asdict(result)
 
 
@@ -43,6 +43,9 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
         failed: dict[str, str] = {}
         run = with_retries(offload_one, rt)
         for name in names:
+            if rt.stop_requested.is_set():
+                log.info("offload: stopping before %s (the process is stopping)", name)
+                break
             started = time.time()
             status = rt.status.tables[name]
             status.last_attempt = started
@@ -56,6 +59,8 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
                 status.watermark = result["watermark_after"] or result["watermark_before"]
                 status.newest_event_ns = max(status.newest_event_ns, result["newest_event_ns"])
                 ops.record_offload(rt.store, OffloadResult(**result), name, started, "ok")
+            elif rt.stop_requested.is_set():  # interrupted at a safe point, not failed
+                ops.record_offload(rt.store, None, name, started, "skipped", "the process stopped during the run")
             else:
                 failed[name] = status.last_error = str(state.message)
                 status.failures += 1

@@ -43,6 +43,9 @@ def reconcile_flow(tables: list[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         run = with_retries(reconcile_one, rt)
         for name in table_names(tables):
+            if rt.stop_requested.is_set():
+                log.info("%s: stopping before %s (the process is stopping)", "reconcile", name)
+                break
             started = time.time()
             checks = [DayCheck(**c) for c in run(name)]
             rt.status.reconcile[name] = checks

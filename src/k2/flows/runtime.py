@@ -16,7 +16,7 @@ from k2.archive.lake import Lake
 from k2.archive.maintenance import MaintenanceResult
 from k2.archive.reconcile import DayCheck
 from k2.archive.tables import TABLES
-from k2.errors import ConfigError
+from k2.errors import ConfigError, Stopping
 from k2.hotstore.store import HotStore
 from k2.settings import Settings
 
@@ -62,6 +62,12 @@ class ArchiveRuntime:
     settings: Settings
     status: ArchiveStatus = field(default_factory=ArchiveStatus)
     metrics: PipelineMetrics | None = None  # histograms of the process serving /metrics, if any
+    stop_requested: threading.Event = field(default_factory=threading.Event)  # the process is stopping
+
+    def checkpoint(self, table: str, point: str) -> None:
+        """Called at the safe points of an offload: give up there if the process is stopping."""
+        if self.stop_requested.is_set():
+            raise Stopping(f"{table}: stopped at {point}, the process is stopping (the next run resumes)")
 
     @contextlib.contextmanager
     def guard(self, flow: str) -> Iterator[bool]:

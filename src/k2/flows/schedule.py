@@ -1,8 +1,10 @@
 """The embedded shape's scheduler: the archive flows, on cron schedules, inside `k2 up`.
 
 Prefect's `serve` and workers run each flow in a new process, which could not open the chDB data
-directory `k2 up` owns; so the flows are called in this process, each in a worker thread, on
-schedules computed here. A run still going when its next time comes is skipped (and logged).
+directory `k2 up` owns; so the flows are called in this process, each in a daemon thread, on
+schedules computed here. A run still going when its next time comes is skipped (and logged). When
+the schedule stops it starts nothing more; runs in progress are the caller's to wait for (`running`),
+within its grace period.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
+from k2.background import in_daemon_thread
 from k2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 class Job:
     name: str
     cron: str
-    run: Callable[[], Any]  # blocking; runs in a worker thread
+    run: Callable[[], Any]  # blocking; runs in a daemon thread
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
         return next(CronSim(self.cron, moment))
@@ -39,17 +42,25 @@ def validate_cron(expr: str, what: str) -> None:
         raise ConfigError(f"{what}: invalid cron expression {expr!r}: {err}") from None
 
 
-async def run_schedule(jobs: list[Job], stop: asyncio.Event) -> None:
-    """Run each job at its cron times (UTC) until `stop`; then wait for runs in progress."""
-    if not jobs:
-        await stop.wait()
-        return
-    now = dt.datetime.now(dt.UTC)
-    due = {job.name: job.next_after(now) for job in jobs}
-    running: dict[str, asyncio.Task[Any]] = {}
-    for job in jobs:
-        log.info("schedule: %s at %s (next %s)", job.name, job.cron, due[job.name].isoformat(timespec="seconds"))
-    try:
+class Schedule:
+    """Runs each job at its cron times (UTC) until stopped."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = jobs
+        self._running: dict[str, asyncio.Future[Any]] = {}
+
+    def running(self) -> list[asyncio.Future[Any]]:
+        """The runs still in progress."""
+        return [f for f in self._running.values() if not f.done()]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.jobs:
+            await stop.wait()
+            return
+        now = dt.datetime.now(dt.UTC)
+        due = {job.name: job.next_after(now) for job in self.jobs}
+        for job in self.jobs:
+            log.info("schedule: %s at %s (next %s)", job.name, job.cron, due[job.name].isoformat(timespec="seconds"))
         while not stop.is_set():
             wait = (min(due.values()) - dt.datetime.now(dt.UTC)).total_seconds()
             if wait > 0:
@@ -57,22 +68,19 @@ async def run_schedule(jobs: list[Job], stop: asyncio.Event) -> None:
                     await asyncio.wait_for(stop.wait(), wait)
                 continue
             now = dt.datetime.now(dt.UTC)
-            for job in jobs:
+            for job in self.jobs:
                 if due[job.name] > now:
                     continue
                 due[job.name] = job.next_after(now)
-                if job.name in running and not running[job.name].done():
+                if job.name in self._running and not self._running[job.name].done():
                     log.warning("schedule: %s is still running from its last time; skipping this one", job.name)
                     continue
-                running[job.name] = asyncio.create_task(_run(job))
-    finally:
-        for task in running.values():
-            with contextlib.suppress(Exception):
-                await task
+                future = in_daemon_thread(job.run, f"k2-flow-{job.name}")
+                future.add_done_callback(lambda f, name=job.name: _report(name, f))
+                self._running[job.name] = future
 
 
-async def _run(job: Job) -> None:
-    try:
-        await asyncio.to_thread(job.run)
-    except Exception as err:  # a failed run is logged (and counted by the flow); the schedule goes on
-        log.error("schedule: %s failed: %s", job.name, err)
+def _report(name: str, future: asyncio.Future[Any]) -> None:
+    err = None if future.cancelled() else future.exception()
+    if err is not None:  # a failed run is logged (and counted by the flow); the schedule goes on
+        log.error("schedule: %s failed: %s", name, err)

@@ -111,8 +111,9 @@ class Feed:
             keep.append(symbol)
         return keep
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run the feed until `stop` is set."""
+    async def run(self, stop: asyncio.Event, repair_stop: asyncio.Event | None = None) -> None:
+        """Run the feed until `stop` is set; gap repairs go on until `repair_stop` (default: `stop`)."""
+        repair_stop = repair_stop or stop
         symbols = await self.check_listing() if self.ingest.check_listing else self.symbols
         for gap, holes in self._pending:
             tracker = self.trackers.get(gap.symbol) or self._tracker(gap.symbol)
@@ -123,7 +124,7 @@ class Feed:
         if not symbols:
             log.error("%s: no listed symbols to capture", self.name)
             self.stats.set_state(STOPPED, "no listed symbols")
-            await stop.wait()
+            await self.repairer.run(repair_stop)
             return
         self.session = FeedSession(
             venue=self.name,
@@ -138,7 +139,7 @@ class Feed:
             rotate_margin_s=self.venue.rotate_margin_s,
         )
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.repairer.run(stop))
+            tg.create_task(self.repairer.run(repair_stop))
             tg.create_task(self.session.run(stop))
 
     async def finish(self) -> None:

@@ -17,7 +17,7 @@ from k2.ingest.backoff import Backoff
 from k2.ingest.rest import RestGate
 from k2.ingest.stats import FeedStats
 from k2.ingest.tracker import ContiguousTracker, SeenTracker
-from k2.records import PARTIAL, PENDING, REPAIRED, SUSPICIOUS, UNRECOVERABLE, Gap, GapKind, Trade
+from k2.records import PARTIAL, PENDING, REPAIRED, SUSPICIOUS, UNRECOVERABLE, Gap, GapKind, Outcome, Trade
 
 log = logging.getLogger(__name__)
 WINDOW_MARGIN_NS = 1_000_000_000  # widen time windows by 1 s each side; ids dedupe the overlap
@@ -72,6 +72,7 @@ class GapRepairer:
         self._grace, self._retry_for = grace_s, retry_for_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._open_windows: set[str] = set()  # symbols with a window repair queued or running
+        self._open: dict[str, Gap] = {}  # gap id -> gap, queued or being repaired
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -82,6 +83,10 @@ class GapRepairer:
     def pending(self) -> int:
         return self._queue.qsize() + (0 if self.idle.is_set() else 1)
 
+    def open_gaps(self) -> list[Gap]:
+        """The gaps queued or being repaired, oldest first (what a stop leaves for the next start)."""
+        return list(self._open.values())
+
     async def submit(self, gap: Gap, record: bool = True) -> None:
         """Queue `gap` for repair after the grace period (which lets out-of-order messages land)."""
         if gap.kind == GapKind.WINDOW:
@@ -91,6 +96,7 @@ class GapRepairer:
         self._stats.gaps_found += 1
         self._stats.symbol(gap.symbol).gaps += 1
         self.idle.clear()
+        self._open[gap.gap_id] = gap
         if record:
             await self._record(gap)
         self._queue.put_nowait(_Job(gap, time.monotonic() + self._grace))
@@ -159,6 +165,8 @@ class GapRepairer:
             request = BackfillRequest(gap.symbol, 0, 0, max(gap.ts_from - WINDOW_MARGIN_NS, 0), now + WINDOW_MARGIN_NS)
             gap = msgspec.structs.replace(gap, ts_to=now)
         result = await self._fetch(request, stop)
+        if result is None and stop.is_set():
+            return  # stopped, not failed: the gap stays pending (and open) for the next start
         for err in result.rejected if result else ():
             await self._quarantine(err)
         accepted = await self._offer(result.trades, self.conn_id) if result else 0
@@ -172,7 +180,8 @@ class GapRepairer:
             last = max((t.trade_id for t in result.trades), default=0) if result else 0
             await self._finish(msgspec.structs.replace(gap, last_id=last), outcome, 0, accepted)
 
-    async def _finish(self, gap: Gap, outcome: str, missing: int, recovered: int) -> None:
+    async def _finish(self, gap: Gap, outcome: Outcome, missing: int, recovered: int) -> None:
+        self._open.pop(gap.gap_id, None)
         done = msgspec.structs.replace(gap, outcome=outcome, missing=missing, recovered=recovered,
                                        resolved_at=time.time_ns())  # fmt: skip
         if outcome == REPAIRED:

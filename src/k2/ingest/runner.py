@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -13,7 +16,11 @@ from k2.ingest.feed import Feed
 from k2.ingest.sink import Sink
 from k2.ingest.state import ResumeState
 from k2.instruments import Instruments
+from k2.records import Gap, GapKind
 from k2.settings import Settings
+from k2.timeutil import ns_to_rfc3339
+
+log = logging.getLogger(__name__)
 
 
 def build_feeds(settings: Settings, instruments: Instruments, sink: Sink, http: httpx.AsyncClient,
@@ -36,8 +43,41 @@ def http_client() -> httpx.AsyncClient:
                              headers={"User-Agent": "k2-market-data"})  # fmt: skip
 
 
-async def run_feeds(feeds: Sequence[Feed], stop: asyncio.Event) -> None:
-    """Run `feeds` until `stop` is set."""
+async def run_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event | None = None) -> None:
+    """Run `feeds` until `stop` is set (their gap repairs until `repair_stop`, default `stop`)."""
     async with asyncio.TaskGroup() as tg:
         for feed in feeds:
-            tg.create_task(feed.run(stop))
+            tg.create_task(feed.run(stop, repair_stop))
+
+
+async def stop_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event,
+                     task: asyncio.Task[None], until: float) -> list[Gap]:  # fmt: skip
+    """Stop `feeds` (run by `task`) by the monotonic time `until`; return the gaps left open.
+
+    The live sessions stop first, so no new gap appears; the repairs already queued go on until
+    none is left or `until` comes; then they stop too, and whatever is still running is cancelled
+    (a gap not repaired stays pending in its record). Suspects never confirmed become rejects.
+    """
+    stop.set()
+    while any(f.repairer.pending() for f in feeds) and time.monotonic() < until and not task.done():
+        await asyncio.sleep(0.05)
+    repair_stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), max(until - time.monotonic(), 0.5))
+    except TimeoutError:
+        log.warning("feeds still busy at the end of the grace period; cancelling them")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for feed in feeds:
+        await feed.finish()
+    return [gap for feed in feeds for gap in feed.repairer.open_gaps()]
+
+
+def describe_gap(gap: Gap) -> str:
+    """One line for a gap left open: venue, symbol, and its ids or time window."""
+    if gap.kind == GapKind.IDS:
+        what = f"ids {gap.first_id}-{gap.last_id}"
+    else:
+        what = f"trades after {ns_to_rfc3339(gap.ts_from)}" + (f" up to {ns_to_rfc3339(gap.ts_to)}" if gap.ts_to else "")
+    return f"{gap.exchange} {gap.symbol} {what}"
