@@ -14,6 +14,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from k2.cli.common import prefect_env, reported, settings, setup_logging
 from k2.errors import ConfigError, K2Error
@@ -57,7 +58,7 @@ def _show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for c in columns:
         table.add_column(c, justify="left" if c in ("table", "day") else "right")
     for row in rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(Text(str(v)) for v in row))
     Console().print(table)
 
 

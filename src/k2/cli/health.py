@@ -15,6 +15,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from k2.cli.common import reported, settings
 from k2.errors import ConfigError
@@ -73,6 +74,8 @@ def health(
         for column in ("check", "status", "detail"):
             table.add_column(column, overflow="fold")
         for check in body["checks"]:
-            table.add_row(check["name"], f"[{_STYLE[check['status']]}]{check['status']}[/]", check["detail"])
+            # As text, never as markup: details quote venues and the store ("[/]" would crash Rich).
+            table.add_row(Text(check["name"]), Text(check["status"], style=_STYLE[check["status"]]),
+                          Text(check["detail"]))  # fmt: skip
         Console(width=160).print(table)
     raise typer.Exit(int(body["exit_code"]))

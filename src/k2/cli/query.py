@@ -15,6 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from k2.cli.common import reported, settings
 from k2.errors import ConfigError, StoreLocked
@@ -102,8 +103,8 @@ def emit(rows: list[dict[str, Any]], keys: tuple[str, ...], fmt: Format, title: 
         table = Table(title=f"{title} ({len(rows)})")
         for key in keys:
             table.add_column(key, justify="right" if key not in ("exchange", "symbol", "canonical_symbol") else "left")
-        for row in rows:
-            table.add_row(*(str(row[k]) for k in keys))
+        for row in rows:  # as text, never as markup: venue text may hold "[/]" or "[bold]"
+            table.add_row(*(Text(str(row[k])) for k in keys))
         Console(width=None if sys.stdout.isatty() else 250).print(table)  # piped: never squeeze columns
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from k2.ingest.feed import Feed
 
@@ -46,13 +47,13 @@ class StatusView:
             t.add_column(col, justify="right" if col not in ("venue", "symbol", "state") else "left")
         for feed in self.feeds:
             s = feed.stats
-            state = s.state + (f" ({s.state_detail})" if s.state_detail else "")
-            t.add_row(f"[bold]{feed.name}[/]", "", state, f"{self._rate((feed.name, ''), s.trades, now):.1f}",
+            state = Text(s.state + (f" ({s.state_detail})" if s.state_detail else ""))  # venue text: never markup
+            t.add_row(Text(feed.name, style="bold"), "", state, f"{self._rate((feed.name, ''), s.trades, now):.1f}",
                       str(s.trades), "", str(s.duplicates),
                       f"{s.gaps_found} ({s.gaps_repaired})", end_section=False)  # fmt: skip
             for symbol, ss in s.symbols.items():
                 listing = "" if ss.listing in ("listed", "unchecked") else ss.listing
-                t.add_row("", symbol, listing, f"{self._rate((feed.name, symbol), ss.trades, now):.1f}",
+                t.add_row("", Text(symbol), Text(listing), f"{self._rate((feed.name, symbol), ss.trades, now):.1f}",
                           str(ss.trades), _age(ss.last_trade_recv_ns, now_ns), str(ss.duplicates), str(ss.gaps))  # fmt: skip
             t.add_section()
         parts: list[Table] = [t]
@@ -63,7 +64,7 @@ class StatusView:
                 e.add_column("what")
                 e.add_column("value", justify="right")
                 for name, value in rows:
-                    e.add_row(name, value)
+                    e.add_row(Text(name), Text(value))
                 parts.append(e)
         return Group(*parts)
 

@@ -9,18 +9,22 @@ import sqlalchemy
 from prefect import Task
 from pyiceberg.exceptions import CommitFailedException
 
-from k2.errors import StoreError, TransientError
+from k2.errors import PermanentError, StoreError, TransientError
 from k2.flows.runtime import ArchiveRuntime
 
-# A retry can fix these: a commit raced by another writer, a busy catalog, a store hiccup, I/O.
+# A retry can fix these: a commit raced by another writer, a busy catalog, a store that is
+# unavailable (StoreUnavailable is a TransientError) or failed in a way it did not explain, I/O.
 TRANSIENT = (TransientError, StoreError, CommitFailedException, sqlalchemy.exc.OperationalError,
              sqlite3.OperationalError, OSError, TimeoutError)  # fmt: skip
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: retry only errors a retry can fix."""
+    """Prefect retry condition: retry only errors a retry can fix (never a PermanentError: the
+    store refusing the data, bad settings, a stop)."""
     try:
         state.result()
+    except PermanentError:
+        return False
     except TRANSIENT:
         return True
     except Exception:

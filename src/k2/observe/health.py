@@ -98,9 +98,9 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
             down = f.down_for()
             why = f"{f.state} for {ago(down)}" + (f" ({f.state_detail})" if f.state_detail else "")
             checks.append(Check(name, FAIL if down > s.feed_down_s else WARN, why))
-        unrepaired = f.gaps_unrecoverable + f.gaps_partial
+        unrepaired = f.gaps_unrecoverable + f.gaps_partial + f.gaps_suspicious
         gaps = (f"{f.gaps_found} gaps found, {f.gaps_repaired} repaired, {f.gaps_partial} partly, "
-                f"{f.gaps_unrecoverable} unrecoverable, {open_gaps} being repaired")  # fmt: skip
+                f"{f.gaps_unrecoverable} unrecoverable, {f.gaps_suspicious} suspicious, {open_gaps} being repaired")  # fmt: skip
         checks.append(Check(f"gaps {f.venue}", WARN if unrepaired else OK, gaps))
     w = inp.writer
     if w is not None:
@@ -108,6 +108,13 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         stale = w.pending and w.last_flush_at and inp.now - w.last_flush_at > 30
         detail = f"{w.batches:,} batches, {w.pending:,} rows pending, backpressure {w.backpressure_s:.1f} s in all"
         checks.append(Check("writer", WARN if backlog or stale else OK, detail))
+        if w.store_down_since:
+            checks.append(Check("hot store", FAIL, f"not taking inserts for {ago(inp.now - w.store_down_since)} "
+                                                   f"({w.store_error[:200]}); {w.pending:,} rows wait"))  # fmt: skip
+        elif w.refused_rows:
+            checks.append(Check("hot store", WARN, f"taking inserts; refused {w.refused_rows:,} trades (in rejects)"))
+        else:
+            checks.append(Check("hot store", OK, "taking inserts"))
     return checks
 
 

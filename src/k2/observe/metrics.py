@@ -179,6 +179,10 @@ class K2Collector:
             ("k2_feed_gaps_repaired_total", "Gaps fully repaired over REST.", "gaps_repaired"),
             ("k2_feed_gaps_partial_total", "Gaps only partly repaired.", "gaps_partial"),
             ("k2_feed_gaps_unrecoverable_total", "Gaps that could not be repaired.", "gaps_unrecoverable"),
+            ("k2_feed_gaps_suspicious_total", "Id jumps beyond the venue's bound, recorded and not fetched.",
+             "gaps_suspicious"),
+            ("k2_feed_suspects_rejected_total", "Trades held as suspect (id far beyond the cursor) and rejected.",
+             "suspects_rejected"),
             ("k2_feed_backfilled_trades_total", "Trades recovered over REST.", "backfilled"),
             ("k2_feed_late_trades_total", "Trades that arrived out of order and filled a hole.", "late_fills"),
             ("k2_feed_sequence_gaps_total", "Jumps in the venue's per-connection message sequence.", "sequence_gaps"),
@@ -201,11 +205,19 @@ class K2Collector:
         yield _counter("k2_writer_rows_total", "Rows written per hot table by this process.", ["table"],
                        [((t,), n) for t, n in sorted(w.rows.items())])  # fmt: skip
         yield _counter("k2_writer_batches_total", "Insert batches committed.", [], [((), w.batches)])
-        yield _counter("k2_writer_flush_failures_total", "Insert attempts that failed (and were retried).", [],
+        yield _counter("k2_writer_flush_failures_total", "Insert attempts the hot store failed as unavailable (retried).", [],
                        [((), w.flush_failures)])  # fmt: skip
         yield _counter("k2_writer_backpressure_seconds_total", "Time feeds spent waiting for the writer.", [],
                        [((), w.backpressure_s)])  # fmt: skip
         yield _gauge("k2_writer_pending_rows", "Rows accepted from the feeds, not yet written.", [], [((), w.pending)])
+        yield _gauge("k2_writer_store_up", "0 while the hot store is unavailable for inserts (the writer waits), else 1.",
+                     [], [((), 0 if w.store_down_since else 1)])  # fmt: skip
+        yield _gauge("k2_writer_store_down_seconds", "How long the hot store has been unavailable (0 while it works).",
+                     [], [((), time.time() - w.store_down_since if w.store_down_since else 0.0)])  # fmt: skip
+        yield _counter("k2_writer_refused_rows_total", "Trades the hot store refused (quarantined as rejects).", [],
+                       [((), w.refused_rows)])  # fmt: skip
+        yield _counter("k2_writer_dropped_records_total", "Gap or reject records the hot store refused (logged).", [],
+                       [((), w.dropped_records)])  # fmt: skip
         yield _gauge("k2_writer_last_flush_timestamp_seconds", "When the writer last committed a batch.", [],
                      [((), w.last_flush_at)])  # fmt: skip
 
