@@ -112,6 +112,44 @@ record_file = "{truth_file}"
         store.close()
 
 
+def test_poisoned_frames_are_rejects_their_trades_repaired_and_silver_equals_the_tape(tmp_path: Path) -> None:
+    # One field of one trade changed on the stream (REST keeps the true value): a time in 9999 or
+    # 2000, a price too big for Decimal(38, 18), an amount of 19 decimals, a negative price, an id
+    # 10^12 beyond the stream. Nothing may crash, stall, or reach silver; every true trade must.
+    truth_file = tmp_path / "truth.jsonl"
+    config = write_config(tmp_path, f"""
+[simulator]
+seed = 7
+trades_per_second = 10
+faults = "poison"
+fault_seconds = 14
+record_file = "{truth_file}"
+""")
+    started = time.monotonic()
+    out = subprocess.run([*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
+                         capture_output=True, timeout=120, env=env_without_k2())  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    assert time.monotonic() - started < 22 + 30  # start-up plus at most the 15 s grace
+    assert b"Traceback" not in out.stderr
+    truth_lines = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    poisoned = [t for t in truth_lines if "poisoned" in t]
+    assert len(poisoned) >= 5 and len({t["poisoned"] for t in poisoned}) >= 3, poisoned
+    rejects = run_jsonl(config, "rejects", "--limit", "100000")
+    assert len(rejects) == len(poisoned), (len(rejects), poisoned)
+    for t in poisoned:  # each poisoned frame is in rejects, with a reason
+        marker = str(t["trade_id"] + 10**12) if t["poisoned"] == "id" else str(t["trade_id"])
+        assert any(marker in r["raw"] and r["exchange"] == t["exchange"] and r["reason"] for r in rejects), t
+    store = open_store(tmp_path / "data")
+    try:
+        silver = read_silver(store)
+        assert assert_silver_equals(silver, load_record(truth_file)) > 1000  # the poisoned trades included
+        assert assert_candles_equal(store, silver) > 0
+        outcomes = dict(store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome"))
+        assert set(outcomes) <= {"repaired"}, outcomes
+    finally:
+        store.close()
+
+
 def run_jsonl(config: Path, *args: str) -> list[dict[str, object]]:
     out = subprocess.run([*K2, "--config", str(config), *args, "--format", "jsonl"], capture_output=True, text=True,
                          timeout=120, env=env_without_k2())  # fmt: skip

@@ -13,6 +13,7 @@ FAULTS = {
     "duplicates": "send trades twice",
     "reorder": "deliver trades after later ones",
     "malformed": "inject malformed frames and malformed trades",
+    "poison": "change one field of a trade on the stream to a value no store can hold (REST keeps the true one)",
     "ratelimit": "answer REST with 429/Retry-After (Kraken: EAPI:Rate limit exceeded)",
     "shutdown": "Binance serverShutdown notices, then close",
     "rotation": "cut connections at a compressed '24-hour' age",
@@ -46,6 +47,7 @@ class Faults:
     duplicate_p: float = 0.01
     delay_p: float = 0.01
     garbage_p: float = 0.005
+    poison_p: float = 0.01
     active_until: float | None = None  # monotonic deadline after which the market runs clean
     started: float = field(default_factory=time.monotonic)
 

@@ -26,7 +26,12 @@ _MOVES = (-3, -2, -2, -1, -1, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3)
 _MEAN_AMOUNT = 0.05 * 10**AMOUNT_DECIMALS
 
 # A trade's fate on the live stream (REST always has every trade).
-SENT, DROPPED, DUPLICATED, DELAYED = 0, 1, 2, 3
+SENT, DROPPED, DUPLICATED, DELAYED, POISONED = 0, 1, 2, 3, 4
+# How a poisoned trade is changed on the live stream: one field, to a value no store can hold
+# exactly (or an id far beyond the stream). K2 must reject the frame and repair the true trade.
+POISONS = ("future", "past", "price", "amount", "negative", "id")
+_FAR_FUTURE_NS = 253_402_300_799 * 10**9  # 9999-12-31T23:59:59Z
+_PAST_NS = 946_684_800 * 10**9  # 2000-01-01: before any venue K2 captures
 
 
 class SimTrade(msgspec.Struct, frozen=True, gc=False):
@@ -39,6 +44,26 @@ class SimTrade(msgspec.Struct, frozen=True, gc=False):
     amount_text: str
     fate: int = SENT
     garbage_after: bool = False  # inject a malformed frame after this trade's message
+
+
+def poison_kind(t: SimTrade) -> str:
+    return POISONS[t.trade_id % len(POISONS)]
+
+
+def poisoned(t: SimTrade) -> SimTrade:
+    """The trade as the live stream sends it when poisoned (REST keeps the true one)."""
+    kind = poison_kind(t)
+    if kind == "future":
+        return msgspec.structs.replace(t, ts_ns=_FAR_FUTURE_NS)
+    if kind == "past":
+        return msgspec.structs.replace(t, ts_ns=_PAST_NS)
+    if kind == "price":
+        return msgspec.structs.replace(t, price_text="123456789012345678901234.5")  # > Decimal(38, 18)
+    if kind == "amount":
+        return msgspec.structs.replace(t, amount_text="0.0000000000000000001")  # 19 decimals
+    if kind == "negative":
+        return msgspec.structs.replace(t, price_text="-" + t.price_text)
+    return msgspec.structs.replace(t, trade_id=t.trade_id + 10**12)  # far beyond any venue's bound
 
 
 def fmt_fixed(units: int, decimals: int) -> str:
@@ -74,6 +99,7 @@ class SymbolMarket:
         duplicate_p: float = 0.0,
         delay_p: float = 0.0,
         garbage_p: float = 0.0,
+        poison_p: float = 0.0,
     ) -> None:
         self.venue, self.symbol = venue, symbol
         self._text = text or fmt_min  # how this venue prints (units, decimals) as text
@@ -86,7 +112,7 @@ class SymbolMarket:
         self._next_id = self._first_id = first_id
         self._id_step_max = id_step_max
         self._cap = history
-        self.p = (drop_p, duplicate_p, delay_p, garbage_p)
+        self.p = (drop_p, duplicate_p, delay_p, garbage_p, poison_p)
         self.trades: list[SimTrade] = []
         self._ids: list[int] = []
         self._ts: list[int] = []
@@ -101,8 +127,9 @@ class SymbolMarket:
             price_texts.clear()
         out = []
         step = (end_ns - start_ns) / n if n else 0
-        drop_p, dup_p, delay_p, garbage_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0)
+        drop_p, dup_p, delay_p, garbage_p, poison_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0, 0.0)
         dup_at, delay_at = drop_p + dup_p, drop_p + dup_p + delay_p
+        poison_at = delay_at + poison_p
         price, last_ts, next_id = self._price, self._last_ts, self._next_id
         first_id, step_max, moves, n_moves, log = self._first_id, self._id_step_max, _MOVES, len(_MOVES), math.log
         for i in range(n):
@@ -118,7 +145,8 @@ class SymbolMarket:
             last_ts = ts
             # The same draws per trade whatever is enabled: fates are deterministic for a seed.
             u, g = fate_rnd(), fate_rnd()
-            fate = DROPPED if u < drop_p else DUPLICATED if u < dup_at else DELAYED if u < delay_at else SENT
+            fate = (DROPPED if u < drop_p else DUPLICATED if u < dup_at else DELAYED if u < delay_at
+                    else POISONED if u < poison_at else SENT)  # fmt: skip
             if next_id == first_id:
                 # A symbol's very first trade always goes out: no client could tell a lost first
                 # trade from no trade at all, and every scripted fault must be recoverable.

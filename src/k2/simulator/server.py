@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from k2.simulator.faults import Faults
-from k2.simulator.market import DELAYED, DROPPED, DUPLICATED, SimTrade, SymbolMarket, fmt_min
+from k2.simulator.market import DELAYED, DROPPED, DUPLICATED, POISONED, SimTrade, SymbolMarket, fmt_min, poisoned
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,9 @@ class VenueServer:
                 continue
             if t.fate == DELAYED:
                 held.append((t, 1))
+                continue
+            if t.fate == POISONED:
+                out.append(poisoned(t))
                 continue
             out.append(t)
             if t.fate == DUPLICATED:

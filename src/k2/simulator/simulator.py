@@ -17,7 +17,7 @@ from k2.instruments import Instruments
 from k2.settings import Settings, SimulatorSettings
 from k2.simulator import binance, coinbase, kraken
 from k2.simulator.faults import Faults, parse_faults
-from k2.simulator.market import SimTrade, SymbolMarket
+from k2.simulator.market import POISONED, SimTrade, SymbolMarket, poison_kind
 from k2.simulator.server import VenueServer
 from k2.timeutil import ns_to_rfc3339
 
@@ -67,6 +67,7 @@ class Simulator:
                     duplicate_p=f.duplicate_p if f.on("duplicates") else 0.0,
                     delay_p=f.delay_p if f.on("reorder") else 0.0,
                     garbage_p=f.garbage_p if f.on("malformed") else 0.0,
+                    poison_p=f.poison_p if f.on("poison") else 0.0,
                 )
                 for s in symbols
             }  # fmt: skip
@@ -171,7 +172,7 @@ class Simulator:
             "exchange": venue, "symbol": market.symbol, "canonical_symbol": canonical,
             "trade_id": t.trade_id, "price": t.price_text, "amount": t.amount_text,
             "taker_side": "buy" if t.taker_buy else "sell", "ts_event": ns_to_rfc3339(t.ts_ns),
-        }) + b"\n" for t in trades))  # fmt: skip
+        } | ({"poisoned": poison_kind(t)} if t.fate == POISONED else {})) + b"\n" for t in trades))  # fmt: skip
 
     def truth(self) -> Iterator[tuple[str, SymbolMarket, SimTrade]]:
         """Every trade generated (within each market's history), venue by venue."""
