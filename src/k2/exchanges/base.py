@@ -14,8 +14,9 @@ from k2.errors import ParseError
 from k2.exchanges.limits import DEFAULT_LIMITS, Limits, decimal_problem, trade_problem
 from k2.records import Trade
 
-# What decoding untrusted JSON can raise; adapters turn each into a ParseError.
-DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+# What decoding untrusted JSON can raise; adapters turn each into a ParseError. (msgspec raises
+# RecursionError for nesting deeper than about a thousand levels.)
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 T = TypeVar("T")
 
 

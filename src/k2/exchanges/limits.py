@@ -68,7 +68,8 @@ def trade_problem(trade: Trade, limits: Limits, price_checked: bool = False) -> 
     - price and amount: `decimal_problem`;
     - price x amount (silver's quote amount) below 10**20;
     - event time from 2010-01-01 to the local receive time plus the allowed clock skew;
-    - trade id within 0..2**63 - 1.
+    - trade id within 0..2**63 - 1;
+    - the raw JSON kept for bronze is UTF-8 (the archive stores it as an Iceberg string).
 
     `price_checked`: the price came from a DecimalCache, which admits only valid values.
     """
@@ -91,4 +92,10 @@ def trade_problem(trade: Trade, limits: Limits, price_checked: bool = False) -> 
         return f"event time {ts} ns is more than {limits.max_skew_ns / 1e9:.0f} s ahead of the local clock"
     if not 0 <= trade.trade_id <= MAX_TRADE_ID:
         return f"trade id {trade.trade_id} is outside 0..{MAX_TRADE_ID}"
+    raw = trade.raw
+    if not raw.isascii():  # venues send ASCII: the full check only runs for the rest
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return f"the trade's JSON is not valid UTF-8 ({err.reason} at byte {err.start})"
     return None

@@ -24,12 +24,12 @@ from k2.timeutil import ns_to_rfc3339
 log = logging.getLogger(__name__)
 
 # Every venue the simulator serves; each server class declares its own wire details.
-_SERVERS: dict[str, type[VenueServer]] = {
+SERVERS: dict[str, type[VenueServer]] = {
     "binance": binance.BinanceSim,
     "kraken": kraken.KrakenSim,
     "coinbase": coinbase.CoinbaseSim,
 }
-SIMULATED_VENUES = tuple(_SERVERS)
+SIMULATED_VENUES = tuple(SERVERS)
 
 
 class Simulator:
@@ -55,7 +55,7 @@ class Simulator:
         for venue, symbols in instruments.items():
             if not symbols:
                 continue
-            server = _SERVERS.get(venue)
+            server = SERVERS.get(venue)
             if server is None:
                 # Skipping it would leave that feed pointed at the real venue: not offline at all.
                 raise ConfigError(f"the simulator cannot serve venue {venue!r} (it serves "
@@ -205,7 +205,7 @@ def from_settings(
         ping_interval_s=sim_cfg.ping_interval_s,
     )
     enabled = {venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled}
-    ports = {v: base_port + i for i, v in enumerate(_SERVERS)} if base_port else None
+    ports = {v: base_port + i for i, v in enumerate(SERVERS)} if base_port else None
     sim = Simulator(enabled, seed=seed, trades_per_second=sim_cfg.trades_per_second, faults=spec,
                     host=sim_cfg.host, ports=ports, record=record or sim_cfg.record_file,
                     history=sim_cfg.history_per_symbol, tick_s=tick_s)  # fmt: skip
