@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -123,10 +124,17 @@ def small_filesystem(path: Path, size_mb: int = 256) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
-def fill_up(path: Path, leave: int = 4096) -> Path:
-    """Fill the filesystem holding `path` to within `leave` bytes with a ballast file; return it."""
+def fill_up(path: Path) -> Path:
+    """Fill the filesystem holding `path` with a ballast file, to the last byte; return the file."""
     ballast = path / "ballast"
-    stat = os.statvfs(path)
-    with ballast.open("wb") as f:
-        f.write(b"\1" * max(stat.f_bavail * stat.f_frsize - leave, 0))
-    return ballast
+    chunk = b"\1" * 2**20
+    with ballast.open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                chunk = chunk[: len(chunk) // 2]
+                if len(chunk) < 512:
+                    return ballast

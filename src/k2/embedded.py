@@ -101,6 +101,9 @@ class Embedded:
     def venues(self) -> list[str]:
         return [f.name for f in self.feeds] or [v for v in self.instruments if self.settings.venue(v).enabled]
 
+    def _all_live(self) -> bool:
+        return bool(self.feeds) and all(f.stats.state == LIVE for f in self.feeds)
+
     def feed_stats(self) -> list[tuple[FeedStats, int]]:
         return [(f.stats, f.repairer.pending()) for f in self.feeds]
 
@@ -207,7 +210,7 @@ class Embedded:
                 if show is not None:
                     side.append(tg.create_task(show(self, side_stop)))
                 if self.simulator is not None:
-                    side.append(tg.create_task(self._open_market_when_live(stop)))
+                    side.append(tg.create_task(self.simulator.open_when(self._all_live, stop)))
                 schedule_task = tg.create_task(schedule.run(schedule_stop))
                 await stop.wait()
                 report = self.report
@@ -241,10 +244,3 @@ class Embedded:
             await self.simulator.stop()
         for gap in report.open_gaps:
             log.warning("k2 up: gap still open, pending for the next start: %s", describe_gap(gap))
-
-    async def _open_market_when_live(self, stop: asyncio.Event) -> None:
-        assert self.simulator is not None
-        while not stop.is_set() and not (self.feeds and all(f.stats.state == LIVE for f in self.feeds)):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # subscriptions settle
-        self.simulator.open_market()

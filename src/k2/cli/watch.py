@@ -12,6 +12,7 @@ import typer
 from k2.cli.common import reported, run_until_signal, settings, setup_logging, stop_after
 from k2.cli.status import StatusView, show_status
 from k2.ingest.recorder import RecordingSink
+from k2.ingest.stats import LIVE
 from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
 from k2.instruments import load_instruments
 from k2.records import Gap, gap_json
@@ -47,6 +48,7 @@ def watch(
             nonlocal cfg
             sim = from_settings(cfg, instruments) if simulate else None
             if sim is not None:
+                sim.paused = True  # the market opens once every feed is live
                 await sim.start()
                 cfg = with_venues(cfg, sim.venue_settings())
             sink = RecordingSink(record, quarantine)
@@ -59,6 +61,10 @@ def watch(
                         timer = tg.create_task(stop_after(stop, duration))
                         shown = tg.create_task(show_status(view, feeds_stop))
                         task = tg.create_task(run_feeds(feeds, feeds_stop, repair_stop))
+                        side = [timer, shown]
+                        if sim is not None:
+                            live = lambda: all(f.stats.state == LIVE for f in feeds)  # noqa: E731
+                            side.append(tg.create_task(sim.open_when(live, stop)))
                         await stop.wait()
                         started = time.monotonic()
                         if sim is not None:
@@ -66,8 +72,8 @@ def watch(
                             await asyncio.sleep(0.5)  # what the simulator already sent arrives
                         left.extend(await stop_feeds(feeds, feeds_stop, repair_stop, task,
                                                      started + cfg.shutdown_grace_s - 0.5))  # fmt: skip
-                        timer.cancel()
-                        shown.cancel()
+                        for t in side:
+                            t.cancel()
                     print(view.summary(final=True))
             finally:
                 sink.close()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -84,6 +84,15 @@ class Simulator:
         if self.fault_seconds is not None:
             self.faults.active_until = time.monotonic() + self.fault_seconds
         self.paused = False
+
+    async def open_when(self, ready: Callable[[], bool], stop: asyncio.Event) -> None:
+        """Open the market (it should start paused) once `ready()` holds: every trade it makes is
+        then one the clients could have seen."""
+        while not stop.is_set() and not ready():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # subscriptions settle
+        if not stop.is_set():
+            self.open_market()
 
     def close_market(self) -> None:
         """Stop trading for good; WebSocket heartbeats and REST keep serving."""
