@@ -140,7 +140,7 @@ def candles(timeframe: str = typer.Option("1m", "--timeframe", help="1m, 5m, 15m
 
 
 def gaps(venue: str = VENUE,
-         outcome: str = typer.Option(None, "--outcome", help="Only: pending, repaired, partial or unrecoverable."),
+         outcome: str = typer.Option(None, "--outcome", help="Only: pending, repaired, partial, unrecoverable or suspicious."),
          start: str = START, end: str = END, limit: int = LIMIT, format: Format = FORMAT,
          data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
     """Show detected trade gaps and how each was repaired (newest last; by detection time)."""

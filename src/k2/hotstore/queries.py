@@ -9,7 +9,7 @@ from typing import Any
 from k2.errors import ConfigError
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
-from k2.records import TRADE_KEYS
+from k2.records import TRADE_KEYS, Outcome
 from k2.timeutil import ns_to_rfc3339
 
 CANDLE_KEYS = ("exchange", "canonical_symbol", "timeframe", "window_start", "open", "high", "low", "close",
@@ -140,8 +140,8 @@ def _tsv_unescape(field: str) -> str:
 
 
 GAP_KEYS = ("exchange", "symbol", "kind", "first_id", "last_id", "missing", "recovered", "outcome", "detected_at",
-            "resolved_at", "gap_id")  # fmt: skip
-GAP_OUTCOMES = ("pending", "repaired", "partial", "unrecoverable")
+            "resolved_at", "gap_id", "detail")  # fmt: skip
+GAP_OUTCOMES = tuple(o.value for o in Outcome)
 REJECT_KEYS = ("exchange", "ts_recv", "reason", "conn_id", "raw")
 
 
@@ -155,7 +155,7 @@ def gaps(store: HotStore, venue: str | None = None, outcome: str | None = None, 
         where = (where + " AND" if where else " WHERE") + f" outcome = '{outcome}'"
     rows = store.rows(
         "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, toString(outcome), "
-        "toUnixTimestamp64Nano(detected_at), toUnixTimestamp64Nano(resolved_at), gap_id "
+        "toUnixTimestamp64Nano(detected_at), toUnixTimestamp64Nano(resolved_at), gap_id, detail "
         f"FROM {DATABASE}.feed_gaps FINAL{where} ORDER BY detected_at DESC LIMIT {_limit(limit)}", params)  # fmt: skip
     return _records(rows, GAP_KEYS, ("detected_at", "resolved_at"))
 
