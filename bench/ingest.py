@@ -112,7 +112,7 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
         measuring, start = True, time.monotonic()
         if offload:
             async with httpx.AsyncClient(timeout=600) as client:
-                resp = await client.post(f"{platform.api_url}/api/flows/offload")
+                resp = await client.post(f"{platform.api_url}/api/flows/offload", json={})
                 resp.raise_for_status()
                 result["offloaded_rows"] = sum(r["rows"] for r in resp.json().values() if isinstance(r, dict))
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k2.api.app import create_app
-from k2.background import in_daemon_thread
 from k2.api.server import ApiServer
+from k2.background import in_daemon_thread
 from k2.archive import ops
 from k2.archive.lake import Lake
 from k2.archive.tables import TABLES
@@ -161,12 +161,18 @@ class Embedded:
         """
         for job in self.schedule():
             validate_cron(job.cron, f"archive schedule for {job.name}")
-        await asyncio.to_thread(self.open_store)
+        api = ApiServer(self.settings.api)  # a busy port or a bad host fails here, the store untouched
+        try:
+            await asyncio.to_thread(self.open_store)
+        except BaseException:
+            await api.stop()
+            raise
         assert self.store is not None and self._owner is not None and self.archive is not None
         try:
             with using(self.archive):
-                await self._run(stop, show)
+                await self._run(api, stop, show)
         finally:
+            await api.stop(timeout=1.0)  # (already stopped unless the run failed)
             owner, lake, clean = self._owner, self.lake, self.report.clean
             await self._bounded(lambda: (owner.close(clean), lake.close() if lake else None), "closing the store")
         if self.report.clean:
@@ -183,7 +189,8 @@ class Embedded:
             self.report.forced = True
             return False
 
-    async def _run(self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None) -> None:
+    async def _run(self, api: ApiServer, stop: asyncio.Event,
+                   show: Callable[[Embedded, asyncio.Event], Any] | None) -> None:  # fmt: skip
         assert self.store is not None and self._owner is not None and self.archive is not None
         resume = await asyncio.to_thread(load_resume, self.store, self.settings.ingest.recent_ids)
         self.writer = StoreWriter(self.store, self.settings.writer, await asyncio.to_thread(last_sequence, self.store),
@@ -194,8 +201,7 @@ class Embedded:
             self.simulator.paused = True  # the market opens once every feed is connected
             await self.simulator.start()
             settings = with_venues(settings, self.simulator.venue_settings())
-        api = ApiServer(create_app(self), settings.api)
-        self.api_url = await api.start()
+        self.api_url = await api.start(create_app(self))
         self._owner.lock.update(api_url=self.api_url)
         log.info("k2 up: data in %s, API on %s", settings.data_dir, self.api_url)
         feeds_stop, repair_stop, writer_stop, side_stop = (asyncio.Event() for _ in range(4))
@@ -204,7 +210,8 @@ class Embedded:
         async with http_client() as http:
             self.feeds = build_feeds(settings, self.instruments, self.writer, http, resume)
             async with asyncio.TaskGroup() as tg:
-                feeds_task = tg.create_task(run_feeds(self.feeds, feeds_stop, repair_stop))
+                hint = None if self.simulate else "`make run ARGS=--simulate` (`k2 up --simulate`)"
+                feeds_task = tg.create_task(run_feeds(self.feeds, feeds_stop, repair_stop, hint))
                 writer_task = tg.create_task(self.writer.run(writer_stop))
                 side = [tg.create_task(self._refresh_table_rows(side_stop))]
                 if show is not None:

@@ -19,6 +19,13 @@ class ConfigError(PermanentError):
     """Settings or instruments are invalid."""
 
 
+class InputError(PermanentError):
+    """What a user asked for cannot be done as asked: a bad flag, value, path, port or time range.
+
+    The CLI prints it as one line and exits 2; the API answers 400 with its message.
+    """
+
+
 class ParseError(K2Error):
     """A venue message that is malformed or of an unexpected shape.
 

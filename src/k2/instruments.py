@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from k2.errors import ConfigError
+from k2.errors import ConfigError, InputError
 
 Instruments = dict[str, tuple[str, ...]]
 
@@ -42,3 +44,64 @@ def load_instruments(path: Path | None = None) -> Instruments:
             raise ConfigError(f"{where}: [{venue}] lists {dupes[0]!r} more than once")
         result[venue] = tuple(symbols)
     return result
+
+
+@dataclass(frozen=True)
+class Instrument:
+    venue: str
+    symbol: str  # the venue's own spelling
+    canonical: str  # BASE/QUOTE
+
+
+def catalog(instruments: Instruments) -> list[Instrument]:
+    """Every instrument in the file, with its canonical symbol, in file order."""
+    from k2.exchanges import make_adapter
+
+    out = []
+    for venue, symbols in instruments.items():
+        adapter = make_adapter(venue)
+        out.extend(Instrument(venue, s, adapter.canonical(s)) for s in symbols)
+    return out
+
+
+def _choose(given: str, choices: list[str], what: str, where: str = "") -> str:
+    """The one choice `given` names, ignoring case; otherwise an InputError with a suggestion."""
+    found = sorted({c for c in choices if c.lower() == given.lower()})
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise InputError(f"{what} {given!r} is ambiguous: {', '.join(found)}")
+    close = difflib.get_close_matches(given.upper(), sorted({c.upper() for c in choices}), n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = "; did you mean " + next(c for c in choices if c.upper() == close[0]) + "?"
+    known = sorted(set(choices))
+    listing = ", ".join(known) if len(known) <= 12 else "see `k2 symbols`"
+    raise InputError(f"unknown {what} {given!r}{where}{hint} (known: {listing})")
+
+
+def resolve_venue(given: str, instruments: Instruments) -> str:
+    """The venue `given` names (any case), or an InputError naming the choices."""
+    return _choose(given, list(instruments), "venue")
+
+
+def resolve_symbol(given: str, instruments: Instruments, venue: str | None = None) -> str:
+    """The canonical symbol `given` names, as canonical (btc/usdt) or as a venue spells it
+    (BTCUSDT, BTC-USD), on `venue` if given; otherwise an InputError with a suggestion."""
+    items = [i for i in catalog(instruments) if venue is None or i.venue == venue]
+    by_name: dict[str, set[str]] = {}
+    for item in items:
+        for name in (item.canonical, item.symbol):
+            by_name.setdefault(name.upper(), set()).add(item.canonical)
+    found = by_name.get(given.strip().upper())
+    if found and len(found) == 1:
+        return next(iter(found))
+    names = [i.canonical for i in items] + [i.symbol for i in items]
+    name = _choose(given, names, "symbol", f" on {venue}" if venue else "")
+    return next(i.canonical for i in items if name in (i.canonical, i.symbol))
+
+
+def resolve_filters(instruments: Instruments, venue: str | None, symbol: str | None) -> tuple[str | None, str | None]:
+    """A query's --venue and --symbol, checked against the instruments: (venue, canonical symbol)."""
+    venue = resolve_venue(venue, instruments) if venue else None
+    return venue, resolve_symbol(symbol, instruments, venue) if symbol else None

@@ -7,10 +7,19 @@ an error that names the key, so a typo never reads as "not set".
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +32,9 @@ from k2.errors import ConfigError
 ENV_PREFIX = "K2_"
 CONFIG_ENV = "K2_CONFIG"  # path of the TOML file; not itself a setting
 DEFAULT_CONFIG_FILE = "k2.toml"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MIN_TOKEN_CHARS = 16
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class _Section(BaseModel):
@@ -95,9 +107,20 @@ class ArchiveSettings(_Section):
 
 
 class ApiSettings(_Section):
+    """Where the API listens, and who may use it (docs/API.md, "Exposing the API").
+
+    Loopback with no credential is the default. Any other address needs a bearer token, and the
+    names clients reach it by (the Host header) are listed, so that a foreign page cannot reach it
+    through DNS rebinding.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    allow_non_loopback: bool = False  # binding beyond loopback must be asked for explicitly
+    token: SecretStr | None = None  # bearer token clients must send (K2_API__TOKEN); or token_file
+    token_file: Path | None = None  # a file holding the token (one line)
+    allowed_hosts: list[str] = []  # Host names accepted besides loopback and api.host ("*": any)
+    tls_cert_file: Path | None = None  # serve HTTPS with this certificate chain (PEM) ...
+    tls_key_file: Path | None = None  # ... and this private key
 
     @field_validator("host")
     @classmethod
@@ -105,6 +128,39 @@ class ApiSettings(_Section):
         if not value:
             raise ValueError("host must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApiSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set api.token or api.token_file, not both")
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"api.token must be at least {MIN_TOKEN_CHARS} characters")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both api.tls_cert_file and api.tls_key_file, or neither")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
+
+    def bearer_token(self) -> str | None:
+        """The token clients must send, read from api.token or api.token_file (None: no auth)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is None:
+            return None
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"api.token_file {self.token_file}: {err.strerror or err}") from None
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"api.token_file {self.token_file} must hold a token of at least "
+                              f"{MIN_TOKEN_CHARS} characters")  # fmt: skip
+        return token
 
 
 class MetricsSettings(_Section):
@@ -152,7 +208,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     instruments_file: Path | None = None  # default: the packaged instruments.toml
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)
     # A stop (Ctrl-C, SIGTERM, --duration) ends `k2 up` and `k2 watch` within this long, whatever
     # the store or the venues are doing: queued gap repairs and the last batch get this long.
     shutdown_grace_s: float = Field(15.0, ge=1)
@@ -165,6 +221,13 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     health: HealthSettings = HealthSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {value!r}; choose from {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("venues")
     @classmethod
@@ -234,12 +297,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = Path(DEFAULT_CONFIG_FILE)
     if path is not None and not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"config file {path} is not a file")
     _check_env_names(dict(os.environ))
     _TOML_PATH = path
     try:
         return Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_format_validation(err)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path}: {err.strerror or err}") from None
     finally:
         _TOML_PATH = None

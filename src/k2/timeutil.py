@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import calendar
+import datetime
+import re
 import time
 
-from k2.errors import ParseError
+from k2.errors import InputError, ParseError
 
 _NS = 1_000_000_000
 _SCALE = tuple(10 ** (9 - n) for n in range(10))  # ns per unit of an n-digit fraction
@@ -91,3 +93,35 @@ def ns_to_rfc3339(ns: int) -> str:
 def now_ns() -> int:
     """Return the wall clock as UTC ns."""
     return time.time_ns()
+
+
+# The times a store can hold: DateTime64(9) is int64 ns, 1677-09-21 to 2262-04-11.
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def user_time(text: str, what: str = "time", now: int | None = None) -> int:
+    """Parse a time a user typed into UTC ns: RFC 3339, a date (midnight UTC), or a duration ago
+    (90s, 15m, 2h, 1d). Anything else, or a time outside 1677-09-21..2262-04-11, is an InputError."""
+    now = time.time_ns() if now is None else now
+    value = text.strip()
+    match = _AGO.match(value)
+    if match:
+        whole, _, frac = match.group(1).partition(".")
+        unit = _UNIT[match.group(2)] * _NS
+        ns = now - (int(whole) * unit + int(frac or "0") * unit // 10 ** len(frac or "0"))
+    else:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            value += "T00:00:00Z"
+        try:
+            ns = rfc3339_to_ns(value)
+            # The parser above is lenient for speed (2026-02-30 is March 2nd): a user's time is not.
+            datetime.datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                              int(value[14:16]), int(value[17:19]))  # fmt: skip
+        except (ParseError, ValueError):
+            raise InputError(f"{what}: {text!r} is not a time; use RFC 3339 (2026-01-02T03:04:05Z), "
+                             "a date (2026-01-02) or a duration ago (90s, 15m, 2h, 1d)") from None
+    if not MIN_NS <= ns <= MAX_NS:
+        raise InputError(f"{what}: {text!r} is outside the times K2 can store (1677-09-21 to 2262-04-11)")
+    return ns

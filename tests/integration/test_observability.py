@@ -161,7 +161,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         wait_for(lambda: all(c["status"] == "OK" for c in httpx.get(f"{api}/health", timeout=10).json()["checks"]
                              if c["name"].startswith(("feed ", "fresh "))), 90, "feeds live, data fresh")  # fmt: skip
         for flow in ("offload", "maintenance", "reconcile"):  # every flow once, so their metrics exist
-            resp = httpx.post(f"{api}/api/flows/{flow}", timeout=300)
+            resp = httpx.post(f"{api}/api/flows/{flow}", json={}, timeout=300)
             assert resp.status_code == 200, resp.text
         httpx.get(f"{api}/api/trades", params={"limit": 5}, timeout=30).raise_for_status()
         time.sleep(8)  # several scrapes and rule evaluations after the flows ran

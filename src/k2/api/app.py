@@ -10,17 +10,24 @@ import logging
 import time
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from swagger_ui_bundle import swagger_ui_path
 
-from k2.errors import ConfigError, K2Error, ParseError
+from k2.api.security import allowed_hosts, same_origin_json, token_check
+from k2.errors import ConfigError, InputError, K2Error
 from k2.hotstore import queries
 from k2.hotstore.store import HotStore
+from k2.instruments import Instruments, resolve_filters
 from k2.observe.health import FAIL, HealthInputs, evaluate, report
 from k2.observe.metrics import PipelineMetrics, build_registry, render
 from k2.settings import Settings
-from k2.timeutil import rfc3339_to_ns
+from k2.timeutil import user_time
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +37,43 @@ class Context(Protocol):
 
     store: HotStore
     settings: Settings
+    instruments: Instruments
     metrics: PipelineMetrics
 
     def health_inputs(self) -> HealthInputs: ...
 
 
-def _ns(value: str | None) -> int | None:
-    return None if value is None else rfc3339_to_ns(value)
+def _ns(value: str | None, what: str) -> int | None:
+    return None if value is None else user_time(value, what)
+
+
+class FlowRequest(BaseModel):
+    """What to run a flow on."""
+
+    model_config = ConfigDict(extra="forbid")
+    tables: list[str] | None = None  # default: all ten archive tables
 
 
 def create_app(ctx: Context) -> FastAPI:
-    app = FastAPI(title="K2", description="Trades and candles from the K2 hot store; health and metrics.",
-                  version="1")  # fmt: skip
+    api = ctx.settings.api
+    app = FastAPI(
+        title="K2",
+        description="Trades and candles from the K2 hot store; health and metrics.",
+        version="1",
+        docs_url=None,  # served below with local assets: the page works offline
+        redoc_url=None,
+        dependencies=[token_check(api.bearer_token())],  # every route but the docs and the schema
+    )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(api), www_redirect=False)
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    async def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="K2 API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")  # fmt: skip
+
+    app.add_route("/docs", docs, include_in_schema=False)
     registry = build_registry(ctx) if ctx.settings.metrics.enabled else None  # type: ignore[arg-type]
 
     if registry is not None:
@@ -60,7 +92,7 @@ def create_app(ctx: Context) -> FastAPI:
             """Prometheus text format."""
             return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "A check failed (the body is the same report)"}})
     def health() -> JSONResponse:
         """Every health check with OK/WARN/FAIL; HTTP 503 when one fails."""
         body = report(evaluate(ctx.health_inputs(), ctx.settings.health))
@@ -69,53 +101,69 @@ def create_app(ctx: Context) -> FastAPI:
     def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ParseError) as err:
+        except InputError as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
 
+    def filters(venue: str | None, symbol: str | None, start: str | None, end: str | None) -> tuple[Any, ...]:
+        """The common filters, checked like the CLI's: known venue and symbol, storable times."""
+        venue, symbol = guarded(resolve_filters, ctx.instruments, venue, symbol)
+        return venue, symbol, guarded(_ns, start, "from"), guarded(_ns, end, "to")
+
+    FROM = Query(None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d).")
+    TO = Query(None, alias="to", description="Up to (not including) this time; same forms as from.")
+    LIMIT = Query(100, ge=1, le=queries.MAX_LIMIT, description="At most this many rows (the latest).")
+
     @app.get("/api/trades")
-    def trades(venue: str | None = None, symbol: str | None = None, start: str | None = Query(None, alias="from"),
-               end: str | None = Query(None, alias="to"), limit: int = 100) -> dict[str, Any]:  # fmt: skip
-        """Latest trades matching the filters (times are RFC 3339), oldest first."""
-        rows = guarded(queries.trades, ctx.store, venue, symbol, guarded(_ns, start), guarded(_ns, end), limit)
-        return {"rows": rows}
+    def trades(venue: str | None = None, symbol: str | None = None, start: str | None = FROM,
+               end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
+        """Latest trades matching the filters, oldest first."""
+        return {"rows": guarded(queries.trades, ctx.store, *filters(venue, symbol, start, end), limit)}
 
     @app.get("/api/candles")
     def candles(timeframe: str = "1m", venue: str | None = None, symbol: str | None = None,
-                start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
-                limit: int = 100) -> dict[str, Any]:  # fmt: skip
+                start: str | None = FROM, end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
         """Latest candles of one timeframe, oldest first (the current window as it stands)."""
-        rows = guarded(queries.candles, ctx.store, timeframe, venue, symbol, guarded(_ns, start), guarded(_ns, end), limit)
-        return {"rows": rows}
+        guarded(queries.timeframe, timeframe)
+        return {"rows": guarded(queries.candles, ctx.store, timeframe, *filters(venue, symbol, start, end), limit)}
 
     @app.get("/api/gaps")
-    def gaps(venue: str | None = None, outcome: str | None = None, start: str | None = Query(None, alias="from"),
-             end: str | None = Query(None, alias="to"), limit: int = 100) -> dict[str, Any]:  # fmt: skip
+    def gaps(venue: str | None = None, outcome: str | None = None, start: str | None = FROM,
+             end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
         """Latest detected gaps with their repair outcome, oldest first."""
-        rows = guarded(queries.gaps, ctx.store, venue, outcome, guarded(_ns, start), guarded(_ns, end), limit)
-        return {"rows": rows}
+        venue, _, start_ns, end_ns = filters(venue, None, start, end)
+        return {"rows": guarded(queries.gaps, ctx.store, venue, outcome, start_ns, end_ns, limit)}
 
     @app.get("/api/rejects")
-    def rejects(venue: str | None = None, start: str | None = Query(None, alias="from"),
-                end: str | None = Query(None, alias="to"), limit: int = 100) -> dict[str, Any]:  # fmt: skip
+    def rejects(venue: str | None = None, start: str | None = FROM, end: str | None = TO,
+                limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
         """Latest quarantined (rejected) messages with the reason, oldest first."""
-        rows = guarded(queries.rejects, ctx.store, venue, guarded(_ns, start), guarded(_ns, end), limit)
-        return {"rows": rows}
+        venue, _, start_ns, end_ns = filters(venue, None, start, end)
+        return {"rows": guarded(queries.rejects, ctx.store, venue, start_ns, end_ns, limit)}
 
-    @app.post("/api/flows/{name}")
-    def run_flow(name: str, table: list[str] | None = Query(None)) -> dict[str, Any]:
-        """Run an archive flow now, in this process (offload, maintenance or reconcile)."""
+    @app.get("/api/symbols")
+    def symbols() -> dict[str, Any]:
+        """Every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
+        return {"rows": queries.symbols(ctx.store, ctx.instruments)}
+
+    @app.post("/api/flows/{name}", dependencies=[Depends(same_origin_json)])
+    def run_flow(name: str, body: FlowRequest) -> dict[str, Any]:
+        """Run an archive flow now, in this process (offload, maintenance or reconcile).
+
+        Takes a JSON body ({"tables": [...]}, or {} for all ten) and no foreign Origin.
+        """
         from k2.flows import FLOWS
 
         if name not in FLOWS:
             raise HTTPException(status_code=404, detail=f"no flow {name!r}; flows: {', '.join(FLOWS)}")
         try:
-            return FLOWS[name](table)
-        except ConfigError as err:
+            return dict(FLOWS[name](body.tables))
+        except (InputError, ConfigError) as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
         except K2Error as err:
             raise HTTPException(status_code=500, detail=str(err)) from None
         except Exception as err:  # Prefect's own failures (its API server did not start, ...)
             log.exception("flow %s could not run", name)
-            raise HTTPException(status_code=500, detail=f"flow {name} could not run: {type(err).__name__}: {err}") from None
+            detail = f"flow {name} could not run: {type(err).__name__}: {err}"
+            raise HTTPException(status_code=500, detail=detail) from None
 
     return app

@@ -23,7 +23,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from k2.errors import ConfigError
+from k2.errors import InputError
 from k2.exchanges import VENUE_NAMES
 from k2.hotstore.queries import CANDLE_MERGE
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
@@ -157,5 +157,5 @@ def table_names(tables: list[str] | None) -> list[str]:
         return [t.name for t in TABLES]
     unknown = [t for t in tables if t not in BY_NAME]
     if unknown:
-        raise ConfigError(f"unknown archive table {unknown[0]!r}; choose from: {', '.join(BY_NAME)}")
+        raise InputError(f"unknown archive table {unknown[0]!r}; choose from: {', '.join(BY_NAME)}")
     return list(tables)

@@ -37,7 +37,7 @@ def run_flow(name: str, tables: list[str] | None, data_dir: Path | None) -> dict
         if not url:
             raise ConfigError(f"{cfg.data_dir} is held by a k2 process without an API; try again")
         try:
-            resp = httpx.post(f"{url}/api/flows/{name}", params=[("table", t) for t in tables or []], timeout=None)
+            resp = httpx.post(f"{url}/api/flows/{name}", json={"tables": tables} if tables else {}, timeout=None)
         except httpx.HTTPError as err:
             raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
         body = resp.json()

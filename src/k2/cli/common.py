@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from k2.errors import K2Error
+from k2.errors import InputError, K2Error
 from k2.settings import Settings, load_settings
 
 EXIT_ERROR = 2
@@ -65,6 +65,13 @@ def prefect_env(data_dir: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def positive(**values: float | None) -> None:
+    """Refuse a zero or negative value given for any of these options (None: not given)."""
+    for name, value in values.items():
+        if value is not None and not value > 0:  # (NaN fails too)
+            raise InputError(f"--{name.replace('_', '-')} must be greater than 0, got {value:g}")
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     typer.echo(f"k2: error: {message}", err=True)
     raise typer.Exit(code)
@@ -77,6 +84,9 @@ def reported() -> Iterator[None]:
         yield
     except K2Error as err:
         fail(str(err))
+    except OSError as err:  # a path the user named: missing, a directory, not permitted, disk full
+        where = f"{err.filename}: " if err.filename else ""
+        fail(f"{where}{err.strerror or err}")
 
 
 def exit_now(code: int) -> NoReturn:

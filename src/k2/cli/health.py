@@ -11,28 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import reported, settings
-from k2.errors import ConfigError
-from k2.hotstore.store import DataDirLock
+from k2.cli.remote import call, running_api
+from k2.errors import InputError
 from k2.settings import Settings
 
 _STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
 
 
-def _from_running(url: str) -> dict[str, Any]:
-    try:
-        resp = httpx.get(f"{url}/health", timeout=30)
-    except httpx.HTTPError as err:
-        raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
-    if resp.status_code not in (200, 503):  # 503 carries the report too: something failed
-        raise ConfigError(f"{url}/health answered {resp.status_code}: {resp.text[:200]}")
-    return dict(resp.json())
+def _from_running(url: str, cfg: Settings) -> dict[str, Any]:
+    # 503 carries the report too: something failed.
+    return dict(call(url, cfg.api, "GET", "/health", ok=(200, 503)).json())
 
 
 def _from_data_dir(cfg: Settings) -> dict[str, Any]:
@@ -45,7 +39,7 @@ def _from_data_dir(cfg: Settings) -> dict[str, Any]:
     from k2.observe.hot import hot_state
 
     if not (cfg.data_dir / HOT_DIR).is_dir():
-        raise ConfigError(f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)")
+        raise InputError(f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)")
     venues = [v for v in load_instruments(cfg.instruments_file) if cfg.venue(v).enabled]
     with owned(cfg.data_dir, cfg.hotstore, "k2 health") as owner:
         rows, newest = hot_state(owner.store, venues)
@@ -62,11 +56,8 @@ def health(
     """Check that K2 is capturing, fresh and archived; exit 0 OK, 1 WARN, 2 FAIL."""
     with reported():
         cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
-        lock = DataDirLock(cfg.data_dir)
-        url = (lock.holder() or {}).get("api_url") if lock.is_held() else None
-        if lock.is_held() and not url:
-            raise ConfigError(f"{cfg.data_dir} is held by a k2 process without an API; try again")
-        body = _from_running(url) if url else _from_data_dir(cfg)
+        url = running_api(cfg.data_dir)
+        body = _from_running(url, cfg) if url else _from_data_dir(cfg)
     if json_out:
         typer.echo(json.dumps(body, indent=2))
     else:

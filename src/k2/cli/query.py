@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-import re
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import typer
 from rich.console import Console
@@ -18,15 +15,15 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import reported, settings
-from k2.errors import ConfigError, StoreLocked
+from k2.cli.remote import call, running_api
+from k2.errors import ConfigError, InputError, StoreLocked
 from k2.hotstore import queries
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.owner import HOT_DIR
-from k2.hotstore.store import DataDirLock
-from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns
-
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from k2.hotstore.store import DataDirLock, HotStore
+from k2.instruments import Instruments, load_instruments, resolve_filters
+from k2.settings import Settings
+from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns, user_time
 
 
 class Format(str, Enum):
@@ -35,39 +32,37 @@ class Format(str, Enum):
     jsonl = "jsonl"
 
 
-def parse_time(value: str | None) -> str | None:
-    """Accept RFC 3339, a date (YYYY-MM-DD, midnight UTC) or a duration ago (90s, 15m, 2h, 1d)."""
-    if value is None:
-        return None
-    match = _AGO.match(value)
-    if match:
-        ago = float(match.group(1)) * _UNIT[match.group(2)]
-        return ns_to_rfc3339(time.time_ns() - int(ago * 1e9))
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        value += "T00:00:00Z"
-    rfc3339_to_ns(value)  # raises a clear error for anything else
-    return value
+def parse_time(value: str | None, what: str) -> str | None:
+    """A user's --from/--to as RFC 3339 (see `user_time` for the forms; out of range is refused)."""
+    return None if value is None else ns_to_rfc3339(user_time(value, what))
 
 
-def fetch(kind: str, data_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _local(kind: str, store: HotStore, params: dict[str, Any], instruments: Instruments) -> list[dict[str, Any]]:
+    start = rfc3339_to_ns(params["start"]) if params.get("start") else None
+    end = rfc3339_to_ns(params["end"]) if params.get("end") else None
+    if kind == "trades":
+        return queries.trades(store, params["venue"], params["symbol"], start, end, params["limit"])
+    if kind == "gaps":
+        return queries.gaps(store, params["venue"], params["outcome"], start, end, params["limit"])
+    if kind == "rejects":
+        return queries.rejects(store, params["venue"], start, end, params["limit"])
+    if kind == "symbols":
+        return queries.symbols(store, instruments)
+    return queries.candles(store, params["timeframe"], params["venue"], params["symbol"], start, end, params["limit"])
+
+
+def fetch(kind: str, cfg: Settings, params: dict[str, Any], data_dir: Path | None = None) -> list[dict[str, Any]]:
     """Query the running `k2 up` over its API, or open the data directory when nothing runs."""
+    data_dir = data_dir or cfg.data_dir
     lock = DataDirLock(data_dir)
     for _ in range(2):
-        if lock.is_held():
-            url = (lock.holder() or {}).get("api_url")
-            if not url:
-                raise ConfigError(f"{data_dir} is held by a k2 process without an API (starting up?); try again")
-            query = {k: v for k, v in params.items() if v is not None}
-            query = {("from" if k == "start" else "to" if k == "end" else k): v for k, v in query.items()}
-            try:
-                resp = httpx.get(f"{url}/api/{kind}", params=query, timeout=30)
-            except httpx.HTTPError as err:
-                raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
-            if resp.status_code != 200:
-                raise ConfigError(resp.json().get("detail", resp.text))
-            return resp.json()["rows"]
+        url = running_api(data_dir)
+        if url is not None:
+            query = {("from" if k == "start" else "to" if k == "end" else k): v
+                     for k, v in params.items() if v is not None}  # fmt: skip
+            return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
         if not (data_dir / HOT_DIR).is_dir():
-            raise ConfigError(f"no hot store in {data_dir} (run `k2 up` first, or pass --data-dir)")
+            raise InputError(f"no hot store in {data_dir} (run `k2 up` first, or pass --data-dir)")
         try:
             lock.acquire(f"k2 {kind}")
         except StoreLocked:
@@ -75,16 +70,7 @@ def fetch(kind: str, data_dir: Path, params: dict[str, Any]) -> list[dict[str, A
         try:
             store = ClickHouseStore.at(data_dir / HOT_DIR)
             try:
-                start = rfc3339_to_ns(params["start"]) if params.get("start") else None
-                end = rfc3339_to_ns(params["end"]) if params.get("end") else None
-                if kind == "trades":
-                    return queries.trades(store, params["venue"], params["symbol"], start, end, params["limit"])
-                if kind == "gaps":
-                    return queries.gaps(store, params["venue"], params["outcome"], start, end, params["limit"])
-                if kind == "rejects":
-                    return queries.rejects(store, params["venue"], start, end, params["limit"])
-                return queries.candles(store, params["timeframe"], params["venue"], params["symbol"], start, end,
-                                       params["limit"])  # fmt: skip
+                return _local(kind, store, params, load_instruments(cfg.instruments_file))
             finally:
                 store.close()
         finally:
@@ -121,9 +107,9 @@ def trades(venue: str = VENUE, symbol: str = SYMBOL, start: str = START, end: st
            format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
     """Show stored trades (silver), oldest first, with the same keys as `k2 normalize`."""
     with reported():
-        directory = data_dir or settings().data_dir
-        params = {"venue": venue, "symbol": symbol, "start": parse_time(start), "end": parse_time(end), "limit": limit}
-        emit(fetch("trades", directory, params), queries.TRADE_KEYS, format, "trades")
+        cfg = settings()
+        params = {**_filters(cfg, venue, symbol, start, end), "limit": limit}
+        emit(fetch("trades", cfg, params, data_dir), queries.TRADE_KEYS, format, "trades")
 
 
 def candles(timeframe: str = typer.Option("1m", "--timeframe", help="1m, 5m, 15m, 30m, 1h or 1d."),
@@ -132,10 +118,9 @@ def candles(timeframe: str = typer.Option("1m", "--timeframe", help="1m, 5m, 15m
     """Show OHLCV candles (with VWAP), oldest first; the current window is included as it stands."""
     with reported():
         queries.timeframe(timeframe)
-        directory = data_dir or settings().data_dir
-        params = {"timeframe": timeframe, "venue": venue, "symbol": symbol, "start": parse_time(start),
-                  "end": parse_time(end), "limit": limit}  # fmt: skip
-        emit(fetch("candles", directory, params), queries.CANDLE_KEYS, format, f"{timeframe} candles")
+        cfg = settings()
+        params = {"timeframe": timeframe, **_filters(cfg, venue, symbol, start, end), "limit": limit}
+        emit(fetch("candles", cfg, params, data_dir), queries.CANDLE_KEYS, format, f"{timeframe} candles")
 
 
 
@@ -145,19 +130,35 @@ def gaps(venue: str = VENUE,
          data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
     """Show detected trade gaps and how each was repaired (newest last; by detection time)."""
     with reported():
-        directory = data_dir or settings().data_dir
-        params = {"venue": venue, "outcome": outcome, "start": parse_time(start), "end": parse_time(end),
-                  "limit": limit}  # fmt: skip
-        emit(fetch("gaps", directory, params), queries.GAP_KEYS, format, "gaps")
+        cfg = settings()
+        queries.gap_outcome(outcome)
+        params = {**_filters(cfg, venue, None, start, end), "outcome": outcome, "limit": limit}
+        params.pop("symbol")
+        emit(fetch("gaps", cfg, params, data_dir), queries.GAP_KEYS, format, "gaps")
 
 
 def rejects(venue: str = VENUE, start: str = START, end: str = END, limit: int = LIMIT, format: Format = FORMAT,
             data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
     """Show quarantined messages (malformed or unexpected) with the reason each was rejected."""
     with reported():
-        directory = data_dir or settings().data_dir
-        params = {"venue": venue, "start": parse_time(start), "end": parse_time(end), "limit": limit}
-        emit(fetch("rejects", directory, params), queries.REJECT_KEYS, format, "rejects")
+        cfg = settings()
+        params = {**_filters(cfg, venue, None, start, end), "limit": limit}
+        params.pop("symbol")
+        emit(fetch("rejects", cfg, params, data_dir), queries.REJECT_KEYS, format, "rejects")
 
 
-__all__ = ["candles", "gaps", "rejects", "trades"]
+def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:  # noqa: A002
+    """List every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
+    with reported():
+        cfg = settings()
+        emit(fetch("symbols", cfg, {}, data_dir), queries.SYMBOL_KEYS, format, "instruments")
+
+
+def _filters(cfg: Settings, venue: str | None, symbol: str | None, start: str | None,
+             end: str | None) -> dict[str, Any]:  # fmt: skip
+    """The common filters, checked: a known venue and symbol, times K2 can store."""
+    venue, symbol = resolve_filters(load_instruments(cfg.instruments_file), venue, symbol)
+    return {"venue": venue, "symbol": symbol, "start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
+
+
+__all__ = ["candles", "gaps", "rejects", "symbols", "trades"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from k2.cli.common import reported, run_until_signal, settings, setup_logging, stop_after
+from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
 from k2.instruments import load_instruments
 from k2.simulator.faults import FAULTS
 from k2.simulator.simulator import from_settings
@@ -24,7 +24,8 @@ def simulate(
     faults: str = typer.Option(None, help=FAULT_HELP + " (setting simulator.faults)."),
     duration: float = typer.Option(None, help="Stop after this many seconds (default: run until Ctrl-C)."),
     rate: float = typer.Option(None, help="Trades per second per symbol (setting simulator.trades_per_second)."),
-    port: int = typer.Option(8701, help="First port: Binance on PORT, Kraken PORT+1, Coinbase PORT+2 (0: any free)."),
+    port: int = typer.Option(8701, min=0, max=65533,
+                             help="First port: Binance on PORT, Kraken PORT+1, Coinbase PORT+2 (0: any free)."),
     tick_ms: float = typer.Option(20.0, help="Market clock tick: trades are generated and sent every TICK ms."),
     faults_for: float = typer.Option(None, help="Faults stop after this many seconds (default: they never stop)."),
     market_for: float = typer.Option(None, help="No new trades after this many seconds; the APIs keep serving."),
@@ -34,6 +35,7 @@ def simulate(
     The first lines printed are `export K2_...` lines that point K2 at the simulator.
     """
     with reported():
+        positive(rate=rate, tick_ms=tick_ms, duration=duration, faults_for=faults_for, market_for=market_for)
         cfg = settings()
         setup_logging(cfg.log_level)
         update = {"trades_per_second": rate, "fault_seconds": faults_for}

@@ -11,6 +11,7 @@ import typer
 
 from k2.cli.common import (
     exit_now,
+    positive,
     prefect_env,
     reported,
     run_until_signal,
@@ -19,6 +20,7 @@ from k2.cli.common import (
     stop_after,
 )
 from k2.cli.status import StatusView, show_status
+from k2.hotstore.store import check_data_dir
 from k2.instruments import load_instruments
 
 
@@ -26,6 +28,8 @@ def up(
     simulate: bool = typer.Option(False, "--simulate", help="Capture from the built-in simulator (fully offline)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Where the data lives (setting data_dir, default ./data)."),
     duration: float = typer.Option(None, help="Stop cleanly after this many seconds (default: until Ctrl-C)."),
+    port: int = typer.Option(None, "--port", min=0, max=65535,
+                             help="Serve the API on this port (setting api.port, default 8000; 0: any free)."),
 ) -> None:
     """Run K2: live feeds -> hot ClickHouse store (bronze, silver, candles), the API, the schedules.
 
@@ -35,8 +39,12 @@ def up(
     could not be written. A second Ctrl-C exits at once.
     """
     with reported():
+        positive(duration=duration)
         cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
+        if port is not None:
+            cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": port})})
         setup_logging(cfg.log_level)
+        check_data_dir(cfg.data_dir)
         prefect_env(cfg.data_dir)
         from k2.embedded import Embedded  # brings in Prefect: only when it runs
 

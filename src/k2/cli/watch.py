@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from k2.cli.common import reported, run_until_signal, settings, setup_logging, stop_after
+from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
 from k2.cli.status import StatusView, show_status
 from k2.ingest.recorder import RecordingSink
 from k2.ingest.stats import LIVE
@@ -38,6 +38,7 @@ def watch(
     written to <record>.gaps.jsonl and the exit status is 1.
     """
     with reported():
+        positive(duration=duration)
         cfg = settings()
         setup_logging(cfg.log_level)
         instruments = load_instruments(cfg.instruments_file)
@@ -60,7 +61,8 @@ def watch(
                     async with asyncio.TaskGroup() as tg:
                         timer = tg.create_task(stop_after(stop, duration))
                         shown = tg.create_task(show_status(view, feeds_stop))
-                        task = tg.create_task(run_feeds(feeds, feeds_stop, repair_stop))
+                        hint = None if simulate else "`k2 watch --simulate`"
+                        task = tg.create_task(run_feeds(feeds, feeds_stop, repair_stop, hint))
                         side = [timer, shown]
                         if sim is not None:
                             live = lambda: all(f.stats.state == LIVE for f in feeds)  # noqa: E731

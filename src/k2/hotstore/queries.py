@@ -6,9 +6,10 @@ import re
 import time
 from typing import Any
 
-from k2.errors import ConfigError
+from k2.errors import InputError
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
+from k2.instruments import Instruments, catalog
 from k2.records import TRADE_KEYS, Outcome
 from k2.timeutil import ns_to_rfc3339
 
@@ -37,7 +38,7 @@ def _filters(venue: str | None, symbol: str | None, column: str, start_ns: int |
 
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
-        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+        raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     return limit
 
 
@@ -67,7 +68,7 @@ def _records(rows: list[tuple[Any, ...]], keys: tuple[str, ...], times: tuple[st
 
 def timeframe(name: str) -> str:
     if name not in TIMEFRAME_BY_NAME:
-        raise ConfigError(f"unknown timeframe {name!r}; choose from {', '.join(TIMEFRAME_BY_NAME)}")
+        raise InputError(f"unknown timeframe {name!r}; choose from {', '.join(TIMEFRAME_BY_NAME)}")
     return name
 
 
@@ -145,13 +146,17 @@ GAP_OUTCOMES = tuple(o.value for o in Outcome)
 REJECT_KEYS = ("exchange", "ts_recv", "reason", "conn_id", "raw")
 
 
+def gap_outcome(outcome: str | None) -> str | None:
+    if outcome is not None and outcome not in GAP_OUTCOMES:
+        raise InputError(f"unknown gap outcome {outcome!r}; choose from {', '.join(GAP_OUTCOMES)}")
+    return outcome
+
+
 def gaps(store: HotStore, venue: str | None = None, outcome: str | None = None, start_ns: int | None = None,
          end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
     """The latest gaps detected (each in its latest state), oldest first."""
     where, params = _filters(venue, None, "detected_at", start_ns, end_ns)
-    if outcome is not None:
-        if outcome not in GAP_OUTCOMES:
-            raise ConfigError(f"unknown gap outcome {outcome!r}; choose from {', '.join(GAP_OUTCOMES)}")
+    if gap_outcome(outcome) is not None:
         where = (where + " AND" if where else " WHERE") + f" outcome = '{outcome}'"
     rows = store.rows(
         "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, toString(outcome), "
@@ -168,3 +173,31 @@ def rejects(store: HotStore, venue: str | None = None, start_ns: int | None = No
         "SELECT exchange, toUnixTimestamp64Nano(ts_recv), reason, conn_id, toValidUTF8(substring(raw, 1, 500)) "
         f"FROM {DATABASE}.rejects{where} ORDER BY ts_recv DESC LIMIT {_limit(limit)}", params)  # fmt: skip
     return _records(rows, REJECT_KEYS, ("ts_recv",))
+
+
+SYMBOL_KEYS = ("exchange", "symbol", "canonical_symbol", "trades", "first_trade", "last_trade")
+
+
+def symbols(store: HotStore, instruments: Instruments) -> list[dict[str, Any]]:
+    """Every instrument in the file, with its trade count and first and last trade in silver.
+
+    Markets silver holds that the file no longer lists follow, with an empty venue symbol.
+    """
+    stored = {
+        (venue, canonical): (count, first, last)
+        for venue, canonical, count, first, last in store.rows(
+            "SELECT exchange, canonical_symbol, count(), toUnixTimestamp64Nano(min(ts_event)), "
+            f"toUnixTimestamp64Nano(max(ts_event)) FROM {DATABASE}.silver_trades "
+            "GROUP BY exchange, canonical_symbol"
+        )
+    }
+    out = []
+    for item in catalog(instruments):
+        count, first, last = stored.pop((item.venue, item.canonical), (0, 0, 0))
+        out.append(dict(zip(SYMBOL_KEYS, (item.venue, item.symbol, item.canonical, count, first, last), strict=True)))
+    for (venue, canonical), (count, first, last) in sorted(stored.items()):
+        out.append(dict(zip(SYMBOL_KEYS, (venue, "", canonical, count, first, last), strict=True)))
+    for row in out:
+        for key in ("first_trade", "last_trade"):
+            row[key] = ns_to_rfc3339(row[key]) if row[key] else ""
+    return out

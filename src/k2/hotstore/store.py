@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
-from k2.errors import StoreLocked
+from k2.errors import InputError, StoreLocked
 
 T = TypeVar("T")
 
@@ -46,6 +46,24 @@ class HotStore(Protocol):
     def close(self) -> None: ...
 
 
+def check_data_dir(data_dir: Path) -> None:
+    """Make sure `data_dir` is a directory K2 can write in (created if missing), or say why not.
+
+    Reading needs it writable too: its lock lives there, and chDB writes in its store to open it.
+    """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise InputError(f"data directory {data_dir} is not a directory (setting data_dir, --data-dir)")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create data directory {data_dir}: {err.strerror or err}") from None
+    for path in (data_dir, data_dir / "hot"):
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"{path} is read-only: K2 must write in its data directory even to read it "
+                             "(its lock file; chDB opens its store for writing); copy it somewhere "
+                             "writable and pass --data-dir")
+
+
 class DataDirLock:
     """An exclusive lock on a data directory, naming its holder for anyone who finds it taken."""
 
@@ -54,9 +72,12 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self, role: str, api_url: str | None = None) -> None:
-        """Take the lock or raise StoreLocked saying who holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock or raise StoreLocked saying who holds it (InputError: not a usable directory)."""
+        check_data_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise InputError(f"cannot use data directory {self.path.parent}: {err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,6 +14,7 @@ from k2.exchanges import make_adapter
 from k2.exchanges.limits import Limits
 from k2.ingest.feed import Feed
 from k2.ingest.sink import Sink
+from k2.ingest.stats import OFFLINE, RECONNECTING
 from k2.ingest.state import ResumeState
 from k2.instruments import Instruments
 from k2.records import Gap, GapKind
@@ -43,11 +44,39 @@ def http_client() -> httpx.AsyncClient:
                              headers={"User-Agent": "k2-market-data"})  # fmt: skip
 
 
-async def run_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event | None = None) -> None:
-    """Run `feeds` until `stop` is set (their gap repairs until `repair_stop`, default `stop`)."""
+async def run_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event | None = None,
+                    offline_hint: str | None = None) -> None:  # fmt: skip
+    """Run `feeds` until `stop` is set (their gap repairs until `repair_stop`, default `stop`).
+
+    If no venue can be reached at all, `offline_hint` (the command that runs offline) is named once.
+    """
     async with asyncio.TaskGroup() as tg:
         for feed in feeds:
             tg.create_task(feed.run(stop, repair_stop))
+        if offline_hint is not None:
+            tg.create_task(notice_unreachable(feeds, stop, offline_hint))
+
+
+def unreachable(feeds: Sequence[Feed]) -> bool:
+    """True once every feed has failed its first connection and none has ever connected."""
+    return bool(feeds) and all(
+        f.stats.connects == 0 and f.stats.state in (OFFLINE, RECONNECTING) for f in feeds
+    )
+
+
+async def notice_unreachable(feeds: Sequence[Feed], stop: asyncio.Event, offline_hint: str) -> None:
+    """After the first round of failed connections, say once that no venue is reachable and how
+    to run offline. The feeds keep retrying: venues (and networks) come back."""
+    while not stop.is_set():
+        if unreachable(feeds):
+            why = "; ".join(f"{f.name}: {f.stats.state_detail.split('; retry')[0]}" for f in feeds)
+            log.warning("no venue is reachable (%s). K2 keeps retrying; to run offline against the "
+                        "built-in simulator, use %s", why, offline_hint)  # fmt: skip
+            return
+        if any(f.stats.connects for f in feeds):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
 
 
 async def stop_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event,

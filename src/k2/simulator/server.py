@@ -81,7 +81,7 @@ class VenueServer:
 
     def __init__(self, markets: dict[str, SymbolMarket], faults: Faults, host: str, port: int) -> None:
         self.markets, self.faults = markets, faults
-        self.host, self._port = host, port
+        self.host, self.bind_port = host, port  # 0: any free port (see `port`)
         self.conns: set[SimConnection] = set()
         self._server: Server | None = None
         self._held: dict[str, list[tuple[SimTrade, int]]] = {}
@@ -131,7 +131,7 @@ class VenueServer:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         self._server = await websockets.serve(
-            self._handle, self.host, self._port, process_request=self._http,
+            self._handle, self.host, self.bind_port, process_request=self._http,
             ping_interval=self.faults.ping_interval_s, ping_timeout=self.faults.ping_interval_s * 3,
             compression=None, max_size=2**20, max_queue=16, write_limit=2**22,
         )  # fmt: skip

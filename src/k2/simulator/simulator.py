@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import IO
 
 import orjson
 
-from k2.errors import ConfigError
+from k2.errors import ConfigError, InputError
 from k2.instruments import Instruments
 from k2.settings import Settings, SimulatorSettings
 from k2.simulator import binance, coinbase, kraken
@@ -126,8 +127,14 @@ class Simulator:
         if self._record_path is not None:
             self._record_path.parent.mkdir(parents=True, exist_ok=True)
             self._record = self._record_path.open("wb")
-        for server in self.servers.values():
-            await server.start()
+        for venue, server in self.servers.items():
+            try:
+                await server.start()
+            except OSError as err:
+                await self.stop()
+                why = "the port is already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+                raise InputError(f"the simulator cannot serve {venue} on {server.host}:{server.bind_port}: {why} "
+                                 "(choose other ports with --port)") from None  # fmt: skip
         self.faults.started = time.monotonic()
         self._clock_task = asyncio.create_task(self._clock())
 
