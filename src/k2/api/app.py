@@ -6,13 +6,18 @@ directory).
 
 from __future__ import annotations
 
+import json
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
@@ -145,25 +150,66 @@ def create_app(ctx: Context) -> FastAPI:
         """Every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
         return {"rows": queries.symbols(ctx.store, ctx.instruments)}
 
-    @app.post("/api/flows/{name}", dependencies=[Depends(same_origin_json)])
-    def run_flow(name: str, body: FlowRequest) -> dict[str, Any]:
+    @app.post(
+        "/api/flows/{name}",
+        dependencies=[Depends(same_origin_json)],
+        response_model=None,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
+    def run_flow(name: str, body: FlowRequest, request: Request) -> dict[str, Any] | Response:
         """Run an archive flow now, in this process (offload, maintenance or reconcile).
 
-        Takes a JSON body ({"tables": [...]}, or {} for all ten) and no foreign Origin.
+        Takes a JSON body ({"tables": [...]}, or {} for all ten) and no foreign Origin. With
+        `Accept: application/x-ndjson` the answer streams as the flow runs, one JSON object a
+        line: {"event": "table", ...} as each table starts and ends (k2.flows.progress), then
+        {"event": "result", "result": {...}} or {"event": "error", "status": 400 or 500,
+        "detail": "..."}.
         """
+        from k2.archive.tables import table_names  # (PyIceberg and Prefect: only when a flow runs)
         from k2.flows import FLOWS
+        from k2.flows.progress import OnTable
 
+        table = body.tables
         if name not in FLOWS:
             raise HTTPException(status_code=404, detail=f"no flow {name!r}; flows: {', '.join(FLOWS)}")
+
+        def run(on_table: OnTable | None = None) -> dict[str, Any]:
+            """The flow's result; a failure becomes the HTTPException to answer with."""
+            try:
+                return dict(FLOWS[name](table, on_table=on_table))
+            except (InputError, ConfigError) as err:
+                raise HTTPException(status_code=400, detail=str(err)) from None
+            except K2Error as err:
+                raise HTTPException(status_code=500, detail=str(err)) from None
+            except Exception as err:  # Prefect's own failures (its API server did not start, ...)
+                log.exception("flow %s could not run", name)
+                detail = f"flow {name} could not run: {type(err).__name__}: {err}"
+                raise HTTPException(status_code=500, detail=detail) from None
+
         try:
-            return dict(FLOWS[name](body.tables))
-        except (InputError, ConfigError) as err:
+            table_names(table)  # a bad name is refused before anything starts
+        except InputError as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
-        except K2Error as err:
-            raise HTTPException(status_code=500, detail=str(err)) from None
-        except Exception as err:  # Prefect's own failures (its API server did not start, ...)
-            log.exception("flow %s could not run", name)
-            detail = f"flow {name} could not run: {type(err).__name__}: {err}"
-            raise HTTPException(status_code=500, detail=detail) from None
+        if "application/x-ndjson" not in request.headers.get("accept", ""):
+            return run()
+
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+        def stream() -> None:  # in its own thread: `lines` sends what it puts, as it comes
+            try:
+                result = run(lambda event: events.put(event.to_json()))
+                events.put({"event": "result", "result": result})
+            except HTTPException as err:
+                events.put({"event": "error", "status": err.status_code, "detail": err.detail})
+            finally:
+                events.put(None)
+
+        def lines() -> Iterator[bytes]:
+            while (item := events.get()) is not None:
+                yield json.dumps(jsonable_encoder(item)).encode() + b"\n"
+
+        # A client that goes away stops the stream, not the flow: it finishes in its thread.
+        threading.Thread(target=stream, name=f"k2-flow-{name}", daemon=True).start()
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     return app

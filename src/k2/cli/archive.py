@@ -1,111 +1,296 @@
 """`k2 offload`, `k2 maintain`, `k2 reconcile`: run an archive flow now and print what it did.
 
 With `k2 up` running on the data directory, the flow runs inside it (chDB allows one process
-per data directory); otherwise these commands open the data directory themselves.
+per data directory) and its progress streams back as NDJSON; otherwise these commands open the
+data directory themselves. Each table is printed as it finishes, one line each (with a progress
+bar above them on a terminal), then a summary table; `--json` prints only the result.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import prefect_env, reported, settings, setup_logging
-from k2.errors import ConfigError, K2Error
-from k2.hotstore.store import DataDirLock
+from k2.cli.remote import client, raise_for, running_api
+from k2.errors import ConfigError, InputError, K2Error
+from k2.hotstore.owner import HOT_DIR
+from k2.hotstore.store import check_data_dir
+from k2.settings import Settings
+from k2.timeutil import ns_to_rfc3339
 
-TABLE = typer.Option(None, "--table", "-t", help="Only this table (repeatable; default: all ten).")
-DATA_DIR = typer.Option(None, "--data-dir", help="Data directory (setting data_dir, default ./data).")
-JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+if TYPE_CHECKING:  # the flows load Prefect, the tables PyIceberg: only when a command runs
+    from k2.flows.progress import OnTable, TableEvent
+
+TABLE = typer.Option(
+    None, "--table", "-t", metavar="TABLE", help="Only this table (repeatable; default: all ten)."
+)
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="Data directory (setting data_dir, default ./data)."
+)
+JSON = typer.Option(False, "--json", help="Print only the result, as JSON.")
+NDJSON = "application/x-ndjson"
 
 
-def run_flow(name: str, tables: list[str] | None, data_dir: Path | None) -> dict[str, Any]:
-    """Run flow `name` through the running `k2 up`, or in this process on a stopped data directory."""
+def run_flow(
+    name: str, tables: list[str] | None, data_dir: Path | None, on_table: OnTable | None = None
+) -> dict[str, Any]:
+    """Run flow `name` through the running `k2 up`, or in this process on a stopped data
+    directory; `on_table` hears each table start and end, in this thread."""
     from k2.archive.tables import table_names
 
     table_names(tables)  # a bad name fails here, before anything starts
     cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
-    lock = DataDirLock(cfg.data_dir)
-    if lock.is_held():
-        url = (lock.holder() or {}).get("api_url")
-        if not url:
-            raise ConfigError(f"{cfg.data_dir} is held by a k2 process without an API; try again")
-        try:
-            resp = httpx.post(f"{url}/api/flows/{name}", json={"tables": tables} if tables else {}, timeout=None)
-        except httpx.HTTPError as err:
-            raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
-        body = resp.json()
-        if resp.status_code != 200:
-            raise K2Error(body.get("detail", resp.text))
-        return body
+    url = running_api(cfg.data_dir)
+    if url is not None:
+        return _through_api(url, cfg, name, tables, on_table)
     setup_logging(cfg.log_level)
+    if not (cfg.data_dir / HOT_DIR).is_dir():
+        check_data_dir(cfg.data_dir)  # a file, or not writable: say so before anything is created
+        raise InputError(f"no hot store in {cfg.data_dir} (run `k2 up` first, or pass --data-dir)")
+    check_data_dir(cfg.data_dir)
     prefect_env(cfg.data_dir)
     from k2.flows import FLOWS
     from k2.flows.runtime import standalone
 
     with standalone(cfg, f"k2 {name}"):
-        return FLOWS[name](tables)
+        return dict(FLOWS[name](tables, on_table=on_table))
 
 
-def _show(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c, justify="left" if c in ("table", "day") else "right")
+def _through_api(
+    url: str, cfg: Settings, name: str, tables: list[str] | None, on_table: OnTable | None
+) -> dict[str, Any]:
+    """Run the flow inside `k2 up`, reading its NDJSON stream: table events, then the result."""
+    from k2.flows.progress import TableEvent
+
+    body = {"tables": tables} if tables else {}
+    headers = {"Accept": NDJSON}
+    try:
+        with (
+            client(url, cfg.api, timeout=None) as http,
+            http.stream("POST", f"/api/flows/{name}", json=body, headers=headers) as resp,
+        ):
+            if resp.status_code != 200:
+                resp.read()
+                raise_for(resp, url)
+            if not resp.headers.get("content-type", "").startswith(NDJSON):
+                resp.read()  # a k2 up that answers in one piece
+                return dict(resp.json())
+            for line in resp.iter_lines():
+                item = _event(line, url)
+                if item.get("event") == "table" and on_table is not None:
+                    on_table(TableEvent.from_json(item))
+                elif item.get("event") == "result":
+                    return dict(item["result"])
+                elif item.get("event") == "error":
+                    error = InputError if 400 <= item.get("status", 500) < 500 else K2Error
+                    raise error(str(item.get("detail")))
+    except httpx.HTTPError as err:
+        raise ConfigError(f"cannot reach the running k2 up at {url}: {err}") from None
+    raise K2Error(f"the running k2 up at {url} ended its answer without a result")
+
+
+def _event(line: str, url: str) -> dict[str, Any]:
+    if not line.strip():
+        return {}
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise K2Error(
+            f"the running k2 up at {url} sent an unreadable line: {line[:200]!r}"
+        ) from None
+    return item if isinstance(item, dict) else {}
+
+
+# -- what is printed ---------------------------------------------------------------------------
+
+
+def watermark(table: str, mark: int | None) -> str:
+    """A table's watermark as RFC 3339 ("-" if none): an ingest sequence (a µs clock) for the
+    trade tables, the end of the last closed window (epoch seconds) for the candles."""
+    from k2.archive.tables import BY_NAME
+
+    if not mark:
+        return "-"
+    return ns_to_rfc3339(mark * 1_000_000_000 if BY_NAME[table].is_candles else mark * 1_000)
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count:,} {what}{'' if count == 1 else 's'}"
+
+
+def line(event: TableEvent, width: int = 0) -> str:
+    """One finished table, on one line (table names padded to `width`)."""
+    head = f"{event.flow}  {event.table:<{width}}"
+    if event.state == "failed":
+        return f"{head}  FAILED after {event.seconds:.2f} s: {event.error}"
+    r = event.result or {}
+    if event.flow == "offload":
+        mark = r.get("watermark_after") or r.get("watermark_before")
+        body = f"{_n(r['rows'], 'row')}  {_n(r['commits'], 'commit')}  "
+        body += f"watermark {watermark(event.table, mark)}"
+    elif event.flow == "maintenance":
+        body = (
+            f"files {r['files_before']:,} -> {r['files_after']:,}  "
+            f"{_n(r['partitions_compacted'], 'partition')} compacted  "
+            f"{_n(r['snapshots_expired'], 'snapshot')} expired  "
+            f"{_n(r['orphans_removed'], 'orphan file')} removed"
+        )
+    else:
+        differ = len(r.get("differences", []))
+        body = f"{_n(r['days'], 'day')} compared  "
+        body += f"{_n(differ, 'day')} differ{'s' * (differ == 1)}" if differ else "no differences"
+    return f"{head}  {body}  {event.seconds:.2f} s"
+
+
+class Printer:
+    """Prints each table as it finishes; on a terminal, under a progress bar (tables done/total)."""
+
+    def __init__(self, flow: str, tables: list[str], quiet: bool) -> None:
+        self.console = Console()
+        self.quiet = quiet
+        self.width = max(len(t) for t in tables)
+        self.bar: Progress | None = None
+        if not quiet and self.console.is_terminal:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+                # Log lines go above the bar, on the terminal: never into stdout when redirected.
+                redirect_stderr=sys.stderr.isatty(),
+            )
+            self.task = self.bar.add_task(f"{flow}: starting", total=len(tables))
+
+    def __enter__(self) -> Self:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: TableEvent) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            if event.state != "started":
+                typer.echo(line(event, self.width))
+            return
+        if event.state == "started":
+            self.bar.update(self.task, description=f"{event.flow} {event.table}", total=event.total)
+            return
+        self.bar.console.print(
+            line(event, self.width), markup=False, highlight=False, soft_wrap=True
+        )
+        self.bar.advance(self.task)
+
+
+def _show(console: Console, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """The summary: every cell whole (folded, never cut), within 80 columns for the usual sizes."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for c in columns:  # the other columns give way first (their headers wrap): names stay whole
+        table.add_column(
+            c, justify="left" if c == "table" else "right", overflow="fold", no_wrap=c == "table"
+        )
     for row in rows:
         table.add_row(*(Text(str(v)) for v in row))
-    Console().print(table)
+    console.print(table)
 
 
-def _run(flow: str, tables: list[str] | None, data_dir: Path | None, json_out: bool,
-         busy: str) -> tuple[dict[str, Any], bool]:  # fmt: skip
-    """Run `flow`; print it as JSON, or say it skipped. Return the result and whether to show it as a table."""
+def _run(
+    flow: str, tables: list[str] | None, data_dir: Path | None, json_out: bool, busy: str
+) -> tuple[dict[str, Any], Console | None]:
+    """Run `flow`, printing its tables as they finish (or, with `--json`, only the result).
+    Return the result, and the console to show it on as a table (None: already shown)."""
+    from k2.archive.tables import table_names
+
     with reported():
-        result = run_flow(flow, tables, data_dir)
+        names = table_names(tables)
+        started = time.monotonic()
+        with Printer(flow, names, quiet=json_out) as printer:
+            result = run_flow(flow, tables, data_dir, on_table=printer)
     if json_out:
         typer.echo(json.dumps(result))
-    elif result.get("skipped"):
+        return result, None
+    if result.get("skipped"):
         typer.echo(f"{busy}; this one skipped")
-    return result, not json_out and not result.get("skipped")
+        return result, None
+    took = f"{flow}: {_n(len(result), 'table')} in {time.monotonic() - started:.2f} s"
+    printer.console.print(took, markup=False, highlight=False)
+    return result, printer.console
 
 
 def offload(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
     """Archive the hot tables to Iceberg now (exactly once: rerun any time)."""
-    result, show = _run("offload", table, data_dir, json_out, "another offload is running")
-    if show:
-        _show("offload", ["table", "rows", "commits", "watermark before", "watermark after", "seconds"],
-              [[n, r["rows"], r["commits"], r["watermark_before"], r["watermark_after"], f"{r['seconds']:.2f}"]
-               for n, r in result.items()])  # fmt: skip
+    result, console = _run("offload", table, data_dir, json_out, "another offload is running")
+    if console is not None:
+        rows = [
+            [
+                n,
+                f"{r['rows']:,}",
+                r["commits"],
+                watermark(n, r["watermark_after"] or r["watermark_before"]),
+            ]
+            for n, r in result.items()
+        ]
+        _show(console, "offload", ["table", "rows", "commits", "watermark"], rows)
 
 
 def maintain(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
     """Compact small files, expire old snapshots, remove orphan files, and audit, now."""
-    result, show = _run("maintenance", table, data_dir, json_out, "another maintenance run is in progress")
-    if show:
-        _show("maintenance", ["table", "files before", "files after", "partitions compacted", "snapshots expired",
-                              "orphans removed", "seconds"],
-              [[n, r["files_before"], r["files_after"], r["partitions_compacted"], r["snapshots_expired"],
-                r["orphans_removed"], f"{r['seconds']:.2f}"] for n, r in result.items()])  # fmt: skip
+    busy = "another maintenance run is in progress"
+    result, console = _run("maintenance", table, data_dir, json_out, busy)
+    if console is not None:
+        rows = [
+            [
+                n,
+                f"{r['files_before']:,} -> {r['files_after']:,}",
+                r["partitions_compacted"],
+                r["snapshots_expired"],
+                r["orphans_removed"],
+            ]
+            for n, r in result.items()
+        ]
+        columns = ["table", "files", "compacted", "snapshots expired", "orphans removed"]
+        _show(console, "maintenance", columns, rows)
 
 
 def reconcile(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
     """Compare hot and archive per table and day; exit 1 if any day differs."""
-    result, show = _run("reconcile", table, data_dir, json_out, "another reconcile run is in progress")
-    if show:
-        rows = []
+    busy = "another reconcile run is in progress"
+    result, console = _run("reconcile", table, data_dir, json_out, busy)
+    if console is not None:
+        rows: list[list[Any]] = []
         for name, r in result.items():
             rows.append([name, r["days"], len(r["differences"]) or "none"])
             for d in r["differences"]:
-                checksum = "" if d["hot_checksum"] == d["archive_checksum"] else " (checksum differs)"
-                rows.append([f"  {d['day']}", "", f"hot {d['hot_rows']}, archive {d['archive_rows']}{checksum}"])
-        _show("reconcile", ["table", "days compared", "differences"], rows)
+                same = d["hot_checksum"] == d["archive_checksum"]
+                checksum = "" if same else " (checksum differs)"
+                rows.append(
+                    [
+                        f"  {d['day']}",
+                        "",
+                        f"hot {d['hot_rows']:,}, archive {d['archive_rows']:,}{checksum}",
+                    ]
+                )
+        _show(console, "reconcile", ["table", "days", "differences"], rows)
     if not result.get("skipped") and any(r["differences"] for r in result.values()):
         raise typer.Exit(1)
 
 
-__all__ = ["maintain", "offload", "reconcile"]
+__all__ = ["maintain", "offload", "reconcile", "run_flow"]

@@ -1,4 +1,8 @@
-"""Prefect flows: thin shells over archive/ (offload, maintenance, reconcile)."""
+"""Prefect flows: thin shells over archive/ (offload, maintenance, reconcile).
+
+`FLOWS[name](tables, on_table=listener)` runs one in this thread; `listener` (optional) is told
+as each table starts and ends (see progress.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from k2.flows.maintenance import maintenance_flow
 from k2.flows.offload import offload_flow
+from k2.flows.progress import OnTable, listening
 from k2.flows.reconcile import reconcile_flow
 
 _api_lock = threading.Lock()
@@ -28,9 +33,12 @@ def prefect_api_ready() -> None:
 
 
 def _when_ready(flow: Callable[..., Any]) -> Callable[..., Any]:
-    def run(tables: list[str] | None = None) -> Any:
+    def run(tables: list[str] | None = None, on_table: OnTable | None = None) -> Any:
         prefect_api_ready()
-        return flow(tables)
+        if on_table is None:  # a listener set around the call (`listening`) still hears it
+            return flow(tables)
+        with listening(on_table):
+            return flow(tables)
 
     run.__name__ = run.__qualname__ = getattr(flow, "name", flow.__name__)
     return run

@@ -14,6 +14,7 @@ from k2.archive.maintenance import MaintenanceResult, maintain_table
 from k2.archive.tables import BY_NAME, table_names
 from k2.errors import ArchiveError
 from k2.flows.common import with_retries
+from k2.flows.progress import Tables
 from k2.flows.runtime import current
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
         results: dict[str, Any] = {}
         failed: dict[str, str] = {}
         run = with_retries(maintain_one, rt)
-        for name in table_names(tables):
+        names = table_names(tables)
+        progress = Tables("maintenance", names)
+        for name in names:
             if rt.stop_requested.is_set():
                 log.info("%s: stopping before %s (the process is stopping)", "maintenance", name)
                 break
+            progress.started(name)
             state = run(name, return_state=True)
             if state.is_completed():
                 result = MaintenanceResult(**state.result())
@@ -49,9 +53,11 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
                          "%d orphan files removed (%d bytes)", name, result.files_before, result.files_after,
                          result.partitions_compacted, result.rows_rewritten, result.snapshots_expired,
                          result.orphans_removed, result.orphan_bytes)  # fmt: skip
+                progress.done(name, results[name])
             else:
                 failed[name] = str(state.message)
                 ops.record_maintenance(rt.store, MaintenanceResult(name), "failed", failed[name])
+                progress.failed(name, failed[name])
         rt.status.maintenance_at, rt.status.maintenance_ok = time.time(), not failed
         if not failed:
             rt.status.maintenance_success_at = rt.status.maintenance_at

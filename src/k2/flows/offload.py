@@ -14,6 +14,7 @@ from k2.archive.offload import OffloadResult, offload_table
 from k2.archive.tables import BY_NAME, table_names
 from k2.errors import ArchiveError
 from k2.flows.common import with_retries
+from k2.flows.progress import Tables
 from k2.flows.runtime import current
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,12 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
         results: dict[str, Any] = {}
         failed: dict[str, str] = {}
         run = with_retries(offload_one, rt)
+        progress = Tables("offload", names)
         for name in names:
             if rt.stop_requested.is_set():
                 log.info("offload: stopping before %s (the process is stopping)", name)
                 break
+            progress.started(name)
             started = time.time()
             status = rt.status.tables[name]
             status.last_attempt = started
@@ -59,13 +62,17 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
                 status.watermark = result["watermark_after"] or result["watermark_before"]
                 status.newest_event_ns = max(status.newest_event_ns, result["newest_event_ns"])
                 ops.record_offload(rt.store, OffloadResult(**result), name, started, "ok")
+                progress.done(name, result)
             elif rt.stop_requested.is_set():  # interrupted at a safe point, not failed
-                ops.record_offload(rt.store, None, name, started, "skipped", "the process stopped during the run")
+                stopped = "the process stopped during the run"
+                ops.record_offload(rt.store, None, name, started, "skipped", stopped)
+                progress.failed(name, f"{stopped} (the next run resumes)")
             else:
                 failed[name] = status.last_error = str(state.message)
                 status.failures += 1
                 status.consecutive_failures += 1
                 ops.record_offload(rt.store, None, name, started, "failed", failed[name])
+                progress.failed(name, failed[name])
             if rt.metrics is not None:
                 rt.metrics.offload_duration.observe(time.time() - started, name)
         rt.status.cycle_seconds, rt.status.cycle_at = time.time() - cycle_started, time.time()

@@ -13,6 +13,7 @@ from k2.archive import ops
 from k2.archive.reconcile import DayCheck, reconcile_table
 from k2.archive.tables import BY_NAME, table_names
 from k2.flows.common import with_retries
+from k2.flows.progress import Tables
 from k2.flows.runtime import ArchiveRuntime, current
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,19 @@ def reconcile_flow(tables: list[str] | None = None) -> dict[str, Any]:
             return {"skipped": True}
         out: dict[str, Any] = {}
         run = with_retries(reconcile_one, rt)
-        for name in table_names(tables):
+        names = table_names(tables)
+        progress = Tables("reconcile", names)
+        for name in names:
             if rt.stop_requested.is_set():
                 log.info("%s: stopping before %s (the process is stopping)", "reconcile", name)
                 break
+            progress.started(name)
             started = time.time()
-            checks = [DayCheck(**c) for c in run(name)]
+            try:
+                checks = [DayCheck(**c) for c in run(name)]
+            except Exception as err:  # told, then raised as before: the run stops here
+                progress.failed(name, f"{type(err).__name__}: {err}")
+                raise
             rt.status.reconcile[name] = checks
             ops.record_reconcile(rt.store, checks)
             bad = [c for c in checks if not c.ok]
@@ -58,5 +66,6 @@ def reconcile_flow(tables: list[str] | None = None) -> dict[str, Any]:
             ops.record_flow(rt.store, "reconcile", name, started, "ok" if not bad else "failed", len(checks),
                             f"{len(bad)} days differ" if bad else "")  # fmt: skip
             out[name] = {"days": len(checks), "differences": [asdict(c) for c in bad]}
+            progress.done(name, out[name])
         rt.status.reconcile_at = time.time()
         return out
