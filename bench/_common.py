@@ -20,14 +20,31 @@ from k2.instruments import load_instruments
 def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Start `k2 simulate` (no faults) and return it with the K2_ variables that point K2 at it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "k2", "simulate", "--port", "0", "--faults", "none", "--rate", str(rate),
-         "--tick-ms", str(tick_ms)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "k2",
+            "simulate",
+            "--port",
+            "0",
+            "--faults",
+            "none",
+            "--rate",
+            str(rate),
+            "--tick-ms",
+            str(tick_ms),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     env = {}
-    for _ in range(2 * len(load_instruments())):  # its first lines: a WebSocket and a REST URL per venue
-        key, _, value = proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
+    for _ in range(
+        2 * len(load_instruments())
+    ):  # its first lines: a WebSocket and a REST URL per venue
+        key, _, value = (
+            proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
+        )
         env[key] = value
     return proc, env
 
@@ -59,13 +76,24 @@ def binance_baseline(raw: bytes, recv: int) -> list[dict]:  # type: ignore[type-
     """A Binance trade message normalized as plain Python would: json.loads and dicts."""
     d = json.loads(raw)["data"]
     t = d["T"]
-    return [{"exchange": "binance", "symbol": d["s"], "trade_id": int(d["t"]), "price": Decimal(d["p"]),
-             "amount": Decimal(d["q"]), "taker_side": "sell" if d["m"] else "buy",
-             "ts_event": t * 1000 if t > 10**14 else t * 1_000_000, "ts_recv": recv}]  # fmt: skip
+    return [
+        {
+            "exchange": "binance",
+            "symbol": d["s"],
+            "trade_id": int(d["t"]),
+            "price": Decimal(d["p"]),
+            "amount": Decimal(d["q"]),
+            "taker_side": "sell" if d["m"] else "buy",
+            "ts_event": t * 1000 if t > 10**14 else t * 1_000_000,
+            "ts_recv": recv,
+        }
+    ]
 
 
-_REFERENCE_MESSAGE = (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1795961828201809,"s":"BTCUSDT","t":1000000,'
-                      b'"p":"60000.00000000","q":"0.05195850","T":1795961828202771,"m":false,"M":true}}')  # fmt: skip
+_REFERENCE_MESSAGE = (
+    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1795961828201809,"s":"BTCUSDT","t":1000000,'
+    b'"p":"60000.00000000","q":"0.05195850","T":1795961828202771,"m":false,"M":true}}'
+)
 
 
 def cpu_reference(seconds: float = 1.0) -> float:

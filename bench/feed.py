@@ -38,7 +38,9 @@ class Meter:
         self.latencies: list[int] | None = None
         self.per_venue: dict[str, int] = {}
 
-    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+    async def trades(
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+    ) -> None:
         self.count += len(accepted)
         if accepted:
             venue = accepted[0].exchange
@@ -54,7 +56,9 @@ class Meter:
         pass
 
 
-async def run_phase(rate: float, tick_ms: float, warmup: float, seconds: float, latency: bool) -> Meter:
+async def run_phase(
+    rate: float, tick_ms: float, warmup: float, seconds: float, latency: bool
+) -> Meter:
     proc, env = start_simulator(rate, tick_ms)
     try:
         settings = load_settings(venues=venues_from_env(env), ingest={"check_listing": False})
@@ -87,19 +91,31 @@ async def run_phase(rate: float, tick_ms: float, warmup: float, seconds: float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per phase")
     args = parser.parse_args()
     symbols = sum(len(v) for v in load_instruments().values())
-    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
-          f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")  # fmt: skip
-    fire = asyncio.run(run_phase(rate=FIREHOSE, tick_ms=20, warmup=3, seconds=args.seconds, latency=False))
-    print(f"throughput: {fire.count:,} trades/s accepted of {FIREHOSE * symbols:,} offered "
-          f"({', '.join(f'{v} {n:,}/s' for v, n in fire.per_venue.items())})")  # fmt: skip
-    steady = asyncio.run(run_phase(rate=5000 / symbols, tick_ms=1, warmup=2, seconds=args.seconds, latency=True))
+    print(
+        f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
+        f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
+    )
+    fire = asyncio.run(
+        run_phase(rate=FIREHOSE, tick_ms=20, warmup=3, seconds=args.seconds, latency=False)
+    )
+    print(
+        f"throughput: {fire.count:,} trades/s accepted of {FIREHOSE * symbols:,} offered "
+        f"({', '.join(f'{v} {n:,}/s' for v, n in fire.per_venue.items())})"
+    )
+    steady = asyncio.run(
+        run_phase(rate=5000 / symbols, tick_ms=1, warmup=2, seconds=args.seconds, latency=True)
+    )
     lat = steady.latencies or [0]
-    print(f"latency at {steady.count:,} trades/s: p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
-          f"max {max(lat) / 1e6:.2f} ms ({len(lat):,} trades)")  # fmt: skip
+    print(
+        f"latency at {steady.count:,} trades/s: p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
+        f"max {max(lat) / 1e6:.2f} ms ({len(lat):,} trades)"
+    )
     print(f"feed_throughput: {fire.count} trades/s")
 
 

@@ -18,7 +18,9 @@ from k2.simulator.fuzz import SYMBOLS, fuzz
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=1_000_000, help="mutated frames per venue")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -31,8 +33,10 @@ def main() -> None:
         finally:
             store.close()
         print(result.line())
-        print(f"  {args.frames / result.parse_s:,.0f} frames/s parsed, {result.trades / result.write_s:,.0f} trades/s "
-              f"written and checked")  # fmt: skip
+        print(
+            f"  {args.frames / result.parse_s:,.0f} frames/s parsed, {result.trades / result.write_s:,.0f} trades/s "
+            f"written and checked"
+        )
         for frame, error in result.crashes[:5]:
             print(f"  crash: {error} on {frame[:120]!r}")
         for problem in result.problems:

@@ -55,8 +55,15 @@ def rss_peak_mb() -> float:
     return float("nan")
 
 
-def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, metrics: bool,
-                   latency: bool, offload: bool = False) -> dict[str, object]:  # fmt: skip
+def pipeline_phase(
+    rate: float,
+    tick_ms: float,
+    warmup: float,
+    seconds: float,
+    metrics: bool,
+    latency: bool,
+    offload: bool = False,
+) -> dict[str, object]:
     """Run the k2 up pipeline in this process against a simulator process; measure silver commits.
 
     With `latency`, every committed trade's latency is kept (an 8-byte array slot each, so the
@@ -75,8 +82,13 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
     data = scratch_dir("k2-bench-")
     # The archive schedule is off: an offload cycle landing inside a phase (they run at :00, :15,
     # :30, :45) would make its figures depend on the wall clock.
-    settings = load_settings(data_dir=data, venues=venues, api={"port": 0}, metrics={"enabled": metrics},
-                             archive={"schedule_enabled": False})  # fmt: skip
+    settings = load_settings(
+        data_dir=data,
+        venues=venues,
+        api={"port": 0},
+        metrics={"enabled": metrics},
+        archive={"schedule_enabled": False},
+    )
     platform = Embedded(settings, load_instruments())
     latencies = array.array("q")
     result: dict[str, object] = {}
@@ -103,7 +115,11 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
         nonlocal measuring
         stop = asyncio.Event()
         task = asyncio.create_task(platform.run(stop))
-        while platform.writer is None or not platform.feeds or not all(f.stats.state == LIVE for f in platform.feeds):
+        while (
+            platform.writer is None
+            or not platform.feeds
+            or not all(f.stats.state == LIVE for f in platform.feeds)
+        ):
             await asyncio.sleep(0.1)
         platform.writer.listeners.append(on_commit)
         scraper = asyncio.create_task(scrape(platform.api_url)) if metrics else None
@@ -114,11 +130,15 @@ def pipeline_phase(rate: float, tick_ms: float, warmup: float, seconds: float, m
             async with httpx.AsyncClient(timeout=600) as client:
                 resp = await client.post(f"{platform.api_url}/api/flows/offload", json={})
                 resp.raise_for_status()
-                result["offloaded_rows"] = sum(r["rows"] for r in resp.json().values() if isinstance(r, dict))
+                result["offloaded_rows"] = sum(
+                    r["rows"] for r in resp.json().values() if isinstance(r, dict)
+                )
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
         measuring = False
         elapsed = time.monotonic() - start
-        result["silver_rows_per_s"] = (platform.writer.stats.rows.get("silver_trades", 0) - before) / elapsed
+        result["silver_rows_per_s"] = (
+            platform.writer.stats.rows.get("silver_trades", 0) - before
+        ) / elapsed
         result["backpressure_s"] = platform.writer.stats.backpressure_s
         if scraper is not None:
             scraper.cancel()
@@ -179,25 +199,43 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
         timings.append(time.perf_counter_ns() - t0)
         assert len(rows) == 100, len(rows)
     store.close()
-    return {"stored": stored, "load_s": load_s, "p50_ms": pct(timings, 0.5), "p99_ms": pct(timings, 0.99),
-            "rss_peak_mb": rss_peak_mb()}  # fmt: skip
+    return {
+        "stored": stored,
+        "load_s": load_s,
+        "p50_ms": pct(timings, 0.5),
+        "p99_ms": pct(timings, 0.99),
+        "rss_peak_mb": rss_peak_mb(),
+    }
 
 
 def run_phase(args: list[str]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, str(HERE), "--phase", *args], capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, str(HERE), "--phase", *args], capture_output=True, text=True, timeout=1800
+    )
     if out.returncode != 0:
         raise SystemExit(f"phase {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15.0, help="measurement window per pipeline phase")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="measurement window per pipeline phase"
+    )
     parser.add_argument("--metrics", choices=["on", "off", "both"], default="on")
-    parser.add_argument("--rounds", type=int, default=1, help="throughput runs per metrics mode (median reported)")
-    parser.add_argument("--trades", type=int, default=10_000_000, help="trades stored for the query phase")
-    parser.add_argument("--offload", action="store_true",
-                        help="also measure peak RSS with an offload cycle inside a firehose phase")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="throughput runs per metrics mode (median reported)"
+    )
+    parser.add_argument(
+        "--trades", type=int, default=10_000_000, help="trades stored for the query phase"
+    )
+    parser.add_argument(
+        "--offload",
+        action="store_true",
+        help="also measure peak RSS with an offload cycle inside a firehose phase",
+    )
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -205,39 +243,67 @@ def main() -> None:
         if kind == "query":
             result = query_phase(int(rest[0]), 300)
         else:
-            rate, tick, metrics, seconds, kind = float(rest[0]), float(rest[1]), rest[2] == "on", float(rest[3]), rest[4]
-            result = pipeline_phase(rate, tick, 5, seconds, metrics, kind == "latency", kind == "offload")
+            rate, tick, metrics, seconds, kind = (
+                float(rest[0]),
+                float(rest[1]),
+                rest[2] == "on",
+                float(rest[3]),
+                rest[4],
+            )
+            result = pipeline_phase(
+                rate, tick, 5, seconds, metrics, kind == "latency", kind == "offload"
+            )
         print(json.dumps(result))
         return
     from k2.instruments import load_instruments
 
     symbols = sum(len(v) for v in load_instruments().values())
     modes = ["on", "off"] if args.metrics == "both" else [args.metrics]
-    print(f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
-          f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} cores; {symbols} instruments; simulator in its own process; "
+        f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
+    )
     fires: dict[str, list[dict[str, object]]] = {m: [] for m in modes}
-    for i in range(args.rounds):  # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
+    for i in range(
+        args.rounds
+    ):  # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
         for mode in modes if i % 2 == 0 else modes[::-1]:
             fire = run_phase(["pipeline", FIREHOSE, "20", mode, str(args.seconds), "firehose"])
             fires[mode].append(fire)
-            print(f"[metrics {mode}] round {i + 1}: {fire['silver_rows_per_s']:,.0f} trades/s committed "
-                  f"(backpressure {fire['backpressure_s']:.1f} s, peak RSS {fire['rss_peak_mb']:.0f} MB)")  # fmt: skip
-    throughput = {m: statistics.median(float(f["silver_rows_per_s"]) for f in fires[m]) for m in modes}  # type: ignore[arg-type]
+            print(
+                f"[metrics {mode}] round {i + 1}: {fire['silver_rows_per_s']:,.0f} trades/s committed "
+                f"(backpressure {fire['backpressure_s']:.1f} s, peak RSS {fire['rss_peak_mb']:.0f} MB)"
+            )
+    throughput = {
+        m: statistics.median(float(f["silver_rows_per_s"]) for f in fires[m]) for m in modes
+    }  # type: ignore[arg-type]
     for mode in modes:
-        print(f"[metrics {mode}] throughput: {throughput[mode]:,.0f} trades/s committed (median of {args.rounds})")
-        steady = run_phase(["pipeline", str(5000 / symbols), "1", mode, str(args.seconds), "latency"])
-        print(f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: p50 {steady['p50_ms']:.1f} ms, "
-              f"p99 {steady['p99_ms']:.1f} ms (peak RSS {steady['rss_peak_mb']:.0f} MB)")  # fmt: skip
+        print(
+            f"[metrics {mode}] throughput: {throughput[mode]:,.0f} trades/s committed (median of {args.rounds})"
+        )
+        steady = run_phase(
+            ["pipeline", str(5000 / symbols), "1", mode, str(args.seconds), "latency"]
+        )
+        print(
+            f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: p50 {steady['p50_ms']:.1f} ms, "
+            f"p99 {steady['p99_ms']:.1f} ms (peak RSS {steady['rss_peak_mb']:.0f} MB)"
+        )
     if len(modes) == 2:
         loss = 1 - throughput["on"] / throughput["off"]
-        print(f"metrics overhead: {loss * 100:.1f} % throughput ({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)")
+        print(
+            f"metrics overhead: {loss * 100:.1f} % throughput ({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)"
+        )
     if args.offload:
         fire = run_phase(["pipeline", FIREHOSE, "20", modes[0], str(args.seconds), "offload"])
-        print(f"firehose with an offload cycle ({fire.get('offloaded_rows', 0):,} rows archived): "
-              f"{fire['silver_rows_per_s']:,.0f} trades/s committed, peak RSS {fire['rss_peak_mb']:.0f} MB")  # fmt: skip
+        print(
+            f"firehose with an offload cycle ({fire.get('offloaded_rows', 0):,} rows archived): "
+            f"{fire['silver_rows_per_s']:,.0f} trades/s committed, peak RSS {fire['rss_peak_mb']:.0f} MB"
+        )
     q = run_phase(["query", str(args.trades)])
-    print(f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: p50 {q['p50_ms']:.1f} ms, "
-          f"p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)")  # fmt: skip
+    print(
+        f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: p50 {q['p50_ms']:.1f} ms, "
+        f"p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)"
+    )
     print(f"ingest_throughput: {throughput[modes[0]]:.0f} trades/s")
 
 

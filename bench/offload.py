@@ -21,18 +21,20 @@ import time
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from _common import cpu_reference, scratch_dir  # noqa: E402  # bench/_common.py
+from _common import cpu_reference, scratch_dir  # bench/_common.py
 
-from k2.archive.lake import Lake  # noqa: E402
-from k2.archive.offload import offload_table  # noqa: E402
-from k2.archive.tables import BY_NAME, TABLES  # noqa: E402
-from k2.hotstore import migrate  # noqa: E402
-from k2.hotstore.clickhouse import ClickHouseStore  # noqa: E402
-from k2.instruments import load_instruments  # noqa: E402
-from k2.settings import HotStoreSettings, load_settings  # noqa: E402
+from k2.archive.lake import Lake
+from k2.archive.offload import offload_table
+from k2.archive.tables import BY_NAME, TABLES
+from k2.hotstore import migrate
+from k2.hotstore.clickhouse import ClickHouseStore
+from k2.instruments import load_instruments
+from k2.settings import HotStoreSettings, load_settings
 
 
-def insert_trades(store: ClickHouseStore, n: int, start_ns: int, span_ns: int, first_seq: int) -> int:
+def insert_trades(
+    store: ClickHouseStore, n: int, start_ns: int, span_ns: int, first_seq: int
+) -> int:
     """Write `n` synthetic trades over the default instruments, spread over `span_ns`."""
     pairs = [(v, s) for v, symbols in load_instruments().items() for s in symbols]
     venues = "[" + ",".join(f"'{v}'" for v, _ in pairs) + "]"
@@ -44,7 +46,7 @@ def insert_trades(store: ClickHouseStore, n: int, start_ns: int, span_ns: int, f
                {first_seq} + number, toDecimal128(toString(100 + (number % 997) / 100), 18), toDecimal128('0.25', 18), 'true',
                number % 2 = 0, fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // max(n, 1)}), 'UTC'),
                now64(9), 'bench', false, '{{"bench":true}}', {first_seq} + number
-        FROM numbers({n})""")  # fmt: skip
+        FROM numbers({n})""")
     return first_seq + n
 
 
@@ -58,11 +60,15 @@ def throughput(rows: int) -> float:
     spec = BY_NAME["silver_trades"]
     lake.table(spec)  # created before timing
     started = time.perf_counter()
-    result = offload_table(store, lake, spec, chunk_rows=settings.archive.chunk_rows, lookback_minutes=180)
+    result = offload_table(
+        store, lake, spec, chunk_rows=settings.archive.chunk_rows, lookback_minutes=180
+    )
     elapsed = time.perf_counter() - started
     assert result.rows == rows, result
-    print(f"throughput: {rows:,} silver rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s "
-          f"({result.commits} commits of up to {settings.archive.chunk_rows:,} rows)")  # fmt: skip
+    print(
+        f"throughput: {rows:,} silver rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s "
+        f"({result.commits} commits of up to {settings.archive.chunk_rows:,} rows)"
+    )
     lake.close()
     store.close()
     return rows / elapsed
@@ -85,7 +91,10 @@ def cycle() -> tuple[float, float]:
     for spec in TABLES:
         offload_table(store, lake, spec, chunk_rows=1_000_000, lookback_minutes=180)
     insert_trades(store, 90_000, now - quarter, quarter, seq)  # the last 15 minutes: 100 trades/s
-    with prefect_test_harness(server_startup_timeout=120), using(ArchiveRuntime(store, lake, settings)):
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        using(ArchiveRuntime(store, lake, settings)),
+    ):
         offload_flow(["ohlcv_1d"])  # warm the temporary server and the flow engine
         started = time.perf_counter()
         results = offload_flow()
@@ -96,18 +105,26 @@ def cycle() -> tuple[float, float]:
     for spec in TABLES:
         offload_table(store, lake, spec, chunk_rows=1_000_000, lookback_minutes=180)
     bare = time.perf_counter() - started
-    print(f"cycle: 15 minutes at 100 trades/s ({rows:,} rows over ten tables) in {with_prefect:.2f} s as a "
-          f"Prefect flow run; {bare:.2f} s for the same work without Prefect")  # fmt: skip
+    print(
+        f"cycle: 15 minutes at 100 trades/s ({rows:,} rows over ten tables) in {with_prefect:.2f} s as a "
+        f"Prefect flow run; {bare:.2f} s for the same work without Prefect"
+    )
     lake.close()
     store.close()
     return with_prefect, bare
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=5_000_000, help="silver rows for the throughput run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=5_000_000, help="silver rows for the throughput run"
+    )
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores; cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")
+    print(
+        f"machine: {os.cpu_count()} cores; cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
+    )
     rate = throughput(args.rows)
     cycle()
     print(f"offload_throughput: {rate:.0f} rows/s")

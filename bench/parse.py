@@ -46,7 +46,10 @@ def messages(venue: str) -> list[bytes]:
     conn = _Conn({"timeUnit": "MICROSECOND"})
     now = time.time_ns()
     k = PER_MESSAGE[venue]
-    return [server.encode(conn, market, market.generate(k, now, now + 1_000_000, False)) for _ in range(N_MESSAGES)]
+    return [
+        server.encode(conn, market, market.generate(k, now, now + 1_000_000, False))
+        for _ in range(N_MESSAGES)
+    ]
 
 
 def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
@@ -54,21 +57,43 @@ def baseline(venue: str) -> Callable[[bytes, int], list[dict]]:
 
     def kraken(raw: bytes, recv: int) -> list[dict]:
         msg = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
-        return [{"exchange": "kraken", "symbol": t["symbol"], "trade_id": int(t["trade_id"]), "price": t["price"],
-                 "amount": t["qty"], "taker_side": t["side"], "ts_event": rfc3339_to_ns(t["timestamp"]),
-                 "ts_recv": recv} for t in msg["data"]]  # fmt: skip
+        return [
+            {
+                "exchange": "kraken",
+                "symbol": t["symbol"],
+                "trade_id": int(t["trade_id"]),
+                "price": t["price"],
+                "amount": t["qty"],
+                "taker_side": t["side"],
+                "ts_event": rfc3339_to_ns(t["timestamp"]),
+                "ts_recv": recv,
+            }
+            for t in msg["data"]
+        ]
 
     def coinbase(raw: bytes, recv: int) -> list[dict]:
         msg = json.loads(raw)
-        return [{"exchange": "coinbase", "symbol": t["product_id"], "trade_id": int(t["trade_id"]),
-                 "price": Decimal(t["price"]), "amount": Decimal(t["size"]),
-                 "taker_side": "buy" if t["side"] == "SELL" else "sell", "ts_event": rfc3339_to_ns(t["time"]),
-                 "ts_recv": recv} for ev in msg["events"] for t in ev["trades"]]  # fmt: skip
+        return [
+            {
+                "exchange": "coinbase",
+                "symbol": t["product_id"],
+                "trade_id": int(t["trade_id"]),
+                "price": Decimal(t["price"]),
+                "amount": Decimal(t["size"]),
+                "taker_side": "buy" if t["side"] == "SELL" else "sell",
+                "ts_event": rfc3339_to_ns(t["time"]),
+                "ts_recv": recv,
+            }
+            for ev in msg["events"]
+            for t in ev["trades"]
+        ]
 
     return {"binance": binance_baseline, "kraken": kraken, "coinbase": coinbase}[venue]
 
 
-def measure(fns: Sequence[Callable[[bytes, int], object]], msgs: list[bytes], seconds: float) -> list[float]:
+def measure(
+    fns: Sequence[Callable[[bytes, int], object]], msgs: list[bytes], seconds: float
+) -> list[float]:
     """Return trades per second for each of `fns` over `msgs`: the best of passes taken in turn
     (one of each, again and again) for `seconds` in all, so a change in the VM's speed during the
     run reaches every function alike and their ratio holds."""
@@ -89,19 +114,25 @@ def measure(fns: Sequence[Callable[[bytes, int], object]], msgs: list[bytes], se
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})  # one core
     results = {}
-    print(f"{'venue':10} {'trades/msg':>10} {'k2 trades/s':>14} {'baseline trades/s':>18} {'ratio':>7}")
+    print(
+        f"{'venue':10} {'trades/msg':>10} {'k2 trades/s':>14} {'baseline trades/s':>18} {'ratio':>7}"
+    )
     for venue in ("binance", "kraken", "coinbase"):
         msgs = messages(venue)
         adapter = make_adapter(venue)
         ours, base = measure([adapter.parse, baseline(venue)], msgs, 2 * args.seconds)
         results[venue] = ours
-        print(f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} {base:>18,.0f} {ours / base:>6.2f}x")
+        print(
+            f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} {base:>18,.0f} {ours / base:>6.2f}x"
+        )
     print(f"parse_binance: {results['binance']:.0f} trades/s")
 
 

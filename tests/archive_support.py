@@ -24,8 +24,12 @@ from k2.records import Trade
 from k2.settings import ArchiveSettings, HotStoreSettings, WriterSettings
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-MARKETS = (("binance", "BTCUSDT", "BTC/USDT"), ("binance", "ETHUSDT", "ETH/USDT"),
-           ("kraken", "BTC/USD", "BTC/USD"), ("coinbase", "BTC-USD", "BTC/USD"))  # fmt: skip
+MARKETS = (
+    ("binance", "BTCUSDT", "BTC/USDT"),
+    ("binance", "ETHUSDT", "ETH/USDT"),
+    ("kraken", "BTC/USD", "BTC/USD"),
+    ("coinbase", "BTC-USD", "BTC/USD"),
+)
 
 
 def postgres_available() -> str | None:
@@ -33,7 +37,9 @@ def postgres_available() -> str | None:
     try:
         import psycopg2
 
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3).close()
+        psycopg2.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
+        ).close()
     except Exception as err:  # any failure to connect means: skip, saying why
         return f"no PostgreSQL at 127.0.0.1:5432 ({err})"
     return None
@@ -86,24 +92,45 @@ class Market:
 
     def __init__(self, store: ClickHouseStore, start_ns: int | None = None) -> None:
         self.store = store
-        self.next_id = {m: 1000 for m in MARKETS}
-        self.start = start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000  # 3 h ago, on the hour
+        self.next_id = dict.fromkeys(MARKETS, 1000)
+        self.start = (
+            start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000
+        )  # 3 h ago, on the hour
         self.writer = StoreWriter(store, WriterSettings(), 0)
 
-    def trades(self, market: tuple[str, str, str], n: int, start_ns: int, step_ns: int) -> list[Trade]:
+    def trades(
+        self, market: tuple[str, str, str], n: int, start_ns: int, step_ns: int
+    ) -> list[Trade]:
         venue, symbol, canonical = market
         out = []
         for i in range(n):
             tid = self.next_id[market]
             self.next_id[market] += 1
             price = Decimal(100 + (tid * 7) % 13) + Decimal(tid % 100) / 1000
-            out.append(Trade(venue, symbol, canonical, tid, price, Decimal("0.5") + Decimal(tid % 9) / 100,
-                             "buy" if tid % 3 else "sell", start_ns + i * step_ns, time.time_ns(),
-                             "true", f'{{"t":{tid}}}'.encode()))  # fmt: skip
+            out.append(
+                Trade(
+                    venue,
+                    symbol,
+                    canonical,
+                    tid,
+                    price,
+                    Decimal("0.5") + Decimal(tid % 9) / 100,
+                    "buy" if tid % 3 else "sell",
+                    start_ns + i * step_ns,
+                    time.time_ns(),
+                    "true",
+                    f'{{"t":{tid}}}'.encode(),
+                )
+            )
         return out
 
-    def write(self, per_market: int, start_ns: int | None = None, step_ns: int = 20_000_000_000,
-              duplicates: int = 0) -> int:  # fmt: skip
+    def write(
+        self,
+        per_market: int,
+        start_ns: int | None = None,
+        step_ns: int = 20_000_000_000,
+        duplicates: int = 0,
+    ) -> int:
         """Write `per_market` trades per market (plus `duplicates` re-sent ones to bronze)."""
         start = self.start if start_ns is None else start_ns
 
@@ -111,7 +138,9 @@ class Market:
             total = 0
             for market in MARKETS:
                 batch = self.trades(market, per_market, start, step_ns)
-                again = [msgspec.structs.replace(t) for t in batch[:duplicates]]  # re-received: new objects
+                again = [
+                    msgspec.structs.replace(t) for t in batch[:duplicates]
+                ]  # re-received: new objects
                 await self.writer.trades(batch + again, batch, f"{market[0]}-1")
                 total += len(batch)
             await self.writer.flush()
@@ -120,7 +149,9 @@ class Market:
         return asyncio.run(run())
 
 
-def hot_rows(store: ClickHouseStore, spec: ArchiveTable, now: float | None = None) -> list[tuple[Any, ...]]:
+def hot_rows(
+    store: ClickHouseStore, spec: ArchiveTable, now: float | None = None
+) -> list[tuple[Any, ...]]:
     """The hot side of `spec` in archive form: all rows (trade tables), closed windows (candles)."""
     if spec.is_candles:
         assert spec.timeframe is not None

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterator
 from decimal import ROUND_DOWN, Decimal, localcontext
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,16 +28,20 @@ def load_record(path: Path) -> dict[Key, Row]:
     for line in path.read_text().splitlines():
         r = json.loads(line)
         out[(r["exchange"], r["symbol"], r["trade_id"])] = (
-            r["canonical_symbol"], Decimal(r["price"]), Decimal(r["amount"]), r["taker_side"],
+            r["canonical_symbol"],
+            Decimal(r["price"]),
+            Decimal(r["amount"]),
+            r["taker_side"],
             rfc3339_to_ns(r["ts_event"]),
-        )  # fmt: skip
+        )
     return out
 
 
 def read_silver(store: HotStore) -> dict[Key, Row]:
     rows = store.rows(
         "SELECT exchange, symbol, trade_id, canonical_symbol, toString(price), toString(amount), "
-        "toString(taker_side), toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades")  # fmt: skip
+        "toString(taker_side), toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades"
+    )
     out: dict[Key, Row] = {}
     for exchange, symbol, trade_id, canonical, price, amount, side, ts in rows:
         key = (exchange, symbol, trade_id)
@@ -47,7 +50,9 @@ def read_silver(store: HotStore) -> dict[Key, Row]:
     return out
 
 
-def assert_silver_equals(silver: dict[Key, Row], truth: dict[Key, Row], from_first_stored: bool = False) -> int:
+def assert_silver_equals(
+    silver: dict[Key, Row], truth: dict[Key, Row], from_first_stored: bool = False
+) -> int:
     """Assert silver equals the ground truth; optionally only from the first trade stored per symbol
     (a client cannot know what traded before it first connected)."""
     if from_first_stored:
@@ -60,13 +65,19 @@ def assert_silver_equals(silver: dict[Key, Row], truth: dict[Key, Row], from_fir
     assert not missing, f"{len(missing)} trades missing from silver, e.g. {missing[:3]}"
     assert not extra, f"{len(extra)} trades in silver the venue never made, e.g. {extra[:3]}"
     wrong = [k for k in truth if silver[k] != truth[k]]
-    assert not wrong, f"{len(wrong)} silver rows differ, e.g. {[(k, silver[k], truth[k]) for k in wrong[:2]]}"
+    assert not wrong, (
+        f"{len(wrong)} silver rows differ, e.g. {[(k, silver[k], truth[k]) for k in wrong[:2]]}"
+    )
     return len(truth)
 
 
-def expected_candles(trades: dict[Key, Row], seconds: int) -> dict[tuple[str, str, int], dict[str, Any]]:
+def expected_candles(
+    trades: dict[Key, Row], seconds: int
+) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Candles from trades: open/close by (event time, trade id), VWAP truncated to 18 places."""
-    groups: dict[tuple[str, str, int], list[tuple[int, int, Decimal, Decimal, str]]] = defaultdict(list)
+    groups: dict[tuple[str, str, int], list[tuple[int, int, Decimal, Decimal, str]]] = defaultdict(
+        list
+    )
     for (exchange, _symbol, trade_id), (canonical, price, amount, side, ts) in trades.items():
         window = ts // 1_000_000_000 // seconds * seconds
         groups[(exchange, canonical, window)].append((ts, trade_id, price, amount, side))
@@ -78,12 +89,18 @@ def expected_candles(trades: dict[Key, Row], seconds: int) -> dict[tuple[str, st
             volume = sum((a for *_, a, _s in items), Decimal(0))
             quote = sum((p * a for _t, _i, p, a, _s in items), Decimal(0))
             out[key] = {
-                "open": items[0][2], "close": items[-1][2],
-                "high": max(i[2] for i in items), "low": min(i[2] for i in items),
-                "volume": volume, "quote_volume": quote, "trade_count": len(items),
-                "taker_buy_volume": sum((a for _t, _i, _p, a, s in items if s == "buy"), Decimal(0)),
+                "open": items[0][2],
+                "close": items[-1][2],
+                "high": max(i[2] for i in items),
+                "low": min(i[2] for i in items),
+                "volume": volume,
+                "quote_volume": quote,
+                "trade_count": len(items),
+                "taker_buy_volume": sum(
+                    (a for _t, _i, _p, a, s in items if s == "buy"), Decimal(0)
+                ),
                 "vwap": (quote / volume).quantize(_Q18, rounding=ROUND_DOWN),
-            }  # fmt: skip
+            }
     return out
 
 
@@ -91,10 +108,25 @@ def read_candles(store: HotStore, tf: str) -> dict[tuple[str, str, int], dict[st
     rows = store.rows(
         "SELECT exchange, canonical_symbol, toUnixTimestamp(window_start), toString(open), toString(high), "
         "toString(low), toString(close), toString(volume), toString(quote_volume), trade_count, "
-        f"toString(taker_buy_volume), toString(vwap) FROM k2.candles_{tf}")  # fmt: skip
-    names = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count", "taker_buy_volume", "vwap")
-    return {(r[0], r[1], r[2]): {n: (v if n == "trade_count" else Decimal(v)) for n, v in zip(names, r[3:], strict=True)}
-            for r in rows}  # fmt: skip
+        f"toString(taker_buy_volume), toString(vwap) FROM k2.candles_{tf}"
+    )
+    names = (
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "trade_count",
+        "taker_buy_volume",
+        "vwap",
+    )
+    return {
+        (r[0], r[1], r[2]): {
+            n: (v if n == "trade_count" else Decimal(v)) for n, v in zip(names, r[3:], strict=True)
+        }
+        for r in rows
+    }
 
 
 def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
@@ -102,10 +134,15 @@ def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
     checked = 0
     for tf in TIMEFRAMES:
         want, got = expected_candles(silver, tf.seconds), read_candles(store, tf.name)
-        assert set(got) == set(want), f"{tf.name}: windows differ: {sorted(set(got) ^ set(want))[:3]}"
+        assert set(got) == set(want), (
+            f"{tf.name}: windows differ: {sorted(set(got) ^ set(want))[:3]}"
+        )
         for key, candle in want.items():
             assert got[key] == candle, f"{tf.name} {key}: got {got[key]}, want {candle}"
-            assert candle["low"] <= candle["open"] <= candle["high"] and candle["low"] <= candle["close"] <= candle["high"]
+            assert (
+                candle["low"] <= candle["open"] <= candle["high"]
+                and candle["low"] <= candle["close"] <= candle["high"]
+            )
         checked += len(want)
     return checked
 
@@ -114,10 +151,16 @@ def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
 def small_filesystem(path: Path, size_mb: int = 256) -> Iterator[Path]:
     """A tmpfs of `size_mb` mounted at `path`: a disk K2 can be made to fill, never the machine's own."""
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "k2-test", str(path)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "k2-test", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root and mount(8)): {done.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a small tmpfs to fill (needs root and mount(8)): {done.stderr.strip()}"
+        )
     try:
         yield path
     finally:

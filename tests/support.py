@@ -32,7 +32,9 @@ class CollectingSink:
     gaps: list[Gap] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
-    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+    async def trades(
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+    ) -> None:
         self.received.extend((t, conn_id) for t in received)
         self.accepted.extend(accepted)
 
@@ -43,7 +45,9 @@ class CollectingSink:
         self.rejects.append(reject)
 
 
-async def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+async def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, step: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -53,7 +57,12 @@ async def wait_until(check: Callable[[], bool], timeout: float, what: str, step:
 
 def fast_ingest(**extra: Any) -> dict[str, Any]:
     """Ingest settings that keep tests quick: short backoff, short grace."""
-    return {"backoff_initial_s": 0.2, "backoff_max_s": 1.5, "gap_grace_s": 0.2, "ping_interval_s": 5.0} | extra
+    return {
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 1.5,
+        "gap_grace_s": 0.2,
+        "ping_interval_s": 5.0,
+    } | extra
 
 
 @dataclass
@@ -94,7 +103,9 @@ async def capture(
         feeds = build_feeds(settings, instruments, sink, http)
         task = asyncio.create_task(run_feeds(feeds, stop))
         try:
-            await wait_until(lambda: all(f.stats.state == LIVE for f in feeds), 20, "feeds to connect")
+            await wait_until(
+                lambda: all(f.stats.state == LIVE for f in feeds), 20, "feeds to connect"
+            )
             await asyncio.sleep(0.3)  # let subscriptions settle before the market opens
             faults.active_until = time.monotonic() + fault_seconds
             sim.paused = False
@@ -104,8 +115,14 @@ async def capture(
             await asyncio.sleep(max(0.0, faults.active_until - time.monotonic()))
             clean_from = time.time_ns() + 200_000_000
             await wait_until(
-                lambda: all(s.last_trade_event_ns > clean_from for f in feeds for s in f.stats.symbols.values()),
-                60, "every symbol to trade again after the faults")  # fmt: skip
+                lambda: all(
+                    s.last_trade_event_ns > clean_from
+                    for f in feeds
+                    for s in f.stats.symbols.values()
+                ),
+                60,
+                "every symbol to trade again after the faults",
+            )
             sim.paused = True
             await drain(feeds)
         finally:
@@ -134,7 +151,11 @@ def truth_by_key(sim: Simulator) -> dict[tuple[str, str, int], tuple[Decimal, De
     out = {}
     for venue, market, t in sim.truth():
         out[(venue, market.symbol, t.trade_id)] = (
-            Decimal(t.price_text), Decimal(t.amount_text), "buy" if t.taker_buy else "sell", t.ts_ns)
+            Decimal(t.price_text),
+            Decimal(t.amount_text),
+            "buy" if t.taker_buy else "sell",
+            t.ts_ns,
+        )
     return out
 
 
@@ -156,7 +177,10 @@ def assert_exact(sim: Simulator, trades: Sequence[Trade]) -> int:
         per_symbol[key[:2]] += 1
     assert not missing, f"{len(missing)} trades missing: {dict(per_symbol)}; first {missing[:3]}"
     assert not extra, f"{len(extra)} trades the venue never made: {extra[:3]}"
-    wrong = [(k, (t.price, t.amount, t.taker_side, t.ts_event), truth[k]) for k, t in seen.items()
-             if (t.price, t.amount, t.taker_side, t.ts_event) != truth[k]]  # fmt: skip
+    wrong = [
+        (k, (t.price, t.amount, t.taker_side, t.ts_event), truth[k])
+        for k, t in seen.items()
+        if (t.price, t.amount, t.taker_side, t.ts_event) != truth[k]
+    ]
     assert not wrong, f"{len(wrong)} trades differ from the venue's, e.g. {wrong[:2]}"
     return len(seen)

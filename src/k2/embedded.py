@@ -20,16 +20,16 @@ from typing import Any
 
 from k2.api.app import create_app
 from k2.api.server import ApiServer
-from k2.background import in_daemon_thread
 from k2.archive import ops
 from k2.archive.lake import Lake
 from k2.archive.tables import TABLES
+from k2.background import in_daemon_thread
 from k2.flows import FLOWS
 from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
 from k2.flows.schedule import Job, Schedule, validate_cron
-from k2.hotstore.store import HotStore
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
+from k2.hotstore.store import HotStore
 from k2.hotstore.writer import StoreWriter, WriterStats
 from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
@@ -92,14 +92,22 @@ class Embedded:
         self._owner = OwnedStore(self.settings.data_dir, self.settings.hotstore, "k2 up")
         self.store = self._owner.store
         self.lake = Lake(self.settings.archive, self.settings.data_dir)
-        self.archive = ArchiveRuntime(self.store, self.lake, self.settings,
-                                      metrics=self.metrics if self.settings.metrics.enabled else None)  # fmt: skip
-        ops.load_status(self.store, self.archive.status, TABLES)  # where the last runs left the archive
+        self.archive = ArchiveRuntime(
+            self.store,
+            self.lake,
+            self.settings,
+            metrics=self.metrics if self.settings.metrics.enabled else None,
+        )
+        ops.load_status(
+            self.store, self.archive.status, TABLES
+        )  # where the last runs left the archive
         return self.store
 
     # -- what /metrics and /health read ----------------------------------------------------------
     def venues(self) -> list[str]:
-        return [f.name for f in self.feeds] or [v for v in self.instruments if self.settings.venue(v).enabled]
+        return [f.name for f in self.feeds] or [
+            v for v in self.instruments if self.settings.venue(v).enabled
+        ]
 
     def _all_live(self) -> bool:
         return bool(self.feeds) and all(f.stats.state == LIVE for f in self.feeds)
@@ -115,16 +123,30 @@ class Embedded:
 
     def health_inputs(self) -> HealthInputs:
         assert self.archive is not None
-        return HealthInputs(time.time(), True, self.venues(), self.settings.data_dir, self.archive.status,
-                            dict(self.table_rows), dict(self.hot_newest), self.feed_stats(), self.writer_stats(),
-                            self.settings.writer.max_pending_rows, self.started_at)  # fmt: skip
+        return HealthInputs(
+            time.time(),
+            True,
+            self.venues(),
+            self.settings.data_dir,
+            self.archive.status,
+            dict(self.table_rows),
+            dict(self.hot_newest),
+            self.feed_stats(),
+            self.writer_stats(),
+            self.settings.writer.max_pending_rows,
+            self.started_at,
+        )
 
     def schedule(self) -> list[Job]:
         """The archive flows and their cron schedules (none if schedules are switched off)."""
         s = self.settings.archive
         if not s.schedule_enabled:
             return []
-        crons = {"offload": s.offload_cron, "maintenance": s.maintenance_cron, "reconcile": s.reconcile_cron}
+        crons = {
+            "offload": s.offload_cron,
+            "maintenance": s.maintenance_cron,
+            "reconcile": s.reconcile_cron,
+        }
         return [Job(name, cron, FLOWS[name]) for name, cron in crons.items()]
 
     def status_rows(self) -> list[tuple[str, str]]:
@@ -135,9 +157,16 @@ class Embedded:
         for name in sorted((set(self.table_rows) | set(written)) - {"schema_migrations"}):
             stored = f"{self.table_rows.get(name, 0):,} stored"
             # Candle tables are written by materialized views: only what they hold is known.
-            rows.append((name, f"{written[name]:,} written / {stored}" if name in written else stored))
-        rows.append(("writer", f"{self.writer.stats.batches:,} batches, {self.writer.stats.pending:,} pending, "
-                               f"backpressure {self.writer.stats.backpressure_s:.1f} s"))  # fmt: skip
+            rows.append(
+                (name, f"{written[name]:,} written / {stored}" if name in written else stored)
+            )
+        rows.append(
+            (
+                "writer",
+                f"{self.writer.stats.batches:,} batches, {self.writer.stats.pending:,} pending, "
+                f"backpressure {self.writer.stats.backpressure_s:.1f} s",
+            )
+        )
         return rows
 
     async def _refresh_table_rows(self, stop: asyncio.Event) -> None:
@@ -145,14 +174,18 @@ class Embedded:
         assert self.store is not None
         venues = self.venues()
         while True:
-            self.table_rows, self.hot_newest = await asyncio.wrap_future(self.store.submit(hot_state, self.store, venues))
+            self.table_rows, self.hot_newest = await asyncio.wrap_future(
+                self.store.submit(hot_state, self.store, venues)
+            )
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None = None) -> None:
+    async def run(
+        self, stop: asyncio.Event, show: Callable[[Embedded, asyncio.Event], Any] | None = None
+    ) -> None:
         """Run until `stop` is set, then shut down in order within `shutdown_grace_s`.
 
         Nothing in flight is lost: what cannot be written in time is counted (`report`), and the
@@ -161,7 +194,9 @@ class Embedded:
         """
         for job in self.schedule():
             validate_cron(job.cron, f"archive schedule for {job.name}")
-        api = ApiServer(self.settings.api)  # a busy port or a bad host fails here, the store untouched
+        api = ApiServer(
+            self.settings.api
+        )  # a busy port or a bad host fails here, the store untouched
         try:
             await asyncio.to_thread(self.open_store)
         except BaseException:
@@ -174,7 +209,9 @@ class Embedded:
         finally:
             await api.stop(timeout=1.0)  # (already stopped unless the run failed)
             owner, lake, clean = self._owner, self.lake, self.report.clean
-            await self._bounded(lambda: (owner.close(clean), lake.close() if lake else None), "closing the store")
+            await self._bounded(
+                lambda: (owner.close(clean), lake.close() if lake else None), "closing the store"
+            )
         if self.report.clean:
             log.info("k2 up: stopped cleanly in %.1f s", self.report.seconds())
 
@@ -182,19 +219,29 @@ class Embedded:
         """Run blocking `fn` in a daemon thread, waiting until the grace period ends (plus `slack_s`)."""
         until = self.report.deadline + slack_s if self.report.deadline else time.monotonic() + 60
         try:
-            await asyncio.wait_for(in_daemon_thread(fn, "k2-stop"), max(until - time.monotonic(), 0.1))
+            await asyncio.wait_for(
+                in_daemon_thread(fn, "k2-stop"), max(until - time.monotonic(), 0.1)
+            )
             return True
         except TimeoutError:
             log.error("k2 up: %s did not finish within the grace period; exiting without it", what)
             self.report.forced = True
             return False
 
-    async def _run(self, api: ApiServer, stop: asyncio.Event,
-                   show: Callable[[Embedded, asyncio.Event], Any] | None) -> None:  # fmt: skip
+    async def _run(
+        self,
+        api: ApiServer,
+        stop: asyncio.Event,
+        show: Callable[[Embedded, asyncio.Event], Any] | None,
+    ) -> None:
         assert self.store is not None and self._owner is not None and self.archive is not None
         resume = await asyncio.to_thread(load_resume, self.store, self.settings.ingest.recent_ids)
-        self.writer = StoreWriter(self.store, self.settings.writer, await asyncio.to_thread(last_sequence, self.store),
-                                  self.metrics if self.settings.metrics.enabled else None)  # fmt: skip
+        self.writer = StoreWriter(
+            self.store,
+            self.settings.writer,
+            await asyncio.to_thread(last_sequence, self.store),
+            self.metrics if self.settings.metrics.enabled else None,
+        )
         settings = self.settings
         if self.simulate:
             self.simulator = from_settings(settings, self.instruments)
@@ -231,17 +278,22 @@ class Embedded:
                     await asyncio.sleep(0.5)  # what the simulator already sent arrives
                 # The writer gets the last part of the grace period for what the feeds handed it.
                 writer_share = min(5.0, settings.shutdown_grace_s / 3)
-                report.open_gaps = await stop_feeds(self.feeds, feeds_stop, repair_stop, feeds_task,
-                                                    report.deadline - writer_share)  # fmt: skip
+                report.open_gaps = await stop_feeds(
+                    self.feeds, feeds_stop, repair_stop, feeds_task, report.deadline - writer_share
+                )
                 writer_stop.set()
                 await writer_task
                 report.unwritten = await self.writer.close(report.deadline - 0.5)
                 await schedule_task
                 running = schedule.running()
                 if running:
-                    _, late = await asyncio.wait(running, timeout=max(report.deadline - time.monotonic(), 0.1))
+                    _, late = await asyncio.wait(
+                        running, timeout=max(report.deadline - time.monotonic(), 0.1)
+                    )
                     if late:
-                        log.error("k2 up: a flow run was still going at the end of the grace period")
+                        log.error(
+                            "k2 up: a flow run was still going at the end of the grace period"
+                        )
                         report.forced = True
                 side_stop.set()
                 for task in side:

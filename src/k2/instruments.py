@@ -71,7 +71,9 @@ def _choose(given: str, choices: list[str], what: str, where: str = "") -> str:
         return found[0]
     if len(found) > 1:
         raise InputError(f"{what} {given!r} is ambiguous: {', '.join(found)}")
-    close = difflib.get_close_matches(given.upper(), sorted({c.upper() for c in choices}), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(
+        given.upper(), sorted({c.upper() for c in choices}), n=1, cutoff=0.6
+    )
     hint = ""
     if close:
         hint = "; did you mean " + next(c for c in choices if c.upper() == close[0]) + "?"
@@ -101,7 +103,9 @@ def resolve_symbol(given: str, instruments: Instruments, venue: str | None = Non
     return next(i.canonical for i in items if name in (i.canonical, i.symbol))
 
 
-def resolve_filters(instruments: Instruments, venue: str | None, symbol: str | None) -> tuple[str | None, str | None]:
+def resolve_filters(
+    instruments: Instruments, venue: str | None, symbol: str | None
+) -> tuple[str | None, str | None]:
     """A query's --venue and --symbol, checked against the instruments: (venue, canonical symbol)."""
     venue = resolve_venue(venue, instruments) if venue else None
     return venue, resolve_symbol(symbol, instruments, venue) if symbol else None

@@ -40,7 +40,9 @@ class Outcome(enum.StrEnum):
     REPAIRED = "repaired"  # every missing trade recovered
     PARTIAL = "partial"  # some recovered, some still missing
     UNRECOVERABLE = "unrecoverable"  # the venue could not (or would not) return them
-    SUSPICIOUS = "suspicious"  # an id jump beyond the venue's bound: recorded, never fetched blindly
+    SUSPICIOUS = (
+        "suspicious"  # an id jump beyond the venue's bound: recorded, never fetched blindly
+    )
 
 
 class GapKind(enum.StrEnum):
@@ -58,17 +60,23 @@ class Gap(msgspec.Struct, frozen=True):
     gap_id: str
     exchange: str
     symbol: str
-    first_id: int  # first missing trade id (inclusive); window gaps: the highest id seen before, + 1
+    first_id: (
+        int  # first missing trade id (inclusive); window gaps: the highest id seen before, + 1
+    )
     last_id: int  # last missing trade id (inclusive)
     ts_from: int  # event time of the last trade before the hole, UTC ns (0 if unknown)
     ts_to: int  # event time of the first trade after the hole, UTC ns (0 if unknown)
     detected_at: int  # UTC ns
     resolved_at: int  # UTC ns, 0 while pending
     outcome: Outcome
-    missing: int  # ids still missing after the repair (window gaps: always 0, the count is unknowable)
+    missing: (
+        int  # ids still missing after the repair (window gaps: always 0, the count is unknowable)
+    )
     recovered: int  # trades recovered for this gap (REST or late WS arrival)
     kind: GapKind = GapKind.IDS
-    detail: str = ""  # why, where it is not obvious (a suspicious jump: how far, and the venue's bound)
+    detail: str = (
+        ""  # why, where it is not obvious (a suspicious jump: how far, and the venue's bound)
+    )
 
 
 class Reject(msgspec.Struct, frozen=True):
@@ -81,8 +89,17 @@ class Reject(msgspec.Struct, frozen=True):
     conn_id: str
 
 
-TRADE_KEYS = ("exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount", "taker_side",
-              "ts_event", "ts_recv")  # fmt: skip
+TRADE_KEYS = (
+    "exchange",
+    "symbol",
+    "canonical_symbol",
+    "trade_id",
+    "price",
+    "amount",
+    "taker_side",
+    "ts_event",
+    "ts_recv",
+)
 
 
 def decimal_text(value: Decimal) -> str:

@@ -65,7 +65,9 @@ class IngestSettings(_Section):
     backoff_reset_after_s: float = 60.0  # a connection healthy this long resets the backoff
     connect_timeout_s: float = 10.0
     ping_interval_s: float = 20.0  # send a protocol ping after this long without incoming data
-    ping_timeout_s: float = 20.0  # drop the connection if no pong within this (at most the interval)
+    ping_timeout_s: float = (
+        20.0  # drop the connection if no pong within this (at most the interval)
+    )
     gap_grace_s: float = 0.3  # wait this long for out-of-order messages before REST repair
     gap_retry_for_s: float = 600.0  # keep retrying a failing repair this long, then give up
     rest_timeout_s: float = 10.0
@@ -158,8 +160,10 @@ class ApiSettings(_Section):
         except OSError as err:
             raise ConfigError(f"api.token_file {self.token_file}: {err.strerror or err}") from None
         if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"api.token_file {self.token_file} must hold a token of at least "
-                              f"{MIN_TOKEN_CHARS} characters")  # fmt: skip
+            raise ConfigError(
+                f"api.token_file {self.token_file} must hold a token of at least "
+                f"{MIN_TOKEN_CHARS} characters"
+            )
         return token
 
 
@@ -236,7 +240,9 @@ class Settings(BaseSettings):
 
         unknown = sorted(set(value) - set(VENUE_NAMES))
         if unknown:
-            raise ValueError(f"unknown venue {unknown[0]!r}; known venues: {', '.join(VENUE_NAMES)}")
+            raise ValueError(
+                f"unknown venue {unknown[0]!r}; known venues: {', '.join(VENUE_NAMES)}"
+            )
         return value
 
     def venue(self, name: str) -> VenueSettings:
@@ -297,7 +303,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = Path(DEFAULT_CONFIG_FILE)
     if path is not None and not path.is_file():
-        raise ConfigError(f"config file not found: {path}" if not path.exists() else f"config file {path} is not a file")
+        raise ConfigError(
+            f"config file not found: {path}"
+            if not path.exists()
+            else f"config file {path} is not a file"
+        )
     _check_env_names(dict(os.environ))
     _TOML_PATH = path
     try:

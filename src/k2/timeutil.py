@@ -24,7 +24,9 @@ def rfc3339_to_ns(text: str) -> int:
     """
     base = _second_cache.get(text[:20])
     if base is not None:
-        if text[19] == ".":  # a cached "YYYY-MM-DDTHH:MM:SS." prefix: text must be <prefix><digits>Z
+        if (
+            text[19] == "."
+        ):  # a cached "YYYY-MM-DDTHH:MM:SS." prefix: text must be <prefix><digits>Z
             frac = text[20:-1]
             if text[-1] == "Z" and len(frac) <= 9 and frac.isdigit() and frac.isascii():
                 return base + int(frac) * _SCALE[len(frac)]
@@ -117,11 +119,21 @@ def user_time(text: str, what: str = "time", now: int | None = None) -> int:
         try:
             ns = rfc3339_to_ns(value)
             # The parser above is lenient for speed (2026-02-30 is March 2nd): a user's time is not.
-            datetime.datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                              int(value[14:16]), int(value[17:19]))  # fmt: skip
+            datetime.datetime(
+                int(value[:4]),
+                int(value[5:7]),
+                int(value[8:10]),
+                int(value[11:13]),
+                int(value[14:16]),
+                int(value[17:19]),
+            )
         except (ParseError, ValueError):
-            raise InputError(f"{what}: {text!r} is not a time; use RFC 3339 (2026-01-02T03:04:05Z), "
-                             "a date (2026-01-02) or a duration ago (90s, 15m, 2h, 1d)") from None
+            raise InputError(
+                f"{what}: {text!r} is not a time; use RFC 3339 (2026-01-02T03:04:05Z), "
+                "a date (2026-01-02) or a duration ago (90s, 15m, 2h, 1d)"
+            ) from None
     if not MIN_NS <= ns <= MAX_NS:
-        raise InputError(f"{what}: {text!r} is outside the times K2 can store (1677-09-21 to 2262-04-11)")
+        raise InputError(
+            f"{what}: {text!r} is outside the times K2 can store (1677-09-21 to 2262-04-11)"
+        )
     return ns

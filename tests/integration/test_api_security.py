@@ -52,9 +52,22 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
 
     async def write() -> None:
         writer = StoreWriter(emb.store, WriterSettings(), last_sequence(emb.store))
-        trades = [Trade("binance", "BTCUSDT", "BTC/USDT", i, Decimal("100.5"), Decimal("0.25"), "buy",
-                        T0 + i * 1_000_000_000, T0 + i * 1_000_000_000 + 5, "true", b"{}")
-                  for i in range(1, 4)]  # fmt: skip
+        trades = [
+            Trade(
+                "binance",
+                "BTCUSDT",
+                "BTC/USDT",
+                i,
+                Decimal("100.5"),
+                Decimal("0.25"),
+                "buy",
+                T0 + i * 1_000_000_000,
+                T0 + i * 1_000_000_000 + 5,
+                "true",
+                b"{}",
+            )
+            for i in range(1, 4)
+        ]
         await writer.trades(trades, trades, "binance-1")
         await writer.close()
 
@@ -178,8 +191,11 @@ def test_a_cross_site_form_post_does_not_run_a_flow(
     platform: Embedded, flow_calls: list[Any]
 ) -> None:
     api = http(platform)
-    form = api.post("/api/flows/offload", data={"table": "silver_trades"},
-                    headers={"Origin": "http://evil.example"})  # fmt: skip
+    form = api.post(
+        "/api/flows/offload",
+        data={"table": "silver_trades"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert form.status_code == 415
     plain = api.post("/api/flows/offload", content=b"{}", headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415
@@ -190,8 +206,11 @@ def test_a_cross_site_form_post_does_not_run_a_flow(
     assert site.status_code == 403
     assert api.get("/api/flows/offload").status_code == 405
     assert flow_calls == []
-    ok = api.post("/api/flows/offload", json={"tables": ["silver_trades"]},
-                  headers={"Origin": "http://127.0.0.1:8000"})  # fmt: skip
+    ok = api.post(
+        "/api/flows/offload",
+        json={"tables": ["silver_trades"]},
+        headers={"Origin": "http://127.0.0.1:8000"},
+    )
     assert ok.status_code == 200, ok.text
     assert api.post("/api/flows/offload", json={}).status_code == 200  # a CLI sends no Origin
     assert flow_calls == [["silver_trades"], None]
@@ -200,13 +219,16 @@ def test_a_cross_site_form_post_does_not_run_a_flow(
 # -- the same mistakes as the CLI's, as 4xx with a message -----------------------------------------
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"venue": "binanse"}, "unknown venue 'binanse'; did you mean binance?"),
-    ({"symbol": "BTC/USDX"}, "unknown symbol 'BTC/USDX'; did you mean"),
-    ({"from": "2300-01-01"}, "outside the times K2 can store"),
-    ({"to": "99999999999999999999d"}, "outside the times K2 can store"),
-    ({"from": "yesterday"}, "is not a time"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"venue": "binanse"}, "unknown venue 'binanse'; did you mean binance?"),
+        ({"symbol": "BTC/USDX"}, "unknown symbol 'BTC/USDX'; did you mean"),
+        ({"from": "2300-01-01"}, "outside the times K2 can store"),
+        ({"to": "99999999999999999999d"}, "outside the times K2 can store"),
+        ({"from": "yesterday"}, "is not a time"),
+    ],
+)
 def test_bad_filters_are_400_with_the_reason(
     platform: Embedded, params: dict[str, str], message: str
 ) -> None:
@@ -282,15 +304,26 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k2.test")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("k2.test")]), critical=False)
-            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("k2.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 

@@ -31,9 +31,15 @@ class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing in the offload catches it."""
 
 
-def offload_all(store: ClickHouseStore, lake: Lake, chunk_rows: int = 100_000, **kw: object) -> dict[str, int]:
-    return {t.name: offload_table(store, lake, t, chunk_rows=chunk_rows, lookback_minutes=180, **kw).rows  # type: ignore[arg-type]
-            for t in TABLES}  # fmt: skip
+def offload_all(
+    store: ClickHouseStore, lake: Lake, chunk_rows: int = 100_000, **kw: object
+) -> dict[str, int]:
+    return {
+        t.name: offload_table(
+            store, lake, t, chunk_rows=chunk_rows, lookback_minutes=180, **kw
+        ).rows  # type: ignore[arg-type]
+        for t in TABLES
+    }
 
 
 def assert_archive_equals_hot(store: ClickHouseStore, lake: Lake) -> None:
@@ -51,9 +57,15 @@ def test_offload_of_all_ten_tables_equals_hot_exactly(store: ClickHouseStore, la
     assert all(rows[t.name] > 0 for t in CANDLE_TABLES[:4])
     assert_archive_equals_hot(store, lake)
     silver = lake.table(BY_NAME["silver_trades"])
-    assert len(silver.snapshots()) >= 5 and watermark(silver) == store.rows("SELECT max(ingest_seq) FROM k2.silver_trades")[0][0]
+    assert (
+        len(silver.snapshots()) >= 5
+        and watermark(silver) == store.rows("SELECT max(ingest_seq) FROM k2.silver_trades")[0][0]
+    )
     assert silver.metadata.properties["write.parquet.compression-codec"] == "zstd"
-    assert str(silver.spec().fields[0].transform) == "day" and str(BY_NAME["ohlcv_1m"].partition_spec().fields[0].transform) == "month"
+    assert (
+        str(silver.spec().fields[0].transform) == "day"
+        and str(BY_NAME["ohlcv_1m"].partition_spec().fields[0].transform) == "month"
+    )
     # A second run finds nothing new (the watermark is read back from the table itself); candle
     # tables re-archive their lookback windows, which leaves them exactly as they were.
     again = offload_all(store, lake)
@@ -65,17 +77,26 @@ def test_types_are_exact_in_the_archive(store: ClickHouseStore, lake: Lake) -> N
     Market(store).write(5)
     offload_all(store, lake)
     schema = lake.table(BY_NAME["silver_trades"]).schema()
-    assert str(schema.find_type("price")) == "decimal(38, 18)" and str(schema.find_type("ts_event")) == "timestamptz"
-    hot_ns = sorted(r[0] for r in store.rows("SELECT toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades"))
-    cold_ns = sorted(lake.table(BY_NAME["silver_trades"]).scan().to_arrow().column("ts_event_ns").to_pylist())
+    assert (
+        str(schema.find_type("price")) == "decimal(38, 18)"
+        and str(schema.find_type("ts_event")) == "timestamptz"
+    )
+    hot_ns = sorted(
+        r[0] for r in store.rows("SELECT toUnixTimestamp64Nano(ts_event) FROM k2.silver_trades")
+    )
+    cold_ns = sorted(
+        lake.table(BY_NAME["silver_trades"]).scan().to_arrow().column("ts_event_ns").to_pylist()
+    )
     assert hot_ns == cold_ns  # nanoseconds survive exactly
 
 
 @pytest.mark.slow
-def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: ClickHouseStore, lake: Lake) -> None:
+def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(
+    store: ClickHouseStore, lake: Lake
+) -> None:
     rng = random.Random(7)
     market = Market(store)
-    crashes = {p: 0 for p in POINTS}
+    crashes = dict.fromkeys(POINTS, 0)
     for run in range(16):
         market.write(rng.randint(5, 30), start_ns=market.start + run * 60_000_000_000)
         point, nth = POINTS[run % len(POINTS)], rng.randint(1, 3)
@@ -102,7 +123,9 @@ def test_crash_at_every_point_across_many_runs_leaves_the_archive_exact(store: C
     removed = 0
     for spec in TABLES:
         result = mnt.MaintenanceResult(spec.name)
-        mnt.remove_orphans(lake.table(spec), ArchiveSettings(orphan_min_age_hours=0), result, time.time())
+        mnt.remove_orphans(
+            lake.table(spec), ArchiveSettings(orphan_min_age_hours=0), result, time.time()
+        )
         removed += result.orphans_removed
     assert removed > 0
     assert_archive_equals_hot(store, lake)
@@ -128,7 +151,9 @@ os._exit(0)
 
 
 @pytest.mark.parametrize("point", ["files_written", "committed"])
-def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, catalog_uri: str | None, point: str) -> None:
+def test_a_killed_offload_process_reruns_to_the_exact_archive(
+    tmp_path: Path, catalog_uri: str | None, point: str
+) -> None:
     store = ClickHouseStore.at(tmp_path / "hot")
     from k2.hotstore import migrate
     from k2.settings import HotStoreSettings
@@ -136,7 +161,9 @@ def test_a_killed_offload_process_reruns_to_the_exact_archive(tmp_path: Path, ca
     migrate.apply(store, HotStoreSettings())
     Market(store).write(60)
     store.close()
-    args = [sys.executable, "-c", KILL.format(), point, str(tmp_path)] + ([catalog_uri] if catalog_uri else [])
+    args = [sys.executable, "-c", KILL.format(), point, str(tmp_path)] + (
+        [catalog_uri] if catalog_uri else []
+    )
     assert subprocess.run(args, timeout=120).returncode == 137
     store = ClickHouseStore.at(tmp_path / "hot")
     lake = Lake(archive_settings(catalog_uri), tmp_path)
@@ -160,23 +187,36 @@ def test_late_trades_and_late_candle_corrections_arrive(store: ClickHouseStore, 
     assert rows["silver_trades"] == 4 and rows["ohlcv_1m"] > 0
     assert_archive_equals_hot(store, lake)
     corrected = archive_rows(lake, BY_NAME["ohlcv_1m"])
-    assert corrected != one_minute and len(corrected) == len(one_minute)  # updated in place, not added
+    assert corrected != one_minute and len(corrected) == len(
+        one_minute
+    )  # updated in place, not added
 
 
-def test_candles_are_archived_only_once_their_window_closed(store: ClickHouseStore, lake: Lake) -> None:
+def test_candles_are_archived_only_once_their_window_closed(
+    store: ClickHouseStore, lake: Lake
+) -> None:
     minute = int(time.time()) // 60 * 60
     market = Market(store)
     market.write(10)  # three hours ago: closed windows
     market.write(5, start_ns=minute * 10**9, step_ns=1_000_000_000)  # this minute: still open
     offload_all(store, lake)
-    starts = {r[sorted(CANDLE_TABLES[0].schema.column_names).index("window_start")].timestamp()
-              for r in archive_rows(lake, BY_NAME["ohlcv_1m"])}  # fmt: skip
+    starts = {
+        r[sorted(CANDLE_TABLES[0].schema.column_names).index("window_start")].timestamp()
+        for r in archive_rows(lake, BY_NAME["ohlcv_1m"])
+    }
     assert starts and max(starts) < minute  # the open minute is not in the archive
-    assert store.rows(f"SELECT count() FROM k2.candles_1m WHERE window_start >= toDateTime({minute}, 'UTC')")[0][0] > 0
+    assert (
+        store.rows(
+            f"SELECT count() FROM k2.candles_1m WHERE window_start >= toDateTime({minute}, 'UTC')"
+        )[0][0]
+        > 0
+    )
     assert_archive_equals_hot(store, lake)  # the closed windows, exactly
 
 
-def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalog_uri: str | None) -> None:
+def test_a_fresh_hot_store_never_deletes_archived_candles(
+    tmp_path: Path, catalog_uri: str | None
+) -> None:
     from k2.hotstore import migrate
     from k2.settings import HotStoreSettings
 
@@ -201,44 +241,67 @@ def test_a_fresh_hot_store_never_deletes_archived_candles(tmp_path: Path, catalo
         lake.close()
 
 
-def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(store: ClickHouseStore, lake: Lake, tmp_path: Path) -> None:
+def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(
+    store: ClickHouseStore, lake: Lake, tmp_path: Path
+) -> None:
     market = Market(store)
     for i in range(4):  # many small commits: many small files per day partition
         market.write(20, start_ns=market.start + i * 600_000_000_000)
         offload_all(store, lake, chunk_rows=40)
     spec = BY_NAME["silver_trades"]
     table = lake.table(spec)
-    before_rows, before_files, mark = archive_rows(lake, spec), len(table.inspect.data_files()), watermark(table)
-    stray = Path(table.location().removeprefix("file://")) / "data" / "stray.parquet" if table.location().startswith("file://") else None
+    before_rows, before_files, mark = (
+        archive_rows(lake, spec),
+        len(table.inspect.data_files()),
+        watermark(table),
+    )
+    stray = (
+        Path(table.location().removeprefix("file://")) / "data" / "stray.parquet"
+        if table.location().startswith("file://")
+        else None
+    )
     if stray is not None:
         stray.parent.mkdir(parents=True, exist_ok=True)
         stray.write_bytes(b"not referenced by anything")
         os.utime(stray, (time.time() - 7200, time.time() - 7200))
-    settings = ArchiveSettings(small_file_mb=64, snapshot_max_age_days=1, snapshot_min_keep=2, orphan_min_age_hours=1)
+    settings = ArchiveSettings(
+        small_file_mb=64, snapshot_max_age_days=1, snapshot_min_keep=2, orphan_min_age_hours=1
+    )
     result = mnt.maintain_table(lake, spec, settings, now=time.time() + 3 * 86400)
     table = lake.table(spec)
     assert result.partitions_compacted >= 1 and result.files_after < before_files
     assert archive_rows(lake, spec) == before_rows == hot_rows(store, spec)
-    assert watermark(table) == mark and table.current_snapshot().summary.additional_properties[WATERMARK] == str(mark)
+    assert watermark(table) == mark and table.current_snapshot().summary.additional_properties[
+        WATERMARK
+    ] == str(mark)
     assert result.snapshots_expired > 0 and len(table.snapshots()) == 2
     if stray is not None:
         assert result.orphans_removed >= 1 and not stray.exists()
     # Every file the table refers to is still there, and ClickHouse reads it (another process:
     # stateless chDB may read any path).
-    check = ("import chdb, sys; print(chdb.query(f\"SELECT count() FROM icebergLocal('{sys.argv[1]}', "
-             "SETTINGS iceberg_metadata_file_path = '{sys.argv[2]}')\", 'CSV'))")  # fmt: skip
+    check = (
+        "import chdb, sys; print(chdb.query(f\"SELECT count() FROM icebergLocal('{sys.argv[1]}', "
+        "SETTINGS iceberg_metadata_file_path = '{sys.argv[2]}')\", 'CSV'))"
+    )
     if table.location().startswith("file://"):
         location = table.location().removeprefix("file://")
         relative = table.metadata_location.removeprefix(table.location() + "/")
         # chDB reads only under its working directory: from "/", that is any absolute path.
-        out = subprocess.run([sys.executable, "-c", check, location, relative], capture_output=True, text=True,
-                             timeout=120, cwd="/")  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", check, location, relative],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
         assert out.stdout.strip() == str(len(before_rows)), out.stderr[-500:]
     offload_all(store, lake)  # and the archive takes new commits after maintenance
     assert_archive_equals_hot(store, lake)
 
 
-def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(store: ClickHouseStore, lake: Lake) -> None:
+def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(
+    store: ClickHouseStore, lake: Lake
+) -> None:
     Market(store).write(40, duplicates=2)
     offload_all(store, lake)
     for spec in TRADE_TABLES:
@@ -265,14 +328,24 @@ def test_reconcile_candles_per_day_up_to_the_watermark(store: ClickHouseStore, l
     market.write((last - start) // step + 1, step_ns=step)
     offload_all(store, lake)
     checks = reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)
-    assert [c.ok for c in checks] == [True] * 4  # three whole days, and the last day up to the watermark
+    assert [c.ok for c in checks] == [
+        True
+    ] * 4  # three whole days, and the last day up to the watermark
     assert checks[-1].day == time.strftime("%Y-%m-%d", time.gmtime(last // 10**9))
     doomed = lake.table(BY_NAME["ohlcv_1h"])
-    doomed.delete(EqualTo("window_start", doomed.scan().to_arrow().column("window_start")[0].as_py().isoformat()))
-    assert [c.difference for c in reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)][0] < 0
+    doomed.delete(
+        EqualTo(
+            "window_start", doomed.scan().to_arrow().column("window_start")[0].as_py().isoformat()
+        )
+    )
+    assert [
+        c.difference for c in reconcile_table(store, lake, BY_NAME["ohlcv_1h"], retention_days=None)
+    ][0] < 0
 
 
-def test_watermark_walks_back_past_snapshots_without_one(store: ClickHouseStore, lake: Lake) -> None:
+def test_watermark_walks_back_past_snapshots_without_one(
+    store: ClickHouseStore, lake: Lake
+) -> None:
     Market(store).write(10)
     offload_all(store, lake)
     table = lake.table(BY_NAME["bronze_trades_kraken"])

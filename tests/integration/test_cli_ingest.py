@@ -17,31 +17,60 @@ from tests.conftest import SAMPLES, sample_bytes
 
 pytestmark = pytest.mark.integration
 K2 = [sys.executable, "-m", "k2"]
-KEYS = ["exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount", "taker_side", "ts_event", "ts_recv"]
+KEYS = [
+    "exchange",
+    "symbol",
+    "canonical_symbol",
+    "trade_id",
+    "price",
+    "amount",
+    "taker_side",
+    "ts_event",
+    "ts_recv",
+]
 
 
-def k2(*args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def k2(
+    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    return subprocess.run([*K2, *args], input=stdin, capture_output=True, timeout=timeout, cwd=cwd, env=env)
+    return subprocess.run(
+        [*K2, *args], input=stdin, capture_output=True, timeout=timeout, cwd=cwd, env=env
+    )
 
 
 def test_normalize_stdin_every_key() -> None:
-    lines = b"\n".join([sample_bytes("kraken-snapshot.json"), sample_bytes("kraken-heartbeat.json")]) + b"\n"
+    lines = (
+        b"\n".join([sample_bytes("kraken-snapshot.json"), sample_bytes("kraken-heartbeat.json")])
+        + b"\n"
+    )
     out = k2("normalize", "kraken", stdin=lines)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 2 and all(list(r) == KEYS for r in rows)
     assert rows[0] | {"ts_recv": None} == {
-        "exchange": "kraken", "symbol": "MATIC/USD", "canonical_symbol": "MATIC/USD", "trade_id": 4665846,
-        "price": "0.5147", "amount": "6423.46326", "taker_side": "buy",
-        "ts_event": "2023-09-25T07:48:36.925533000Z", "ts_recv": None,
-    }  # fmt: skip
+        "exchange": "kraken",
+        "symbol": "MATIC/USD",
+        "canonical_symbol": "MATIC/USD",
+        "trade_id": 4665846,
+        "price": "0.5147",
+        "amount": "6423.46326",
+        "taker_side": "buy",
+        "ts_event": "2023-09-25T07:48:36.925533000Z",
+        "ts_recv": None,
+    }
     assert rows[0]["ts_recv"].endswith("Z") and len(rows[0]["ts_recv"]) == 30
 
 
 def test_normalize_file_reports_bad_lines_and_keeps_going(tmp_path: Path) -> None:
     f = tmp_path / "in.jsonl"
-    f.write_bytes(b"{not json\n" + sample_bytes("binance-trade.json") + b"\n\n" + sample_bytes("binance-subscribe-response.json") + b"\n")
+    f.write_bytes(
+        b"{not json\n"
+        + sample_bytes("binance-trade.json")
+        + b"\n\n"
+        + sample_bytes("binance-subscribe-response.json")
+        + b"\n"
+    )
     out = k2("normalize", "binance", str(f))
     assert out.returncode == 0
     (row,) = [json.loads(x) for x in out.stdout.splitlines()]
@@ -56,8 +85,10 @@ def test_normalize_exits_1_when_every_line_fails() -> None:
 
 
 def test_normalize_decimal_text_has_no_exponent() -> None:
-    raw = (b'{"channel":"trade","type":"update","data":[{"symbol":"SHIB/USD","side":"buy","price":1E-7,'
-           b'"qty":2.5e3,"trade_id":9,"timestamp":"2024-01-01T00:00:00.000001Z"}]}\n')  # fmt: skip
+    raw = (
+        b'{"channel":"trade","type":"update","data":[{"symbol":"SHIB/USD","side":"buy","price":1E-7,'
+        b'"qty":2.5e3,"trade_id":9,"timestamp":"2024-01-01T00:00:00.000001Z"}]}\n'
+    )
     row = json.loads(k2("normalize", "kraken", stdin=raw).stdout)
     assert row["price"] == "0.0000001" and row["amount"] == "2500"
 
@@ -76,12 +107,17 @@ def test_normalize_never_crashes_on_any_sample(name: str) -> None:
 
 def test_simulate_prints_exports_first_and_records_on_sigterm(tmp_path: Path) -> None:
     record = tmp_path / "truth.jsonl"
-    proc = subprocess.Popen([*K2, "simulate", "--port", "0", "--record", str(record), "--faults", "gaps,duplicates"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*K2, "simulate", "--port", "0", "--record", str(record), "--faults", "gaps,duplicates"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     exports = [proc.stdout.readline().decode().strip() for _ in range(6)]
     assert all(line.startswith("export K2_VENUES__") for line in exports), exports
-    assert any(line.startswith("export K2_VENUES__KRAKEN__WS_URL=ws://127.0.0.1:") for line in exports)
+    assert any(
+        line.startswith("export K2_VENUES__KRAKEN__WS_URL=ws://127.0.0.1:") for line in exports
+    )
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
@@ -101,12 +137,27 @@ def test_simulate_duration_and_bad_fault_name() -> None:
 
 def test_watch_simulate_records_normalized_trades(tmp_path: Path) -> None:
     record = tmp_path / "watch.jsonl"
-    (tmp_path / "k2.toml").write_text(f'data_dir = "{tmp_path}/data"\n[simulator]\ntrades_per_second = 10\n')
-    out = k2("--config", str(tmp_path / "k2.toml"), "watch", "--simulate", "--duration", "4", "--record", str(record))
+    (tmp_path / "k2.toml").write_text(
+        f'data_dir = "{tmp_path}/data"\n[simulator]\ntrades_per_second = 10\n'
+    )
+    out = k2(
+        "--config",
+        str(tmp_path / "k2.toml"),
+        "watch",
+        "--simulate",
+        "--duration",
+        "4",
+        "--record",
+        str(record),
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     rows = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(rows) > 100 and all(list(r) == KEYS for r in rows)
     keys = [(r["exchange"], r["symbol"], r["trade_id"]) for r in rows]
     assert len(keys) == len(set(keys))
     summary = out.stdout.decode()
-    assert "binance stopped" in summary and "kraken stopped" in summary and "coinbase stopped" in summary
+    assert (
+        "binance stopped" in summary
+        and "kraken stopped" in summary
+        and "coinbase stopped" in summary
+    )

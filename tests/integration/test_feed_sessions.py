@@ -22,8 +22,16 @@ HEARTBEAT_VENUES = ("kraken", "coinbase")
 
 
 def faults(*names: str, **params: float) -> Faults:
-    base = {"disconnect_every_s": 2.0, "connection_max_age_s": 3.0, "ping_interval_s": 5.0, "stall_s": 6.0,
-            "drop_p": 0.03, "duplicate_p": 0.03, "delay_p": 0.03, "garbage_p": 0.02}  # fmt: skip
+    base = {
+        "disconnect_every_s": 2.0,
+        "connection_max_age_s": 3.0,
+        "ping_interval_s": 5.0,
+        "stall_s": 6.0,
+        "drop_p": 0.03,
+        "duplicate_p": 0.03,
+        "delay_p": 0.03,
+        "garbage_p": 0.02,
+    }
     return Faults(seed=5, enabled=frozenset(names), **(base | params))  # type: ignore[arg-type]
 
 
@@ -75,7 +83,9 @@ def test_duplicates_are_dropped_and_counted() -> None:
     for venue in SMALL:
         assert stats(cap, venue).duplicates > 0, venue
     # Bronze sees every copy: received minus accepted is exactly the duplicate count.
-    assert len(cap.sink.received) - len(cap.sink.accepted) == sum(f.stats.duplicates for f in cap.feeds)
+    assert len(cap.sink.received) - len(cap.sink.accepted) == sum(
+        f.stats.duplicates for f in cap.feeds
+    )
 
 
 def test_out_of_order_trades_are_kept() -> None:
@@ -97,7 +107,9 @@ def test_malformed_frames_are_quarantined_without_reconnecting() -> None:
 def test_rest_rate_limits_are_respected() -> None:
     cap = run(capture(SMALL, faults("gaps", "ratelimit"), fault_seconds=5))
     assert_exact(cap.sim, cap.sink.accepted)
-    assert stats(cap, "binance").rest_rate_limited > 0 and stats(cap, "coinbase").rest_rate_limited > 0
+    assert (
+        stats(cap, "binance").rest_rate_limited > 0 and stats(cap, "coinbase").rest_rate_limited > 0
+    )
     # Retry-After (1 s) was honoured: after a 429 the venue saw no request for the next 0.9 s.
     for venue in ("binance", "coinbase"):
         log = cap.sim.servers[venue].http_log
@@ -112,7 +124,9 @@ def test_server_shutdown_rotates_make_before_break() -> None:
     cap = run(capture(SMALL, faults("shutdown", disconnect_every_s=2.5), fault_seconds=6))
     assert_exact(cap.sim, cap.sink.accepted)
     s = stats(cap, "binance")
-    assert s.rotations >= 1 and s.gaps_found == 0  # the overlap covered the switch: nothing to repair
+    assert (
+        s.rotations >= 1 and s.gaps_found == 0
+    )  # the overlap covered the switch: nothing to repair
 
 
 def test_connection_age_cut_rotates_before_it() -> None:
@@ -124,7 +138,14 @@ def test_connection_age_cut_rotates_before_it() -> None:
 
 def test_silent_connection_trips_the_watchdog() -> None:
     overrides = {v: {"heartbeat_timeout_s": 2.0} for v in HEARTBEAT_VENUES}
-    cap = run(capture(SMALL, faults("stall", disconnect_every_s=2.0), fault_seconds=7, venue_overrides=overrides))
+    cap = run(
+        capture(
+            SMALL,
+            faults("stall", disconnect_every_s=2.0),
+            fault_seconds=7,
+            venue_overrides=overrides,
+        )
+    )
     assert_exact(cap.sim, cap.sink.accepted)
     for venue in HEARTBEAT_VENUES:
         assert stats(cap, venue).watchdog_trips >= 1, venue
@@ -148,7 +169,9 @@ def test_backpressure_longer_than_the_heartbeat_timeout_is_not_silence() -> None
     # Messages keep arriving (queued, unread) while K2 holds its own feeds back: no watchdog trip,
     # no reconnect, nothing lost.
     overrides = {v: {"heartbeat_timeout_s": 1.0} for v in HEARTBEAT_VENUES}
-    cap = run(capture(SMALL, faults(), fault_seconds=4, sink=StallingSink(3.0), venue_overrides=overrides))
+    cap = run(
+        capture(SMALL, faults(), fault_seconds=4, sink=StallingSink(3.0), venue_overrides=overrides)
+    )
     assert cap.sink.held
     assert_exact(cap.sim, cap.sink.accepted)
     for f in cap.feeds:
@@ -158,9 +181,19 @@ def test_backpressure_longer_than_the_heartbeat_timeout_is_not_silence() -> None
 @pytest.mark.slow
 def test_every_fault_at_once_on_all_default_instruments() -> None:
     overrides = {v: {"heartbeat_timeout_s": 3.0} for v in HEARTBEAT_VENUES}
-    cap = run(capture(load_instruments(), faults(*__import__("k2.simulator").simulator.FAULTS, disconnect_every_s=3.0,
-                                                 connection_max_age_s=4.0),
-                      rate=10, fault_seconds=12, venue_overrides=overrides))  # fmt: skip
+    cap = run(
+        capture(
+            load_instruments(),
+            faults(
+                *__import__("k2.simulator").simulator.FAULTS,
+                disconnect_every_s=3.0,
+                connection_max_age_s=4.0,
+            ),
+            rate=10,
+            fault_seconds=12,
+            venue_overrides=overrides,
+        )
+    )
     n = assert_exact(cap.sim, cap.sink.accepted)
     assert n > 3000
     for f in cap.feeds:
@@ -177,7 +210,9 @@ def test_binance_protocol_pings_are_answered() -> None:
     assert s.connects == 1 and s.reconnects == 0
 
 
-def capture_btcusdt(instruments: tuple[str, ...], prepare: Callable[[Feed], None] = lambda feed: None) -> Feed:
+def capture_btcusdt(
+    instruments: tuple[str, ...], prepare: Callable[[Feed], None] = lambda feed: None
+) -> Feed:
     """Run one Binance feed for `instruments` against a simulator listing only BTCUSDT, until it
     has captured a few BTCUSDT trades; `prepare` may alter the feed before it starts."""
 
@@ -198,7 +233,9 @@ def capture_btcusdt(instruments: tuple[str, ...], prepare: Callable[[Feed], None
     return run(main())
 
 
-def test_unlisted_symbol_is_reported_and_the_rest_captured(caplog: pytest.LogCaptureFixture) -> None:
+def test_unlisted_symbol_is_reported_and_the_rest_captured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level(logging.ERROR):
         feed = capture_btcusdt(("BTCUSDT", "NOPEUSDT"))
     assert feed.stats.symbol("NOPEUSDT").listing == "not listed"
@@ -207,7 +244,9 @@ def test_unlisted_symbol_is_reported_and_the_rest_captured(caplog: pytest.LogCap
     assert any("'NOPEUSDT' is not listed" in r.getMessage() for r in caplog.records)
 
 
-def test_a_broken_listing_check_is_logged_and_capture_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_listing_check_is_logged_and_capture_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def broken(*args: object) -> None:
         raise KeyError("symbols")  # an adapter bug, not a K2Error
 
@@ -222,13 +261,23 @@ def test_a_broken_listing_check_is_logged_and_capture_goes_on(caplog: pytest.Log
 def test_without_internet_the_feed_says_so_and_keeps_retrying() -> None:
     async def main() -> None:
         settings = load_settings(
-            venues={"kraken": {"ws_url": "wss://k2-offline-test.invalid/v2", "rest_url": "https://k2-offline-test.invalid"}},
-            ingest=fast_ingest(backoff_max_s=0.5))  # fmt: skip
+            venues={
+                "kraken": {
+                    "ws_url": "wss://k2-offline-test.invalid/v2",
+                    "rest_url": "https://k2-offline-test.invalid",
+                }
+            },
+            ingest=fast_ingest(backoff_max_s=0.5),
+        )
         stop = asyncio.Event()
         async with http_client() as http:
             (feed,) = build_feeds(settings, {"kraken": ("BTC/USD",)}, CollectingSink(), http)
             task = asyncio.create_task(run_feeds([feed], stop))
-            await wait_until(lambda: feed.session is not None and feed.session._backoff.attempts >= 3, 20, "retries")
+            await wait_until(
+                lambda: feed.session is not None and feed.session._backoff.attempts >= 3,
+                20,
+                "retries",
+            )
             assert feed.stats.state == OFFLINE
             assert "cannot resolve k2-offline-test.invalid" in feed.stats.state_detail
             stop.set()
@@ -256,8 +305,14 @@ def test_restart_resumes_from_cursors_without_duplicates() -> None:
                 cursors: dict[str, dict[str, SymbolCursor]] = {}
                 for f in feeds:  # what a store would reload: the high mark and recent ids
                     for symbol, tr in f.trackers.items():
-                        mine = [t.trade_id for t in first.accepted if t.exchange == f.name and t.symbol == symbol]
-                        cursors.setdefault(f.name, {})[symbol] = SymbolCursor(tr.high, tr.high_ts, mine[-1000:])
+                        mine = [
+                            t.trade_id
+                            for t in first.accepted
+                            if t.exchange == f.name and t.symbol == symbol
+                        ]
+                        cursors.setdefault(f.name, {})[symbol] = SymbolCursor(
+                            tr.high, tr.high_ts, mine[-1000:]
+                        )
                 await asyncio.sleep(1.5)  # downtime: trades happen that nobody sees
                 from k2.ingest.state import ResumeState
 

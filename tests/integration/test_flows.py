@@ -52,13 +52,20 @@ def runtime(harness: str, store: ClickHouseStore, tmp_path: Path) -> Iterator[Ar
 def test_offload_flow_archives_every_table_and_records_it(runtime: ArchiveRuntime) -> None:
     Market(runtime.store).write(25)
     results = offload.offload_flow()
-    assert set(results) == {t for t in runtime.status.tables} and results["silver_trades"]["rows"] == 100
+    assert (
+        set(results) == {t for t in runtime.status.tables}
+        and results["silver_trades"]["rows"] == 100
+    )
     for spec_name, status in runtime.status.tables.items():
         assert status.last_success > 0 and status.consecutive_failures == 0, spec_name
     from k2.archive.tables import BY_NAME
 
-    assert archive_rows(runtime.lake, BY_NAME["silver_trades"]) == hot_rows(runtime.store, BY_NAME["silver_trades"])
-    rows = runtime.store.rows("SELECT table_name, toString(status), rows FROM k2.ops_flow_runs WHERE flow = 'offload'")
+    assert archive_rows(runtime.lake, BY_NAME["silver_trades"]) == hot_rows(
+        runtime.store, BY_NAME["silver_trades"]
+    )
+    rows = runtime.store.rows(
+        "SELECT table_name, toString(status), rows FROM k2.ops_flow_runs WHERE flow = 'offload'"
+    )
     assert len(rows) == 10 and {r[1] for r in rows} == {"ok"}
     assert runtime.status.cycles == 1 and runtime.status.cycle_seconds > 0
 
@@ -109,13 +116,22 @@ def test_maintenance_and_reconcile_flows_audit_what_they_did(runtime: ArchiveRun
         offload.offload_flow()
     done = maintenance.maintenance_flow(["silver_trades", "ohlcv_1m"])
     assert done["silver_trades"]["partitions_compacted"] >= 1
-    audit = runtime.store.rows("SELECT table_name, toString(status), files_before, files_after FROM k2.ops_maintenance_audit")
-    assert sorted(r[0] for r in audit) == ["ohlcv_1m", "silver_trades"] and all(r[1] == "ok" for r in audit)
+    audit = runtime.store.rows(
+        "SELECT table_name, toString(status), files_before, files_after FROM k2.ops_maintenance_audit"
+    )
+    assert sorted(r[0] for r in audit) == ["ohlcv_1m", "silver_trades"] and all(
+        r[1] == "ok" for r in audit
+    )
     assert runtime.status.maintenance_ok and runtime.status.maintenance_at > 0
     report = reconcile.reconcile_flow()
-    assert report["silver_trades"]["days"] >= 1 and all(not r["differences"] for r in report.values())
+    assert report["silver_trades"]["days"] >= 1 and all(
+        not r["differences"] for r in report.values()
+    )
     days = sum(r["days"] for r in report.values())
-    assert runtime.store.rows("SELECT countIf(ok), count() FROM k2.ops_reconcile")[0] == (days, days)
+    assert runtime.store.rows("SELECT countIf(ok), count() FROM k2.ops_reconcile")[0] == (
+        days,
+        days,
+    )
 
 
 def test_scheduler_runs_jobs_on_time_and_skips_a_run_still_going() -> None:
@@ -131,7 +147,9 @@ def test_scheduler_runs_jobs_on_time_and_skips_a_run_still_going() -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        schedule = Schedule([Every("fast", "", lambda: runs.append("fast")), Every("slow", "", slow)])
+        schedule = Schedule(
+            [Every("fast", "", lambda: runs.append("fast")), Every("slow", "", slow)]
+        )
         task = asyncio.create_task(schedule.run(stop))
         await asyncio.sleep(1.1)
         stop.set()
@@ -143,16 +161,29 @@ def test_scheduler_runs_jobs_on_time_and_skips_a_run_still_going() -> None:
     assert 1 <= runs.count("slow") <= 2  # while it sleeps, its next times are skipped
 
 
-def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(harness: str, tmp_path: Path) -> None:
+def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(
+    harness: str, tmp_path: Path
+) -> None:
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     assert {d["name"] for d in spec["deployments"]} == {"offload", "maintenance", "reconcile"}
     env = os.environ | {"PREFECT_API_URL": harness}
     prefect = [sys.executable, "-m", "prefect"]
-    made = subprocess.run([*prefect, "work-pool", "create", "k2-process", "--type", "process"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    made = subprocess.run(
+        [*prefect, "work-pool", "create", "k2-process", "--type", "process"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr[-2000:]
-    out = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)],
-                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
 
     async def deployments() -> list[Any]:
@@ -163,8 +194,14 @@ def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(harn
 
     found = {d.name: d for d in asyncio.run(deployments())}
     assert set(found) >= {"offload", "maintenance", "reconcile"}
-    crons = {n: found[n].schedules[0].schedule.cron for n in ("offload", "maintenance", "reconcile")}
-    assert crons == {"offload": "*/15 * * * *", "maintenance": "0 2 * * *", "reconcile": "30 2 * * *"}
+    crons = {
+        n: found[n].schedules[0].schedule.cron for n in ("offload", "maintenance", "reconcile")
+    }
+    assert crons == {
+        "offload": "*/15 * * * *",
+        "maintenance": "0 2 * * *",
+        "reconcile": "30 2 * * *",
+    }
     for name in ("offload", "maintenance", "reconcile"):
         d = found[name]
         assert d.work_pool_name == "k2-process" and d.entrypoint == f"k2.flows.deployed:{name}"

@@ -17,14 +17,17 @@ FRAMES_PER_VENUE = 100_000
 
 
 @pytest.mark.parametrize("venue", list(SYMBOLS))
-def test_mutated_frames_are_stored_exactly_or_rejected_never_a_crash_or_a_stall(store: ClickHouseStore,
-                                                                                venue: str) -> None:  # fmt: skip
+def test_mutated_frames_are_stored_exactly_or_rejected_never_a_crash_or_a_stall(
+    store: ClickHouseStore, venue: str
+) -> None:
     # Mutated times reach back to 2010, and the default TTLs would drop such rows seconds after
     # they are stored: keep everything here, so that storage alone is what is checked.
     migrate.sync_ttls(store, HotStoreSettings(bronze_ttl_days=20_000, silver_ttl_days=20_000))
     result = fuzz(store, venue, FRAMES_PER_VENUE, seed=len(venue), samples=SAMPLES)
     print(result.line())
-    assert not result.crashes, f"{len(result.crashes)} frames crashed the adapter, e.g. {result.crashes[:3]}"
+    assert not result.crashes, (
+        f"{len(result.crashes)} frames crashed the adapter, e.g. {result.crashes[:3]}"
+    )
     assert not result.problems, result.problems
     assert result.with_trades > 10_000 and result.rejected > 10_000, result.line()
     if venue != "binance":  # messages of several trades: one bad trade does not cost the others

@@ -31,12 +31,33 @@ NOW = ((time.time_ns() // 86_400_000_000_000 - 1) * 86_400 + 600) * 1_000_000_00
 # `store`: a migrated chDB store per test, from tests/archive_support.py (a conftest plugin).
 
 
-def trade(venue: str, tid: int, price: str, amount: str, ts: int, side: str = "buy", symbol: str = "BTC-USD") -> Trade:
-    return Trade(venue, symbol, symbol.replace("-", "/"), tid, Decimal(price), Decimal(amount), side, ts, ts + 5,
-                 "BUY", b'{"raw":true}')  # fmt: skip
+def trade(
+    venue: str,
+    tid: int,
+    price: str,
+    amount: str,
+    ts: int,
+    side: str = "buy",
+    symbol: str = "BTC-USD",
+) -> Trade:
+    return Trade(
+        venue,
+        symbol,
+        symbol.replace("-", "/"),
+        tid,
+        Decimal(price),
+        Decimal(amount),
+        side,
+        ts,
+        ts + 5,
+        "BUY",
+        b'{"raw":true}',
+    )
 
 
-def write(store: ClickHouseStore, batches: list[tuple[list[Trade], list[Trade]]], **settings: int) -> StoreWriter:
+def write(
+    store: ClickHouseStore, batches: list[tuple[list[Trade], list[Trade]]], **settings: int
+) -> StoreWriter:
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(**settings), last_sequence(store))
         for received, accepted in batches:
@@ -52,12 +73,36 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
     s = ClickHouseStore.at(tmp_path / "hot")
     try:
         first = migrate.apply(s, HotStoreSettings())
-        assert first == [f"{i:03d}_{n}.sql" for i, n in enumerate(["ingest", "bronze", "bronze_views", "silver", "silver_view", "ohlcv", "ohlcv_1m_mv", "ohlcv_rollups", "ops", "ops_archive", "gap_suspicious"], 1)]
+        assert first == [
+            f"{i:03d}_{n}.sql"
+            for i, n in enumerate(
+                [
+                    "ingest",
+                    "bronze",
+                    "bronze_views",
+                    "silver",
+                    "silver_view",
+                    "ohlcv",
+                    "ohlcv_1m_mv",
+                    "ohlcv_rollups",
+                    "ops",
+                    "ops_archive",
+                    "gap_suspicious",
+                ],
+                1,
+            )
+        ]
         assert migrate.apply(s, HotStoreSettings()) == []
         assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 11
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
-        expected = {"bronze_trades_binance", "bronze_trades_kraken", "bronze_trades_coinbase", "silver_trades",
-                    "feed_gaps", "rejects"} | {f"ohlcv_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")}  # fmt: skip
+        expected = {
+            "bronze_trades_binance",
+            "bronze_trades_kraken",
+            "bronze_trades_coinbase",
+            "silver_trades",
+            "feed_gaps",
+            "rejects",
+        } | {f"ohlcv_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")}
         assert expected <= tables
         assert {f"candles_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")} <= tables
     finally:
@@ -77,9 +122,14 @@ def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
         assert "toIntervalDay(3)" in engines["bronze_trades_kraken"]
         assert "toIntervalDay(11)" in engines["silver_trades"]
-        migrate.apply(s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40))  # a later start changes them
+        migrate.apply(
+            s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40)
+        )  # a later start changes them
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
-        assert "toIntervalDay(5)" in engines["bronze_trades_binance"] and "toIntervalDay(40)" in engines["silver_trades"]
+        assert (
+            "toIntervalDay(5)" in engines["bronze_trades_binance"]
+            and "toIntervalDay(40)" in engines["silver_trades"]
+        )
     finally:
         s.close()
 
@@ -88,33 +138,48 @@ def test_bronze_keeps_everything_silver_only_new_trades(store: ClickHouseStore) 
     a, b, c = (trade("coinbase", i, "100.5", "2", NOW + i) for i in (1, 2, 3))
     dup = trade("coinbase", 2, "100.5", "2", NOW + 2)
     writer = write(store, [([a, b], [a, b]), ([dup, c], [c])])
-    assert store.rows("SELECT count(), countIf(duplicate) FROM k2.bronze_trades_coinbase")[0] == (4, 1)
+    assert store.rows("SELECT count(), countIf(duplicate) FROM k2.bronze_trades_coinbase")[0] == (
+        4,
+        1,
+    )
     silver = read_silver(store)
     assert sorted(k[2] for k in silver) == [1, 2, 3]
-    assert store.rows("SELECT toString(quote_amount) FROM k2.silver_trades WHERE trade_id = 1")[0][0] == "201"
-    seqs = [r[0] for r in store.rows("SELECT ingest_seq FROM k2.bronze_trades_coinbase ORDER BY ingest_seq")]
+    assert (
+        store.rows("SELECT toString(quote_amount) FROM k2.silver_trades WHERE trade_id = 1")[0][0]
+        == "201"
+    )
+    seqs = [
+        r[0]
+        for r in store.rows("SELECT ingest_seq FROM k2.bronze_trades_coinbase ORDER BY ingest_seq")
+    ]
     assert len(set(seqs)) == 4 and seqs == sorted(seqs) and seqs[0] >= NOW // 1000  # hybrid clock
     assert writer.stats.rows == {"bronze_trades_coinbase": 4, "silver_trades": 3}
     (raw,) = store.rows("SELECT raw FROM k2.bronze_trades_coinbase LIMIT 1")[0]
     assert raw in (b'{"raw":true}', '{"raw":true}')
 
 
-def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store: ClickHouseStore) -> None:
+def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(
+    store: ClickHouseStore,
+) -> None:
     t0 = NOW
     batches = [
         [trade("coinbase", 10, "100000.12345678", "123.45678912", t0 + 5_000_000_000)],
         # Same timestamp: the trade id decides open and close.
-        [trade("coinbase", 12, "99999", "1", t0 + 1_000_000_000, "sell"),
-         trade("coinbase", 11, "99998", "1", t0 + 1_000_000_000)],
+        [
+            trade("coinbase", 12, "99999", "1", t0 + 1_000_000_000, "sell"),
+            trade("coinbase", 11, "99998", "1", t0 + 1_000_000_000),
+        ],
         # A late trade (backfilled) older than everything so far in the window: the new open.
         [trade("coinbase", 9, "0.0000123456", "1000000.5", t0 + 100)],
         # The next minute.
         [trade("coinbase", 13, "3", "1", t0 + 61_000_000_000, "sell")],
-    ]  # fmt: skip
+    ]
     write(store, [(b, b) for b in batches])
     store.execute("OPTIMIZE TABLE k2.ohlcv_1m FINAL")  # merging states must not change any candle
     silver = read_silver(store)
-    assert assert_candles_equal(store, silver) == 2 + 5  # two 1m windows, one in each larger timeframe
+    assert (
+        assert_candles_equal(store, silver) == 2 + 5
+    )  # two 1m windows, one in each larger timeframe
     c = read_candles(store, "1m")[("coinbase", "BTC/USD", t0 // 10**9)]
     assert c["open"] == Decimal("0.0000123456") and c["close"] == Decimal("100000.12345678")
     assert c["trade_count"] == 4 and c["taker_buy_volume"] == Decimal("1000124.95678912")
@@ -123,7 +188,9 @@ def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(store
 
 
 def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickHouseStore) -> None:
-    binance = [trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in (100, 101, 103, 105)]
+    binance = [
+        trade("binance", i, "1", "1", NOW + i, symbol="BTCUSDT") for i in (100, 101, 103, 105)
+    ]
     coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]
     pending = id_gap("binance", "BTCUSDT", 102, 104, NOW + 101, NOW + 105)
     repaired = id_gap("binance", "BTCUSDT", 50, 60, 0, 0)
@@ -134,7 +201,9 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickH
         await writer.trades(coinbase, coinbase, "coinbase-1")
         await writer.gap(pending)
         await writer.gap(repaired)
-        await writer.gap(msgspec.structs.replace(repaired, outcome=REPAIRED, resolved_at=time.time_ns()))
+        await writer.gap(
+            msgspec.structs.replace(repaired, outcome=REPAIRED, resolved_at=time.time_ns())
+        )
         await writer.gap(window_gap("coinbase", "BTC-USD", 12, NOW))
         await writer.reject(Reject("kraken", "bad", b"{", time.time_ns(), "kraken-1"))
         await writer.close()
@@ -145,7 +214,10 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickH
     state = load_resume(store, recent_ids=2)
     assert state.cursors["binance"]["BTCUSDT"].high == 105
     assert state.cursors["binance"]["BTCUSDT"].high_ts == NOW + 105
-    assert sorted(state.cursors["coinbase"]["BTC-USD"].recent) == [9, 12]  # newest 2, windowed venue only
+    assert sorted(state.cursors["coinbase"]["BTC-USD"].recent) == [
+        9,
+        12,
+    ]  # newest 2, windowed venue only
     assert state.cursors["binance"]["BTCUSDT"].recent == []
     (resumed,) = state.pending["binance"]  # the repaired one is not pending
     gap, holes = resumed
@@ -155,7 +227,9 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickH
     assert store.rows("SELECT count() FROM k2.rejects")[0][0] == 1
 
 
-def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(store: ClickHouseStore) -> None:
+def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(
+    store: ClickHouseStore,
+) -> None:
     from k2.hotstore import recovery
 
     # What a crash can leave: trade 108 stored, but the record of the gap it revealed (106..107)
@@ -165,12 +239,20 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(stor
     coinbase = [trade("coinbase", i, "1", "1", NOW + i) for i in (7, 9, 12)]  # ids may skip here
     # A quiet symbol: its trade 5 an hour older than anything else and written ten minutes of
     # ingest before the rest; its trade 8, written last, skipped two ids.
-    quiet = [trade("binance", i, "1", "1", NOW + (200 if i == 8 else -3600 * 10**9), symbol="LTCUSDT") for i in (5, 8)]
+    quiet = [
+        trade("binance", i, "1", "1", NOW + (200 if i == 8 else -3600 * 10**9), symbol="LTCUSDT")
+        for i in (5, 8)
+    ]
     # An old hole (3) with no record, written long before the crash: not what a crash can cause.
-    old = [trade("binance", i, "1", "1", NOW - 7200 * 10**9 + i, symbol="ETHUSDT") for i in (1, 2, 4)]
+    old = [
+        trade("binance", i, "1", "1", NOW - 7200 * 10**9 + i, symbol="ETHUSDT") for i in (1, 2, 4)
+    ]
     pending = id_gap("binance", "BTCUSDT", 102, 103, NOW + 101, NOW + 104)
-    given_up = msgspec.structs.replace(id_gap("binance", "BTCUSDT", 95, 98, NOW + 94, NOW + 99),
-                                       outcome=UNRECOVERABLE, resolved_at=NOW + 200)  # fmt: skip
+    given_up = msgspec.structs.replace(
+        id_gap("binance", "BTCUSDT", 95, 98, NOW + 94, NOW + 99),
+        outcome=UNRECOVERABLE,
+        resolved_at=NOW + 200,
+    )
 
     async def run() -> None:
         writer = StoreWriter(store, WriterSettings(), 0)
@@ -184,24 +266,36 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(stor
         await writer.close()
 
     asyncio.run(run())
-    assert [r.gap.gap_id for r in load_resume(store, recent_ids=10).pending["binance"]] == [pending.gap_id]
+    assert [r.gap.gap_id for r in load_resume(store, recent_ids=10).pending["binance"]] == [
+        pending.gap_id
+    ]
     assert recovery.recover(store)["gaps_recorded"] == 2
-    state = load_resume(store, recent_ids=10)  # the next k2 up: the found holes are pending gaps now
+    state = load_resume(
+        store, recent_ids=10
+    )  # the next k2 up: the found holes are pending gaps now
     resumed = {r.gap.gap_id: r for r in state.pending["binance"]}
     assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107", "binance:LTCUSDT:6-7"}
     assert resumed[pending.gap_id].holes == [(102, 103)]
     found = resumed["binance:BTCUSDT:106-107"]
     assert found.holes == [(106, 107)] and found.gap.outcome == "pending"
     assert (found.gap.ts_from, found.gap.ts_to, found.gap.missing) == (NOW + 105, NOW + 108, 2)
-    quiet_gap = resumed["binance:LTCUSDT:6-7"].gap  # below the span written recently: looked up by key
+    quiet_gap = resumed[
+        "binance:LTCUSDT:6-7"
+    ].gap  # below the span written recently: looked up by key
     assert (quiet_gap.ts_from, quiet_gap.ts_to) == (NOW - 3600 * 10**9, NOW + 200)
-    assert "coinbase" not in state.pending  # its ids are not contiguous: repaired by time window instead
-    assert recovery.recover(store).get("gaps_recorded") is None  # recorded once: a second recovery finds none
+    assert (
+        "coinbase" not in state.pending
+    )  # its ids are not contiguous: repaired by time window instead
+    assert (
+        recovery.recover(store).get("gaps_recorded") is None
+    )  # recorded once: a second recovery finds none
 
 
 def test_writer_backpressure_blocks_feeds_until_written(store: ClickHouseStore) -> None:
     async def run() -> float:
-        writer = StoreWriter(store, WriterSettings(batch_rows=10**6, batch_interval_ms=200, max_pending_rows=50), 0)
+        writer = StoreWriter(
+            store, WriterSettings(batch_rows=10**6, batch_interval_ms=200, max_pending_rows=50), 0
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop))
         start = time.monotonic()
@@ -232,24 +326,32 @@ def test_data_dir_lock_names_its_holder(tmp_path: Path) -> None:
     second.release()
 
 
-def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(store: ClickHouseStore, tmp_path: Path) -> None:
+def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(
+    store: ClickHouseStore, tmp_path: Path
+) -> None:
     from k2.hotstore import recovery
 
-    trades = [trade("coinbase", i, str(100 + i % 7), "1.5", NOW + i * 7_000_000_000) for i in range(1, 60)]
+    trades = [
+        trade("coinbase", i, str(100 + i % 7), "1.5", NOW + i * 7_000_000_000) for i in range(1, 60)
+    ]
     write(store, [(trades, trades)])
     # What a kill -9 mid-insert can leave: a rollup that missed the last batch, bronze rows that
     # never landed, and a 1m candle counting a trade silver never got.
     store.execute("DELETE FROM k2.ohlcv_5m WHERE window_start >= toDateTime(0)")
     store.execute("DELETE FROM k2.bronze_trades_coinbase WHERE trade_id > 50")
-    store.execute(f"INSERT INTO k2.ohlcv_1m SELECT 'coinbase', 'BTC-USD', toStartOfMinute(toDateTime({NOW // 10**9}, 'UTC')), "
-                  "argMinState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('1', 18), toDecimal128('1', 18), "
-                  "argMaxState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('9', 18), toDecimal128('9', 18), 1, toDecimal128('0', 18)")  # fmt: skip
+    store.execute(
+        f"INSERT INTO k2.ohlcv_1m SELECT 'coinbase', 'BTC-USD', toStartOfMinute(toDateTime({NOW // 10**9}, 'UTC')), "
+        "argMinState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('1', 18), toDecimal128('1', 18), "
+        "argMaxState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('9', 18), toDecimal128('9', 18), 1, toDecimal128('0', 18)"
+    )
     hot = tmp_path / "hot"
     assert not recovery.was_clean(hot)
     done = recovery.recover(store)
     assert done["bronze_trades_coinbase"] == 9
     assert assert_candles_equal(store, read_silver(store)) > 0
-    recovered = store.rows("SELECT count() FROM k2.bronze_trades_coinbase WHERE conn_id = 'recovered' AND raw = ''")[0][0]
+    recovered = store.rows(
+        "SELECT count() FROM k2.bronze_trades_coinbase WHERE conn_id = 'recovered' AND raw = ''"
+    )[0][0]
     assert recovered == 9
     recovery.mark_clean(hot)
     assert recovery.was_clean(hot) and not recovery.was_clean(hot)  # read once per start

@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "rules" / "k2.rules.yml"
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
-NO_PROMETHEUS = ("promtool/prometheus not found: they come from Debian's `prometheus` package, which "
-                 "`make test` installs when run as root with apt-get available")  # fmt: skip
+NO_PROMETHEUS = (
+    "promtool/prometheus not found: they come from Debian's `prometheus` package, which "
+    "`make test` installs when run as root with apt-get available"
+)
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMETHEUS)
 needs_prometheus = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=NO_PROMETHEUS)
 
@@ -52,7 +54,10 @@ def github_anchor(heading: str) -> str:
 
 @needs_promtool
 def test_promtool_checks_the_rules_and_the_prometheus_config() -> None:
-    for args in (["check", "rules", str(RULES)], ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")]):
+    for args in (
+        ["check", "rules", str(RULES)],
+        ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+    ):
         out = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
         assert out.returncode == 0, out.stdout + out.stderr
 
@@ -60,13 +65,19 @@ def test_promtool_checks_the_rules_and_the_prometheus_config() -> None:
 @needs_promtool
 def test_promtool_unit_tests_fire_and_stay_silent_for_every_alert() -> None:
     tests = DEPLOY / "prometheus" / "tests" / "k2.rules.test.yml"
-    out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120)  # type: ignore[list-item]
+    out = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120
+    )  # type: ignore[list-item]
     assert out.returncode == 0, out.stdout + out.stderr
-    cases = [t for block in yaml.safe_load(tests.read_text())["tests"] for t in block["alert_rule_test"]]
+    cases = [
+        t for block in yaml.safe_load(tests.read_text())["tests"] for t in block["alert_rule_test"]
+    ]
     for rule in rules():
         mine = [c for c in cases if c["alertname"] == rule["alert"]]
         assert any(c["exp_alerts"] for c in mine), f"{rule['alert']}: no test where it fires"
-        assert any(not c["exp_alerts"] for c in mine), f"{rule['alert']}: no test where it stays silent"
+        assert any(not c["exp_alerts"] for c in mine), (
+            f"{rule['alert']}: no test where it stays silent"
+        )
 
 
 def test_every_alert_has_annotations_and_a_runbook_that_exists() -> None:
@@ -76,7 +87,11 @@ def test_every_alert_has_annotations_and_a_runbook_that_exists() -> None:
         path, _, anchor = notes["runbook"].partition("#")
         doc = ROOT / path
         assert doc.is_file(), f"{rule['alert']}: {path} missing"
-        anchors = {github_anchor(line.lstrip("#")) for line in doc.read_text().splitlines() if line.startswith("#")}
+        anchors = {
+            github_anchor(line.lstrip("#"))
+            for line in doc.read_text().splitlines()
+            if line.startswith("#")
+        }
         assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor} in {path}"
         index = (ROOT / "docs" / "runbooks" / "README.md").read_text()
         assert rule["alert"] in index, f"{rule['alert']} missing from the runbook index"
@@ -92,8 +107,13 @@ def free_port() -> int:
 
 
 def k2(config: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*K2, "--config", str(config), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env_without_k2())  # fmt: skip
+    return subprocess.run(
+        [*K2, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_without_k2(),
+    )
 
 
 def health(config: Path) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -140,27 +160,55 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         pytest.skip(NO_PROMETHEUS)
     tmp = tmp_path_factory.mktemp("observe")
     port = free_port()
-    config = write_config(tmp, f"[archive]\nschedule_enabled = false\nretries = 0\n[health]\n{NOT_ABOUT_DISK}")
+    config = write_config(
+        tmp, f"[archive]\nschedule_enabled = false\nretries = 0\n[health]\n{NOT_ABOUT_DISK}"
+    )
     config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
-    up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate"], env=env_without_k2(),
-                          stdout=open(tmp / "up.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    up = subprocess.Popen(
+        [*K2, "--config", str(config), "up", "--simulate"],
+        env=env_without_k2(),
+        stdout=open(tmp / "up.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     prom_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     prom_config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     prom_config["rule_files"] = [str(DEPLOY / "prometheus" / r) for r in prom_config["rule_files"]]
     prom_config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
     prom_port = free_port()
-    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=open(tmp / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    prom = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=open(tmp / "prometheus.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         api = wait_for_api(tmp / "data")
         assert api.endswith(f":{port}")
         prom_url = f"http://127.0.0.1:{prom_port}"
-        wait_for(lambda: httpx.get(f"{prom_url}/-/ready", timeout=2).status_code == 200, 60, "Prometheus ready")
-        wait_for(lambda: all(c["status"] == "OK" for c in httpx.get(f"{api}/health", timeout=10).json()["checks"]
-                             if c["name"].startswith(("feed ", "fresh "))), 90, "feeds live, data fresh")  # fmt: skip
-        for flow in ("offload", "maintenance", "reconcile"):  # every flow once, so their metrics exist
+        wait_for(
+            lambda: httpx.get(f"{prom_url}/-/ready", timeout=2).status_code == 200,
+            60,
+            "Prometheus ready",
+        )
+        wait_for(
+            lambda: all(
+                c["status"] == "OK"
+                for c in httpx.get(f"{api}/health", timeout=10).json()["checks"]
+                if c["name"].startswith(("feed ", "fresh "))
+            ),
+            90,
+            "feeds live, data fresh",
+        )
+        for flow in (
+            "offload",
+            "maintenance",
+            "reconcile",
+        ):  # every flow once, so their metrics exist
             resp = httpx.post(f"{api}/api/flows/{flow}", json={}, timeout=300)
             assert resp.status_code == 200, resp.text
         httpx.get(f"{api}/api/trades", params={"limit": 5}, timeout=30).raise_for_status()
@@ -215,7 +263,9 @@ def test_every_alert_rule_is_loaded_evaluates_cleanly_and_none_fires(running: Ru
         body = running.query(rule["expr"])
         if body.get("status") != "success":
             failures.append(f"{rule['alert']}: {body.get('error')}")
-        for metric in set(re.findall(r"\b(k2_[a-z0-9_]+|up)\b", rule["expr"])):  # every input series exists
+        for metric in set(
+            re.findall(r"\b(k2_[a-z0-9_]+|up)\b", rule["expr"])
+        ):  # every input series exists
             if not running.query(metric)["data"]["result"]:
                 failures.append(f"{rule['alert']}: no data for {metric}")
     assert not failures, "\n".join(failures)
@@ -275,22 +325,47 @@ def test_health_warns_then_fails_on_failing_offloads_and_recovers(running: Runni
 def test_health_fails_with_a_feed_down_and_on_a_stopped_data_directory(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"[health]\nfeed_down_s = 3\n{NOT_ABOUT_DISK}")
     env = env_without_k2() | {"K2_INSTRUMENTS_FILE": str(tmp_path / "instruments.toml")}
-    sim = subprocess.Popen([*K2, "simulate", "--port", "0", "--rate", "5"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    sim = subprocess.Popen(
+        [*K2, "simulate", "--port", "0", "--rate", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     assert sim.stdout is not None
-    exports = dict(line.decode().strip().removeprefix("export ").split("=", 1) for line in
-                   (sim.stdout.readline() for _ in range(6)))  # fmt: skip
-    exports["K2_VENUES__KRAKEN__WS_URL"] = f"ws://127.0.0.1:{free_port()}"  # nothing listens: kraken stays down
-    up = subprocess.Popen([*K2, "--config", str(config), "up"], env=env | exports, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)  # fmt: skip
+    exports = dict(
+        line.decode().strip().removeprefix("export ").split("=", 1)
+        for line in (sim.stdout.readline() for _ in range(6))
+    )
+    exports["K2_VENUES__KRAKEN__WS_URL"] = (
+        f"ws://127.0.0.1:{free_port()}"  # nothing listens: kraken stays down
+    )
+    up = subprocess.Popen(
+        [*K2, "--config", str(config), "up"],
+        env=env | exports,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         api = wait_for_api(tmp_path / "data")
-        wait_for(lambda: {c["name"]: c["status"] for c in httpx.get(f"{api}/health", timeout=10).json()["checks"]}
-                 .get("feed binance") == "OK", 60, "binance live")  # fmt: skip
+        wait_for(
+            lambda: (
+                {
+                    c["name"]: c["status"]
+                    for c in httpx.get(f"{api}/health", timeout=10).json()["checks"]
+                }.get("feed binance")
+                == "OK"
+            ),
+            60,
+            "binance live",
+        )
         time.sleep(4)  # past feed_down_s
         code, checks, body = health(config)
         assert code == 2, json.dumps(body, indent=1)
-        assert checks["feed kraken"] == "FAIL" and checks["feed binance"] == "OK" and checks["feed coinbase"] == "OK"
+        assert (
+            checks["feed kraken"] == "FAIL"
+            and checks["feed binance"] == "OK"
+            and checks["feed coinbase"] == "OK"
+        )
         assert httpx.get(f"{api}/health", timeout=10).status_code == 503
     finally:
         stop(up)

@@ -29,14 +29,26 @@ def metric(api: str, name: str) -> float | None:
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "--duration"])
-def test_a_stop_while_the_store_refuses_writes_ends_within_the_grace_period(tmp_path: Path, how: str) -> None:
+def test_a_stop_while_the_store_refuses_writes_ends_within_the_grace_period(
+    tmp_path: Path, how: str
+) -> None:
     with small_filesystem(tmp_path / "small", 512) as root:
-        config = write_config(tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n")
-        config.write_text(config.read_text().replace(f'data_dir = "{tmp_path / "data"}"', f'data_dir = "{root / "data"}"'))
+        config = write_config(
+            tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n"
+        )
+        config.write_text(
+            config.read_text().replace(
+                f'data_dir = "{tmp_path / "data"}"', f'data_dir = "{root / "data"}"'
+            )
+        )
         duration = ["--duration", "12"] if how == "--duration" else []
         env = env_without_k2() | {"K2_SHUTDOWN_GRACE_S": str(GRACE_S)}
-        up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate", *duration], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        up = subprocess.Popen(
+            [*K2, "--config", str(config), "up", "--simulate", *duration],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             api = wait_for_api(root / "data")
             time.sleep(2)
@@ -64,7 +76,9 @@ def test_a_stop_while_the_store_refuses_writes_ends_within_the_grace_period(tmp_
         stopped = next(line for line in out.splitlines() if line.startswith("k2 up: stopped in"))
         assert float(stopped.split()[4]) <= GRACE_S, stopped
         if how != "--duration":
-            assert took <= GRACE_S + 4, f"stopped {took:.1f} s after {how}"  # the grace, plus exiting
+            assert took <= GRACE_S + 4, (
+                f"stopped {took:.1f} s after {how}"
+            )  # the grace, plus exiting
         print(f"{how}: {stopped} ({took:.1f} s from the signal to the exit)")
 
 
@@ -72,24 +86,48 @@ def test_watch_record_with_every_fault_lists_what_the_stop_left_open(tmp_path: P
     # Faults until 3 s before the end, and a 2 s grace: repairs may still be queued at the stop.
     # Whatever is left, the recording and the gaps file together account for every trade.
     truth, record = tmp_path / "truth.jsonl", tmp_path / "watch.jsonl"
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 [simulator]
 seed = 5
 trades_per_second = 10
-faults = "{','.join(FAULTS)}"
+faults = "{",".join(FAULTS)}"
 disconnect_every_s = 3
 connection_max_age_s = 4
 fault_seconds = 9
 record_file = "{truth}"
-""")
+""",
+    )
     env = env_without_k2() | {"K2_SHUTDOWN_GRACE_S": "2"}
     started = time.monotonic()
-    out = subprocess.run([*K2, "--config", str(config), "watch", "--simulate", "--duration", "12", "--record",
-                          str(record)], capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
-    assert time.monotonic() - started < 12 + 2 + 15, "the stop took longer than its grace (start-up aside)"
+    out = subprocess.run(
+        [
+            *K2,
+            "--config",
+            str(config),
+            "watch",
+            "--simulate",
+            "--duration",
+            "12",
+            "--record",
+            str(record),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert time.monotonic() - started < 12 + 2 + 15, (
+        "the stop took longer than its grace (start-up aside)"
+    )
     assert "Traceback" not in out.stderr
     gaps_path = record.with_name(record.name + ".gaps.jsonl")
-    gaps = [json.loads(line) for line in gaps_path.read_text().splitlines()] if gaps_path.exists() else []
+    gaps = (
+        [json.loads(line) for line in gaps_path.read_text().splitlines()]
+        if gaps_path.exists()
+        else []
+    )
     assert out.returncode == (1 if gaps else 0), out.stderr[-2000:]
     assert len(gaps) == out.stderr.count("gap still open at stop")
     recorded = [json.loads(line) for line in record.read_text().splitlines()]
@@ -102,12 +140,20 @@ record_file = "{truth}"
                 continue
             if g["kind"] == "ids" and g["first_id"] <= t["trade_id"] <= g["last_id"]:  # type: ignore[operator]
                 return True
-            if g["kind"] == "window" and rfc3339_to_ns(t["ts_event"]) >= rfc3339_to_ns(g["ts_from"]) - 10**9:  # type: ignore[arg-type]
+            if (
+                g["kind"] == "window"
+                and rfc3339_to_ns(t["ts_event"]) >= rfc3339_to_ns(g["ts_from"]) - 10**9
+            ):  # type: ignore[arg-type]
                 return True
         return False
 
     have = set(keys)
-    lost = [t for t in map(json.loads, truth.read_text().splitlines())
-            if (t["exchange"], t["symbol"], t["trade_id"]) not in have and not covered(t)]  # fmt: skip
+    lost = [
+        t
+        for t in map(json.loads, truth.read_text().splitlines())
+        if (t["exchange"], t["symbol"], t["trade_id"]) not in have and not covered(t)
+    ]
     assert not lost, f"{len(lost)} trades neither recorded nor in a listed gap, e.g. {lost[:3]}"
-    print(f"k2 watch: {len(recorded)} trades recorded, {len(gaps)} gaps left open, exit {out.returncode}")
+    print(
+        f"k2 watch: {len(recorded)} trades recorded, {len(gaps)} gaps left open, exit {out.returncode}"
+    )

@@ -24,14 +24,27 @@ def test_markup_in_a_reject_and_a_health_detail_is_printed_as_it_is(tmp_path: Pa
     store = ClickHouseStore.at(data / "hot")
     try:
         migrate.apply(store, HotStoreSettings())
-        store.insert_arrow("k2.rejects", reject_rows([Reject("binance", MARKUP, b'{"p":"[/]"}', time.time_ns(), "binance-1")]))
+        store.insert_arrow(
+            "k2.rejects",
+            reject_rows([Reject("binance", MARKUP, b'{"p":"[/]"}', time.time_ns(), "binance-1")]),
+        )
         now = int(time.time() * 1000)
-        store.insert_arrow("k2.ops_flow_runs", pa.table({
-            "flow": ["offload"], "table_name": ["silver_trades"], "started_at": pa.array([now], pa.timestamp("ms", "UTC")),
-            "finished_at": pa.array([now], pa.timestamp("ms", "UTC")), "status": ["failed"],
-            "rows": pa.array([0], pa.uint64()), "watermark": pa.array([0], pa.int64()),
-            "newest_event": pa.array([0], pa.timestamp("ns", "UTC")), "detail": [MARKUP],
-        }))  # fmt: skip
+        store.insert_arrow(
+            "k2.ops_flow_runs",
+            pa.table(
+                {
+                    "flow": ["offload"],
+                    "table_name": ["silver_trades"],
+                    "started_at": pa.array([now], pa.timestamp("ms", "UTC")),
+                    "finished_at": pa.array([now], pa.timestamp("ms", "UTC")),
+                    "status": ["failed"],
+                    "rows": pa.array([0], pa.uint64()),
+                    "watermark": pa.array([0], pa.int64()),
+                    "newest_event": pa.array([0], pa.timestamp("ns", "UTC")),
+                    "detail": [MARKUP],
+                }
+            ),
+        )
     finally:
         store.close()
     out = k2("rejects", "--data-dir", str(data))

@@ -47,7 +47,9 @@ def env_without_k2() -> dict[str, str]:
 def write_config(tmp: Path, body: str) -> Path:
     (tmp / "instruments.toml").write_text(INSTRUMENTS)
     config = tmp / "k2.toml"
-    config.write_text(f'data_dir = "{tmp / "data"}"\ninstruments_file = "{tmp / "instruments.toml"}"\n{FAST_INGEST}{body}')
+    config.write_text(
+        f'data_dir = "{tmp / "data"}"\ninstruments_file = "{tmp / "instruments.toml"}"\n{FAST_INGEST}{body}'
+    )
     return config
 
 
@@ -70,18 +72,25 @@ def wait_for_api(data_dir: Path, timeout: float = 60) -> str:
 
 def test_up_simulate_with_faults_silver_and_candles_equal_ground_truth(tmp_path: Path) -> None:
     truth_file = tmp_path / "truth.jsonl"
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 [simulator]
 seed = 42
 trades_per_second = 8
-faults = "{','.join(FAULTS)}"
+faults = "{",".join(FAULTS)}"
 disconnect_every_s = 3
 connection_max_age_s = 4
 fault_seconds = 12
 record_file = "{truth_file}"
-""")
-    out = subprocess.run([*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
-                         capture_output=True, timeout=180, env=env_without_k2())  # fmt: skip
+""",
+    )
+    out = subprocess.run(
+        [*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
+        capture_output=True,
+        timeout=180,
+        env=env_without_k2(),
+    )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     log = out.stderr.decode()
     assert "rotated" in log and "rate limited" in log and "feed down" in log  # the faults happened
@@ -89,7 +98,9 @@ record_file = "{truth_file}"
     assert gaps and {g["outcome"] for g in gaps} == {"repaired"}
     # `missing` is what is still missing after the repair; an id gap recovered every id it spans.
     ids = [g for g in gaps if g["kind"] == "ids"]
-    assert ids and all(g["missing"] == 0 and g["recovered"] == g["last_id"] - g["first_id"] + 1 for g in ids)  # type: ignore[operator]
+    assert ids and all(
+        g["missing"] == 0 and g["recovered"] == g["last_id"] - g["first_id"] + 1 for g in ids
+    )  # type: ignore[operator]
     rejects = run_jsonl(config, "rejects", "--venue", "kraken")
     assert rejects and all(r["exchange"] == "kraken" and r["reason"] for r in rejects)
     store = open_store(tmp_path / "data")
@@ -98,36 +109,53 @@ record_file = "{truth_file}"
         n = assert_silver_equals(silver, load_record(truth_file))
         assert n > 1000
         assert assert_candles_equal(store, silver) > 0
-        bronze = store.rows("SELECT sum(c) FROM (SELECT count() c FROM k2.bronze_trades_binance UNION ALL "
-                            "SELECT count() FROM k2.bronze_trades_kraken UNION ALL "
-                            "SELECT count() FROM k2.bronze_trades_coinbase)")[0][0]  # fmt: skip
-        dups = store.rows("SELECT (SELECT countIf(duplicate) FROM k2.bronze_trades_coinbase) + "
-                          "(SELECT countIf(duplicate) FROM k2.bronze_trades_kraken)")[0][0]  # fmt: skip
+        bronze = store.rows(
+            "SELECT sum(c) FROM (SELECT count() c FROM k2.bronze_trades_binance UNION ALL "
+            "SELECT count() FROM k2.bronze_trades_kraken UNION ALL "
+            "SELECT count() FROM k2.bronze_trades_coinbase)"
+        )[0][0]
+        dups = store.rows(
+            "SELECT (SELECT countIf(duplicate) FROM k2.bronze_trades_coinbase) + "
+            "(SELECT countIf(duplicate) FROM k2.bronze_trades_kraken)"
+        )[0][0]
         assert bronze > n and dups > 0  # duplicates are kept in bronze, never in silver
         assert store.rows("SELECT count() FROM k2.rejects")[0][0] > 0
-        outcomes = dict(store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome"))
+        outcomes = dict(
+            store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome")
+        )
         assert outcomes.get("repaired", 0) > 0 and set(outcomes) == {"repaired"}
-        assert len(gaps) == outcomes["repaired"]  # `k2 gaps` shows each gap once, in its latest state
+        assert (
+            len(gaps) == outcomes["repaired"]
+        )  # `k2 gaps` shows each gap once, in its latest state
     finally:
         store.close()
 
 
-def test_poisoned_frames_are_rejects_their_trades_repaired_and_silver_equals_the_tape(tmp_path: Path) -> None:
+def test_poisoned_frames_are_rejects_their_trades_repaired_and_silver_equals_the_tape(
+    tmp_path: Path,
+) -> None:
     # One field of one trade changed on the stream (REST keeps the true value): a time in 9999 or
     # 2000, a price too big for Decimal(38, 18), an amount of 19 decimals, a negative price, an id
     # 10^12 beyond the stream. Nothing may crash, stall, or reach silver; every true trade must.
     truth_file = tmp_path / "truth.jsonl"
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 [simulator]
 seed = 7
 trades_per_second = 10
 faults = "poison"
 fault_seconds = 14
 record_file = "{truth_file}"
-""")
+""",
+    )
     started = time.monotonic()
-    out = subprocess.run([*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
-                         capture_output=True, timeout=120, env=env_without_k2())  # fmt: skip
+    out = subprocess.run(
+        [*K2, "--config", str(config), "up", "--simulate", "--duration", "22"],
+        capture_output=True,
+        timeout=120,
+        env=env_without_k2(),
+    )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     assert time.monotonic() - started < 22 + 30  # start-up plus at most the 15 s grace
     assert b"Traceback" not in out.stderr
@@ -138,21 +166,32 @@ record_file = "{truth_file}"
     assert len(rejects) == len(poisoned), (len(rejects), poisoned)
     for t in poisoned:  # each poisoned frame is in rejects, with a reason
         marker = str(t["trade_id"] + 10**12) if t["poisoned"] == "id" else str(t["trade_id"])
-        assert any(marker in r["raw"] and r["exchange"] == t["exchange"] and r["reason"] for r in rejects), t
+        assert any(
+            marker in r["raw"] and r["exchange"] == t["exchange"] and r["reason"] for r in rejects
+        ), t
     store = open_store(tmp_path / "data")
     try:
         silver = read_silver(store)
-        assert assert_silver_equals(silver, load_record(truth_file)) > 1000  # the poisoned trades included
+        assert (
+            assert_silver_equals(silver, load_record(truth_file)) > 1000
+        )  # the poisoned trades included
         assert assert_candles_equal(store, silver) > 0
-        outcomes = dict(store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome"))
+        outcomes = dict(
+            store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome")
+        )
         assert set(outcomes) <= {"repaired"}, outcomes
     finally:
         store.close()
 
 
 def run_jsonl(config: Path, *args: str) -> list[dict[str, object]]:
-    out = subprocess.run([*K2, "--config", str(config), *args, "--format", "jsonl"], capture_output=True, text=True,
-                         timeout=120, env=env_without_k2())  # fmt: skip
+    out = subprocess.run(
+        [*K2, "--config", str(config), *args, "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_without_k2(),
+    )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
 
@@ -161,22 +200,48 @@ def test_kill_minus_9_and_restart_never_duplicates_and_repairs_the_downtime(tmp_
     truth_file = tmp_path / "truth.jsonl"
     config = write_config(tmp_path, "")
     env = env_without_k2() | {"K2_INSTRUMENTS_FILE": str(tmp_path / "instruments.toml")}
-    sim = subprocess.Popen([*K2, "simulate", "--port", "0", "--seed", "9", "--rate", "10", "--record", str(truth_file),
-                            "--faults", "disconnect,gaps,duplicates,reorder,malformed", "--faults-for", "16",
-                            "--market-for", "26"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    sim = subprocess.Popen(
+        [
+            *K2,
+            "simulate",
+            "--port",
+            "0",
+            "--seed",
+            "9",
+            "--rate",
+            "10",
+            "--record",
+            str(truth_file),
+            "--faults",
+            "disconnect,gaps,duplicates,reorder,malformed",
+            "--faults-for",
+            "16",
+            "--market-for",
+            "26",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     assert sim.stdout is not None
-    exports = dict(line.decode().strip().removeprefix("export ").split("=", 1) for line in
-                   (sim.stdout.readline() for _ in range(6)))  # fmt: skip
+    exports = dict(
+        line.decode().strip().removeprefix("export ").split("=", 1)
+        for line in (sim.stdout.readline() for _ in range(6))
+    )
     up_env = env | exports
     logs = [open(tmp_path / f"up{i}.log", "wb") for i in range(2)]
     try:
-        first = subprocess.Popen([*K2, "--config", str(config), "up"], env=up_env, stdout=logs[0], stderr=logs[0])
+        first = subprocess.Popen(
+            [*K2, "--config", str(config), "up"], env=up_env, stdout=logs[0], stderr=logs[0]
+        )
         wait_for_api(tmp_path / "data")
         time.sleep(7)
         first.send_signal(signal.SIGKILL)  # mid-batch, mid-repair: no chance to flush anything
         first.wait(10)
         time.sleep(2.5)  # downtime: trades happen that nobody sees
-        second = subprocess.Popen([*K2, "--config", str(config), "up"], env=up_env, stdout=logs[1], stderr=logs[1])
+        second = subprocess.Popen(
+            [*K2, "--config", str(config), "up"], env=up_env, stdout=logs[1], stderr=logs[1]
+        )
         time.sleep(30)  # past the market's close, with time to repair
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
@@ -198,54 +263,108 @@ def test_kill_minus_9_and_restart_never_duplicates_and_repairs_the_downtime(tmp_
 
 def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) -> None:
     config = write_config(tmp_path, "[simulator]\ntrades_per_second = 20\n")
-    up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate"], env=env_without_k2(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    up = subprocess.Popen(
+        [*K2, "--config", str(config), "up", "--simulate"],
+        env=env_without_k2(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_api(tmp_path / "data")
         time.sleep(3)
-        second = subprocess.run([*K2, "--config", str(config), "up", "--simulate"], capture_output=True,
-                                timeout=60, env=env_without_k2())  # fmt: skip
+        second = subprocess.run(
+            [*K2, "--config", str(config), "up", "--simulate"],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+        )
         assert second.returncode == 2
         assert b"is in use by k2 up (pid" in second.stderr
         # Queries go through the running process.
-        rows = subprocess.run([*K2, "--config", str(config), "trades", "--venue", "kraken", "--limit", "5",
-                               "--format", "jsonl"], capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+        rows = subprocess.run(
+            [
+                *K2,
+                "--config",
+                str(config),
+                "trades",
+                "--venue",
+                "kraken",
+                "--limit",
+                "5",
+                "--format",
+                "jsonl",
+            ],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+        )
         assert rows.returncode == 0, rows.stderr
         trades = [json.loads(line) for line in rows.stdout.splitlines()]
         assert len(trades) == 5 and all(t["exchange"] == "kraken" for t in trades)
         assert [t["ts_event"] for t in trades] == sorted(t["ts_event"] for t in trades)
-        candles = subprocess.run([*K2, "--config", str(config), "candles", "--symbol", "BTC/USD", "--format", "csv"],
-                                 capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+        candles = subprocess.run(
+            [*K2, "--config", str(config), "candles", "--symbol", "BTC/USD", "--format", "csv"],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+        )
         assert candles.returncode == 0, candles.stderr
         header, *lines = candles.stdout.decode().splitlines()
-        assert header.startswith("exchange,canonical_symbol,timeframe,window_start,open,high,low,close,volume")
+        assert header.startswith(
+            "exchange,canonical_symbol,timeframe,window_start,open,high,low,close,volume"
+        )
         assert lines and all(",BTC/USD,1m," in line for line in lines)
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     # Stopped: the same queries open the data directory directly.
-    rows = subprocess.run([*K2, "--config", str(config), "trades", "--limit", "3", "--format", "jsonl"],
-                          capture_output=True, timeout=60, env=env_without_k2())  # fmt: skip
+    rows = subprocess.run(
+        [*K2, "--config", str(config), "trades", "--limit", "3", "--format", "jsonl"],
+        capture_output=True,
+        timeout=60,
+        env=env_without_k2(),
+    )
     assert rows.returncode == 0 and len(rows.stdout.splitlines()) == 3
-    bad = subprocess.run([*K2, "--config", str(config), "candles", "--timeframe", "2m"], capture_output=True,
-                         timeout=60, env=env_without_k2())  # fmt: skip
+    bad = subprocess.run(
+        [*K2, "--config", str(config), "candles", "--timeframe", "2m"],
+        capture_output=True,
+        timeout=60,
+        env=env_without_k2(),
+    )
     assert bad.returncode == 2 and b"unknown timeframe '2m'" in bad.stderr
 
 
 def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n")
+    config = write_config(
+        tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n"
+    )
     env = env_without_k2()
-    up = subprocess.Popen([*K2, "--config", str(config), "up", "--simulate"], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    up = subprocess.Popen(
+        [*K2, "--config", str(config), "up", "--simulate"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_api(tmp_path / "data")
         time.sleep(4)
-        out = subprocess.run([*K2, "--config", str(config), "offload", "--json"], capture_output=True, timeout=300, env=env)
+        out = subprocess.run(
+            [*K2, "--config", str(config), "offload", "--json"],
+            capture_output=True,
+            timeout=300,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         first = json.loads(out.stdout)
-        assert first["silver_trades"]["rows"] > 100 and first["bronze_trades_kraken"]["commits"] >= 1
-        out = subprocess.run([*K2, "--config", str(config), "reconcile", "--json"], capture_output=True, timeout=300,
-                             env=env)  # fmt: skip
+        assert (
+            first["silver_trades"]["rows"] > 100 and first["bronze_trades_kraken"]["commits"] >= 1
+        )
+        out = subprocess.run(
+            [*K2, "--config", str(config), "reconcile", "--json"],
+            capture_output=True,
+            timeout=300,
+            env=env,
+        )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         checked = json.loads(out.stdout)
         assert checked["silver_trades"]["differences"] == []
@@ -256,11 +375,26 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         assert up.wait(60) == 0
     # Stopped: the commands open the data directory themselves; the rest of the trades go now.
     # (Reconcile on a stopped directory takes the same path as offload and maintain: tested above inside.)
-    out = subprocess.run([*K2, "--config", str(config), "offload", "--json"], capture_output=True, timeout=300, env=env)
+    out = subprocess.run(
+        [*K2, "--config", str(config), "offload", "--json"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     second = json.loads(out.stdout)
     assert second["silver_trades"]["watermark_before"] == first["silver_trades"]["watermark_after"]
-    out = subprocess.run([*K2, "--config", str(config), "maintain", "--json"], capture_output=True, timeout=300, env=env)
+    out = subprocess.run(
+        [*K2, "--config", str(config), "maintain", "--json"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["silver_trades"]["files_after"] >= 1
-    bad = subprocess.run([*K2, "--config", str(config), "offload", "-t", "gold"], capture_output=True, timeout=120, env=env)
+    bad = subprocess.run(
+        [*K2, "--config", str(config), "offload", "-t", "gold"],
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
     assert bad.returncode == 2 and b"unknown archive table 'gold'" in bad.stderr

@@ -62,8 +62,22 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     async def write() -> None:
         writer = StoreWriter(owner.store, WriterSettings(), last_sequence(owner.store))
-        trades = [Trade("binance", "BTCUSDT", "BTC/USDT", i, Decimal("100.5"), Decimal("0.25"), "buy",
-                        T0 + i * 10**9, T0 + i * 10**9 + 5, "true", b"{}") for i in range(1, 4)]  # fmt: skip
+        trades = [
+            Trade(
+                "binance",
+                "BTCUSDT",
+                "BTC/USDT",
+                i,
+                Decimal("100.5"),
+                Decimal("0.25"),
+                "buy",
+                T0 + i * 10**9,
+                T0 + i * 10**9 + 5,
+                "true",
+                b"{}",
+            )
+            for i in range(1, 4)
+        ]
         await writer.trades(trades, trades, "binance-1")
         await writer.close()
 
@@ -134,14 +148,17 @@ def test_a_read_only_data_directory_is_one_line_and_untouched(data: Path) -> Non
 # -- the simulator ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--rate", "-1"], "--rate must be greater than 0, got -1"),
-    (["--tick-ms", "0"], "--tick-ms must be greater than 0, got 0"),
-    (["--duration", "0"], "--duration must be greater than 0"),
-    (["--port", "70000"], "Invalid value for '--port'"),
-    (["--port", "x"], "Invalid value for '--port'"),
-    (["--faults", "earthquake"], "earthquake"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "-1"], "--rate must be greater than 0, got -1"),
+        (["--tick-ms", "0"], "--tick-ms must be greater than 0, got 0"),
+        (["--duration", "0"], "--duration must be greater than 0"),
+        (["--port", "70000"], "Invalid value for '--port'"),
+        (["--port", "x"], "Invalid value for '--port'"),
+        (["--faults", "earthquake"], "earthquake"),
+    ],
+)
 def test_bad_simulator_options_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in one_line(k2("simulate", *args, cwd=tmp_path))
 
@@ -182,8 +199,14 @@ def test_k2_up_with_a_bad_host_or_an_open_bind_is_one_line(tmp_path: Path) -> No
         k2("up", "--simulate", cwd=tmp_path, env={"K2_API__HOST": "no-such-host.invalid"})
     )
     assert "api.host 'no-such-host.invalid' is not loopback: set api.token_file" in line
-    line = one_line(k2("up", "--simulate", cwd=tmp_path, env={"K2_API__HOST": "no-such-host.invalid",
-                                                                 "K2_API__TOKEN": "x" * 20}))  # fmt: skip
+    line = one_line(
+        k2(
+            "up",
+            "--simulate",
+            cwd=tmp_path,
+            env={"K2_API__HOST": "no-such-host.invalid", "K2_API__TOKEN": "x" * 20},
+        )
+    )
     assert "is not a name or address this machine can use" in line
     line = one_line(k2("up", "--simulate", cwd=tmp_path, env={"K2_API__HOST": "0.0.0.0"}))
     assert "set api.token_file (or K2_API__TOKEN)" in line
@@ -193,19 +216,28 @@ def test_k2_up_with_a_bad_host_or_an_open_bind_is_one_line(tmp_path: Path) -> No
 # -- times, venues, symbols -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--from", "1600-01-01"], "--from: '1600-01-01' is outside the times K2 can store (1677-09-21 to 2262-04-11)"),
-    (["--to", "2300-01-01"], "--to: '2300-01-01' is outside the times K2 can store"),
-    (["--from", "99999999999999999999d"], "--from: '99999999999999999999d' is outside the times K2 can store"),
-    (["--from", "2026-02-30"], "is not a time"),
-    (["--from", "soon"], "is not a time"),
-    (["--venue", "binanse"], "unknown venue 'binanse'; did you mean binance?"),
-    (["--venue", "ftx"], "unknown venue 'ftx' (known: binance, coinbase, kraken)"),
-    (["--symbol", "BTC/USDX"], "unknown symbol 'BTC/USDX'; did you mean BTC/USD"),
-    (["--venue", "kraken", "--symbol", "BTCUSDT"], "unknown symbol 'BTCUSDT' on kraken"),
-    (["--limit", "0"], "limit must be between 1 and 1000000"),
-    (["--limit", "many"], "Invalid value for '--limit'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--from", "1600-01-01"],
+            "--from: '1600-01-01' is outside the times K2 can store (1677-09-21 to 2262-04-11)",
+        ),
+        (["--to", "2300-01-01"], "--to: '2300-01-01' is outside the times K2 can store"),
+        (
+            ["--from", "99999999999999999999d"],
+            "--from: '99999999999999999999d' is outside the times K2 can store",
+        ),
+        (["--from", "2026-02-30"], "is not a time"),
+        (["--from", "soon"], "is not a time"),
+        (["--venue", "binanse"], "unknown venue 'binanse'; did you mean binance?"),
+        (["--venue", "ftx"], "unknown venue 'ftx' (known: binance, coinbase, kraken)"),
+        (["--symbol", "BTC/USDX"], "unknown symbol 'BTC/USDX'; did you mean BTC/USD"),
+        (["--venue", "kraken", "--symbol", "BTCUSDT"], "unknown symbol 'BTCUSDT' on kraken"),
+        (["--limit", "0"], "limit must be between 1 and 1000000"),
+        (["--limit", "many"], "Invalid value for '--limit'"),
+    ],
+)
 def test_bad_query_filters_are_one_line(data: Path, args: list[str], message: str) -> None:
     assert message in one_line(k2("trades", "--data-dir", "data", *args, cwd=data))
 

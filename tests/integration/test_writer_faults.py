@@ -22,18 +22,36 @@ NOW = time.time_ns() - 3_600_000_000_000
 
 
 def trades(n: int, first: int = 1, price: str = "100.5") -> list[Trade]:
-    return [Trade("binance", "BTCUSDT", "BTC/USDT", i, Decimal(price), Decimal("0.25"), "buy", NOW + i, NOW + i,
-                  "false", f'{{"t":{i}}}'.encode()) for i in range(first, first + n)]  # fmt: skip
+    return [
+        Trade(
+            "binance",
+            "BTCUSDT",
+            "BTC/USDT",
+            i,
+            Decimal(price),
+            Decimal("0.25"),
+            "buy",
+            NOW + i,
+            NOW + i,
+            "false",
+            f'{{"t":{i}}}'.encode(),
+        )
+        for i in range(first, first + n)
+    ]
 
 
 def count(store: ClickHouseStore, sql: str) -> int:
     return int(store.rows(sql)[0][0])
 
 
-def test_rows_the_store_refuses_go_to_rejects_and_every_other_row_is_written(store: ClickHouseStore) -> None:
+def test_rows_the_store_refuses_go_to_rejects_and_every_other_row_is_written(
+    store: ClickHouseStore,
+) -> None:
     # Values no adapter would emit (they bypass the limits): the store's own refusal is what is tested.
     batch = trades(5000)
-    batch[1234] = trades(1, 1235, price="123456789012345678901234.5")[0]  # too big for Decimal(38, 18)
+    batch[1234] = trades(1, 1235, price="123456789012345678901234.5")[
+        0
+    ]  # too big for Decimal(38, 18)
     batch[4321] = trades(1, 4322, price="1E+30")[0]
 
     async def run() -> StoreWriter:
@@ -51,13 +69,30 @@ def test_rows_the_store_refuses_go_to_rejects_and_every_other_row_is_written(sto
     assert count(store, "SELECT count() FROM k2.bronze_trades_binance") == 4998
     assert count(store, "SELECT count() FROM k2.silver_trades WHERE trade_id IN (1235, 4322)") == 0
     rejects = store.rows("SELECT reason, raw, conn_id FROM k2.rejects ORDER BY raw")
-    assert [(r[1], r[2]) for r in rejects] == [('{"t":1235}', "binance-1"), ('{"t":4322}', "binance-1")]
-    assert all(r[0].startswith("the hot store refused this trade:") and "Decimal" in r[0] for r in rejects)
+    assert [(r[1], r[2]) for r in rejects] == [
+        ('{"t":1235}', "binance-1"),
+        ('{"t":4322}', "binance-1"),
+    ]
+    assert all(
+        r[0].startswith("the hot store refused this trade:") and "Decimal" in r[0] for r in rejects
+    )
 
 
 def test_a_trade_that_cannot_be_converted_is_rejected_not_a_crash(store: ClickHouseStore) -> None:
     batch = trades(10)
-    batch[3] = Trade("binance", "BTCUSDT", "BTC/USDT", 4, Decimal(1), Decimal(1), "buy", 10**20, NOW, "false", b"{}")
+    batch[3] = Trade(
+        "binance",
+        "BTCUSDT",
+        "BTC/USDT",
+        4,
+        Decimal(1),
+        Decimal(1),
+        "buy",
+        10**20,
+        NOW,
+        "false",
+        b"{}",
+    )
 
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(), 0)
@@ -72,14 +107,18 @@ def test_a_trade_that_cannot_be_converted_is_rejected_not_a_crash(store: ClickHo
     assert reason.startswith("cannot be converted for the hot store: OverflowError")
 
 
-def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(
+    tmp_path: Path,
+) -> None:
     with small_filesystem(tmp_path / "small", 256) as root:
         store = ClickHouseStore.at(root / "hot")
         try:
             migrate.apply(store, HotStoreSettings())
 
             async def run() -> StoreWriter:
-                writer = StoreWriter(store, WriterSettings(batch_rows=2000, batch_interval_ms=50), 0)
+                writer = StoreWriter(
+                    store, WriterSettings(batch_rows=2000, batch_interval_ms=50), 0
+                )
                 await writer.trades(trades(1000), trades(1000), "binance-1")
                 assert await writer.flush()
                 ballast = fill_up(root)
@@ -92,8 +131,13 @@ def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(t
                     await asyncio.sleep(0.1)
                     if writer.stats.store_down_since and writer.stats.flush_failures >= 2:
                         break
-                assert writer.stats.store_down_since > 0 and "NOT_ENOUGH_SPACE" in writer.stats.store_error
-                assert writer.stats.pending == 3000 and writer.stats.refused_rows == 0  # nothing given up on
+                assert (
+                    writer.stats.store_down_since > 0
+                    and "NOT_ENOUGH_SPACE" in writer.stats.store_error
+                )
+                assert (
+                    writer.stats.pending == 3000 and writer.stats.refused_rows == 0
+                )  # nothing given up on
                 ballast.unlink()  # the disk has room again
                 for _ in range(200):
                     await asyncio.sleep(0.1)
@@ -106,8 +150,12 @@ def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(t
 
             writer = asyncio.run(run())
             assert writer.stats.store_down_since == 0 and writer.stats.store_error == ""
-            rows = store.rows("SELECT count(), uniqExact(trade_id), min(trade_id), max(trade_id) FROM k2.silver_trades")
-            assert rows == [(4000, 4000, 1, 4000)]  # every trade once: a retry never wrote a slice twice
+            rows = store.rows(
+                "SELECT count(), uniqExact(trade_id), min(trade_id), max(trade_id) FROM k2.silver_trades"
+            )
+            assert rows == [
+                (4000, 4000, 1, 4000)
+            ]  # every trade once: a retry never wrote a slice twice
             assert count(store, "SELECT count() FROM k2.bronze_trades_binance") == 4000
             assert count(store, "SELECT count() FROM k2.feed_gaps") == 1
         finally:

@@ -17,7 +17,11 @@ NOW = 1_800_000_000_000_000_123  # the local clock the samples are parsed at (af
 
 # Messages each venue's parse must accept (one per variant), from the documented samples.
 VALID = {
-    "binance": ["binance-trade.json", "binance-servershutdown-combined.json", "binance-subscribe-response.json"],
+    "binance": [
+        "binance-trade.json",
+        "binance-servershutdown-combined.json",
+        "binance-subscribe-response.json",
+    ],
     "kraken": ["kraken-snapshot.json", "kraken-heartbeat.json", "kraken-pong.json"],
     "coinbase": ["coinbase-market_trades.json", "coinbase-heartbeats.json"],
 }
@@ -73,7 +77,9 @@ def test_empty_and_garbage_raise_parse_error(venue: str) -> None:
             a.parse(bad, NOW)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=400))
 def test_arbitrary_bytes_raise_only_parse_error(venue: str, data: bytes) -> None:
     a = make_adapter(venue)
@@ -104,12 +110,16 @@ def _mutate_json(value: object, rng: random.Random) -> object:
     if isinstance(value, list) and value:
         i = rng.randrange(len(value))
         out_list = list(value)
-        out_list[i] = _mutate_json(value[i], rng) if rng.random() < 0.6 else rng.choice(replacements)
+        out_list[i] = (
+            _mutate_json(value[i], rng) if rng.random() < 0.6 else rng.choice(replacements)
+        )
         return out_list
     return rng.choice(replacements)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 2**32), flips=st.integers(0, 3))
 def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, flips: int) -> None:
     rng = random.Random(seed)
@@ -126,7 +136,9 @@ def test_mutated_real_messages_raise_only_parse_error(venue: str, seed: int, fli
             except ParseError:
                 continue
             for t in parsed.trades:  # whatever is accepted is still a valid trade
-                assert t.price > 0 and t.amount > 0 and t.taker_side in (BUY, SELL) and t.trade_id >= 0
+                assert (
+                    t.price > 0 and t.amount > 0 and t.taker_side in (BUY, SELL) and t.trade_id >= 0
+                )
 
 
 def _outcome(adapter: object, raw: bytes) -> object:
@@ -138,8 +150,14 @@ def _outcome(adapter: object, raw: bytes) -> object:
 
 
 @settings(max_examples=300, deadline=None)
-@given(venue=st.sampled_from(["kraken", "coinbase"]), seed=st.integers(0, 2**32), flips=st.integers(0, 2))
-def test_the_batch_fast_path_agrees_with_trade_by_trade_parsing(venue: str, seed: int, flips: int) -> None:
+@given(
+    venue=st.sampled_from(["kraken", "coinbase"]),
+    seed=st.integers(0, 2**32),
+    flips=st.integers(0, 2),
+)
+def test_the_batch_fast_path_agrees_with_trade_by_trade_parsing(
+    venue: str, seed: int, flips: int
+) -> None:
     # Venues that batch trades parse a message in one go and fall back to their per-trade `_trade`
     # only when something is off; the answer must be the same either way.
     rng = random.Random(seed)

@@ -29,9 +29,11 @@ def test_market_trades_every_field(adapter: CoinbaseAdapter) -> None:
 
 
 def test_nanosecond_times_and_maker_sell(adapter: CoinbaseAdapter) -> None:
-    raw = (b'{"channel":"market_trades","sequence_num":7,"events":[{"type":"update","trades":['
-           b'{"trade_id":"12","product_id":"BTC-USD","price":"1.5","size":"2","side":"SELL","time":"2024-01-01T00:00:00.123456789Z"},'
-           b'{"trade_id":"11","product_id":"BTC-USD","price":"1.4","size":"1","side":"BUY","time":"2024-01-01T00:00:00.1Z"}]}]}')  # fmt: skip
+    raw = (
+        b'{"channel":"market_trades","sequence_num":7,"events":[{"type":"update","trades":['
+        b'{"trade_id":"12","product_id":"BTC-USD","price":"1.5","size":"2","side":"SELL","time":"2024-01-01T00:00:00.123456789Z"},'
+        b'{"trade_id":"11","product_id":"BTC-USD","price":"1.4","size":"1","side":"BUY","time":"2024-01-01T00:00:00.1Z"}]}]}'
+    )
     parsed = adapter.parse(raw, RECV)
     a, b = parsed.trades
     assert a.trade_id == 12 and a.taker_side == "buy" and a.ts_event == 1704067200_123456789
@@ -49,15 +51,18 @@ def test_heartbeats_and_subscriptions(adapter: CoinbaseAdapter) -> None:
     assert parsed.signal is Signal.ERROR and parsed.detail == "Failed to subscribe"
 
 
-@pytest.mark.parametrize("bad", [
-    b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"x1","product_id":"BTC-USD","price":"1","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
-    b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1","product_id":"BTC-USD","price":"NaN","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
-    b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1","product_id":"BTCUSD","price":"1","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
-    b'{"channel":"market_trades","events":[{"type":"weird","trades":[]}]}',
-    b'{"channel":"market_trades"}',
-    b'"just a string"',
-    b'{"hello":1}',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"x1","product_id":"BTC-USD","price":"1","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
+        b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1","product_id":"BTC-USD","price":"NaN","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
+        b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1","product_id":"BTCUSD","price":"1","size":"1","side":"BUY","time":"2024-01-01T00:00:00Z"}]}]}',
+        b'{"channel":"market_trades","events":[{"type":"weird","trades":[]}]}',
+        b'{"channel":"market_trades"}',
+        b'"just a string"',
+        b'{"hello":1}',
+    ],
+)
 def test_malformed(adapter: CoinbaseAdapter, bad: bytes) -> None:
     with pytest.raises(ParseError):
         adapter.parse(bad, RECV)
@@ -65,11 +70,17 @@ def test_malformed(adapter: CoinbaseAdapter, bad: bytes) -> None:
 
 def test_rest_market_trades(adapter: CoinbaseAdapter) -> None:
     trades = json.loads(sample_raw("coinbase-market_trades.json"))["events"][0]["trades"]
-    (t,) = adapter.parse_rest_trades(json.dumps({"trades": trades, "best_bid": "", "best_ask": ""}).encode(), RECV)
+    (t,) = adapter.parse_rest_trades(
+        json.dumps({"trades": trades, "best_bid": "", "best_ask": ""}).encode(), RECV
+    )
     assert (t.trade_id, str(t.price), t.taker_side) == (0, "1260.01", "sell")
 
 
 def test_subscribe_messages_one_channel_each(adapter: CoinbaseAdapter) -> None:
     trades, beats = (json.loads(m) for m in adapter.subscribe_messages(["BTC-USD", "ETH-USD"]))
-    assert trades == {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "market_trades"}
+    assert trades == {
+        "type": "subscribe",
+        "product_ids": ["BTC-USD", "ETH-USD"],
+        "channel": "market_trades",
+    }
     assert beats == {"type": "subscribe", "channel": "heartbeats"}

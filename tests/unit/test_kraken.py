@@ -33,9 +33,11 @@ def test_snapshot_every_field(adapter: KrakenAdapter) -> None:
 
 
 def test_numbers_never_go_through_float(adapter: KrakenAdapter) -> None:
-    raw = (b'{"channel":"trade","type":"update","data":[{"symbol":"XBT/USD","side":"sell",'
-           b'"price":0.100000000000000055,"qty":123456789.123456789,"ord_type":"market",'
-           b'"trade_id":1,"timestamp":"2023-09-25T07:48:36.000001Z"}]}')  # fmt: skip
+    raw = (
+        b'{"channel":"trade","type":"update","data":[{"symbol":"XBT/USD","side":"sell",'
+        b'"price":0.100000000000000055,"qty":123456789.123456789,"ord_type":"market",'
+        b'"trade_id":1,"timestamp":"2023-09-25T07:48:36.000001Z"}]}'
+    )
     (t,) = adapter.parse(raw, RECV).trades
     assert t.price == Decimal("0.100000000000000055") and t.amount == Decimal("123456789.123456789")
     assert t.canonical_symbol == "BTC/USD" and t.taker_side == "sell"
@@ -60,9 +62,11 @@ def test_subscribe_ack_and_failure(adapter: KrakenAdapter) -> None:
 
 
 def test_bad_trade_in_a_batch_spares_its_neighbours(adapter: KrakenAdapter) -> None:
-    raw = (b'{"channel":"trade","type":"update","data":['
-           b'{"symbol":"BTC/USD","side":"buy","price":1.5,"qty":2,"trade_id":10,"timestamp":"2024-01-01T00:00:00.5Z"},'
-           b'{"symbol":"BTC/USD","side":"up","price":1.5,"qty":2,"trade_id":11,"timestamp":"2024-01-01T00:00:00Z"}]}')  # fmt: skip
+    raw = (
+        b'{"channel":"trade","type":"update","data":['
+        b'{"symbol":"BTC/USD","side":"buy","price":1.5,"qty":2,"trade_id":10,"timestamp":"2024-01-01T00:00:00.5Z"},'
+        b'{"symbol":"BTC/USD","side":"up","price":1.5,"qty":2,"trade_id":11,"timestamp":"2024-01-01T00:00:00Z"}]}'
+    )
     parsed = adapter.parse(raw, RECV)
     assert [t.trade_id for t in parsed.trades] == [10] and len(parsed.rejected) == 1
     assert parsed.trades[0].ts_event == 1704067200_500000000
@@ -98,7 +102,10 @@ def test_rest_errors_are_typed() -> None:
 
 def test_subscribe_message_sends_snapshot_explicitly(adapter: KrakenAdapter) -> None:
     (msg,) = adapter.subscribe_messages(["BTC/USD"])
-    assert json.loads(msg) == {"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"], "snapshot": True}}
+    assert json.loads(msg) == {
+        "method": "subscribe",
+        "params": {"channel": "trade", "symbol": ["BTC/USD"], "snapshot": True},
+    }
     assert json.loads(sample_bytes("kraken-subscribe-request.json"))["params"]["snapshot"] is True
 
 

@@ -25,8 +25,12 @@ def fits_decimal_38_18(value: Decimal) -> bool:
         return scaled == scaled.to_integral_value() and value < Decimal(10) ** 20
 
 
-decimals = st.builds(lambda digits, exponent, sign: Decimal(f"{sign}{digits}E{exponent}"),
-                     st.integers(0, 10**45), st.integers(-45, 25), st.sampled_from(["", "-"]))  # fmt: skip
+decimals = st.builds(
+    lambda digits, exponent, sign: Decimal(f"{sign}{digits}E{exponent}"),
+    st.integers(0, 10**45),
+    st.integers(-45, 25),
+    st.sampled_from(["", "-"]),
+)
 
 
 @given(decimals)
@@ -36,17 +40,34 @@ def test_decimal_problem_is_exactly_what_decimal_38_18_holds(value: Decimal) -> 
 
 def test_decimal_edges() -> None:
     assert decimal_problem(Decimal("99999999999999999999.999999999999999999")) is None
-    assert decimal_problem(Decimal("100000000000000000000")) is not None  # 21 integer digits
+    assert decimal_problem(Decimal(100000000000000000000)) is not None  # 21 integer digits
     assert decimal_problem(Decimal("0.000000000000000001")) is None
-    assert decimal_problem(Decimal("0.0000000000000000001")) is not None  # 19 decimals: would become 0
-    assert decimal_problem(Decimal("1.000000000000000000000")) is None  # trailing zeros lose nothing
+    assert (
+        decimal_problem(Decimal("0.0000000000000000001")) is not None
+    )  # 19 decimals: would become 0
+    assert (
+        decimal_problem(Decimal("1.000000000000000000000")) is None
+    )  # trailing zeros lose nothing
     for bad in ("0", "-1", "NaN", "sNaN", "Infinity", "1E+999999999"):
         assert decimal_problem(Decimal(bad)) is not None, bad
 
 
-def trade(price: str = "1", amount: str = "1", ts: int = NOW, trade_id: int = 1, raw: bytes = b"{}") -> Trade:
-    return Trade("binance", "BTCUSDT", "BTC/USDT", trade_id, Decimal(price), Decimal(amount), "buy", ts, NOW,
-                 "false", raw)  # fmt: skip
+def trade(
+    price: str = "1", amount: str = "1", ts: int = NOW, trade_id: int = 1, raw: bytes = b"{}"
+) -> Trade:
+    return Trade(
+        "binance",
+        "BTCUSDT",
+        "BTC/USDT",
+        trade_id,
+        Decimal(price),
+        Decimal(amount),
+        "buy",
+        ts,
+        NOW,
+        "false",
+        raw,
+    )
 
 
 def test_every_rule_of_a_trade() -> None:
@@ -54,8 +75,12 @@ def test_every_rule_of_a_trade() -> None:
     assert trade_problem(trade(), limits) is None
     assert "price" in (trade_problem(trade(price="-1"), limits) or "")
     assert "amount" in (trade_problem(trade(amount="1E-19"), limits) or "")
-    assert trade_problem(trade(price="9999999999", amount="9999999999.5"), limits) is None  # just below 10^20
-    assert "price x amount" in (trade_problem(trade(price="10000000000", amount="10000000000"), limits) or "")
+    assert (
+        trade_problem(trade(price="9999999999", amount="9999999999.5"), limits) is None
+    )  # just below 10^20
+    assert "price x amount" in (
+        trade_problem(trade(price="10000000000", amount="10000000000"), limits) or ""
+    )
     assert trade_problem(trade(ts=MIN_EVENT_NS), limits) is None
     assert "before 2010" in (trade_problem(trade(ts=MIN_EVENT_NS - 1), limits) or "")
     assert trade_problem(trade(ts=NOW + 60 * 10**9), limits) is None
@@ -68,7 +93,9 @@ def test_every_rule_of_a_trade() -> None:
 
 
 @given(st.lists(decimals.filter(fits_decimal_38_18), min_size=1, max_size=20))
-def test_decimal_text_for_the_store_is_exact_and_never_in_exponent_form(values: list[Decimal]) -> None:
+def test_decimal_text_for_the_store_is_exact_and_never_in_exponent_form(
+    values: list[Decimal],
+) -> None:
     texts = decimal_texts(values).to_pylist()
     assert all("E" not in t and "e" not in t for t in texts)
     assert [Decimal(t) for t in texts] == values

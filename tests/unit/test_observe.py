@@ -21,7 +21,9 @@ from k2.observe.metrics import PipelineMetrics, build_registry, memory_limit_byt
 from k2.settings import HealthSettings, load_settings
 
 NOW = 1_800_000_000.0
-METRIC_NAME = re.compile(r"^k2_(feed|writer|hotstore|offload|flow|maintenance|reconcile|api|storage|process|build)_[a-z0-9_]+$")
+METRIC_NAME = re.compile(
+    r"^k2_(feed|writer|hotstore|offload|flow|maintenance|reconcile|api|storage|process|build)_[a-z0-9_]+$"
+)
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
@@ -40,12 +42,17 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
 
 def test_observe_many_equals_observing_one_at_a_time() -> None:
     values = np.random.default_rng(7).exponential(0.2, 10_000)
-    one, many = Histogram("k2_a_seconds", "a", (0.01, 0.1, 0.5, 1.0)), Histogram("k2_a_seconds", "a", (0.01, 0.1, 0.5, 1.0))
+    one, many = (
+        Histogram("k2_a_seconds", "a", (0.01, 0.1, 0.5, 1.0)),
+        Histogram("k2_a_seconds", "a", (0.01, 0.1, 0.5, 1.0)),
+    )
     for v in values:
         one.observe(float(v))
     many.observe_many(values[:3000])
     many.observe_many(values[3000:])
-    assert [s.value for s in one.collect().samples] == pytest.approx([s.value for s in many.collect().samples])
+    assert [s.value for s in one.collect().samples] == pytest.approx(
+        [s.value for s in many.collect().samples]
+    )
 
 
 def test_histogram_rejects_bad_buckets_and_labels() -> None:
@@ -72,7 +79,9 @@ class FakeSource:
         self.writer = WriterStats(rows={"silver_trades": 10}, batches=1)
         self.status = ArchiveStatus()
         self.status.maintenance["silver_trades"] = MaintenanceResult("silver_trades", 3, 1)
-        self.status.reconcile["silver_trades"] = [DayCheck("silver_trades", "2026-01-01", 5, 5, 1, 1)]
+        self.status.reconcile["silver_trades"] = [
+            DayCheck("silver_trades", "2026-01-01", 5, 5, 1, 1)
+        ]
         self.status.tables["silver_trades"].newest_event_ns = time.time_ns()
         self.status.tables["silver_trades"].watermark = time.time_ns() // 1000
 
@@ -93,13 +102,20 @@ def test_exported_names_follow_the_convention_and_parse(tmp_path: Path) -> None:
     src.metrics.api_request("/api/trades", 200, 0.003)
     families = list(text_string_to_metric_families(render(build_registry(src)).decode()))  # type: ignore[arg-type]
     names = {f.name for f in families}
-    assert all(METRIC_NAME.match(n) for n in names), sorted(n for n in names if not METRIC_NAME.match(n))
+    assert all(METRIC_NAME.match(n) for n in names), sorted(
+        n for n in names if not METRIC_NAME.match(n)
+    )
     by_name = {f.name: f for f in families}
-    latency = {s.labels.get("le"): s.value for s in by_name["k2_writer_ingest_latency_seconds"].samples
-               if s.name.endswith("_bucket")}  # fmt: skip
+    latency = {
+        s.labels.get("le"): s.value
+        for s in by_name["k2_writer_ingest_latency_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
     assert latency["0.025"] == 0 and latency["0.05"] == 10  # 40 ms each
     lag = by_name["k2_offload_lag_seconds"].samples
-    assert [s.labels["table"] for s in lag] == ["silver_trades"]  # tables never archived have no lag sample
+    assert [s.labels["table"] for s in lag] == [
+        "silver_trades"
+    ]  # tables never archived have no lag sample
     assert 0 <= lag[0].value < 5
 
 
@@ -113,9 +129,20 @@ NOT_ABOUT_DISK = HealthSettings(disk_warn_pct=0.0, disk_fail_pct=0.0)
 
 
 def _inputs(**kw: object) -> HealthInputs:
-    base = dict(now=NOW, running=True, venues=["venue_a"], data_dir=Path("."), archive=ArchiveStatus(),
-                hot_rows={}, hot_newest={"silver_trades": NOW - 1, "bronze_trades_venue_a": NOW - 1, "ohlcv_1m": NOW - 30},
-                started_at=NOW - 60)  # fmt: skip
+    base = dict(
+        now=NOW,
+        running=True,
+        venues=["venue_a"],
+        data_dir=Path("."),
+        archive=ArchiveStatus(),
+        hot_rows={},
+        hot_newest={
+            "silver_trades": NOW - 1,
+            "bronze_trades_venue_a": NOW - 1,
+            "ohlcv_1m": NOW - 30,
+        },
+        started_at=NOW - 60,
+    )
     base.update(kw)
     return HealthInputs(**base)  # type: ignore[arg-type]
 
@@ -192,10 +219,20 @@ def test_offload_failures_and_lag() -> None:
 def test_never_archived_is_fine_only_while_the_first_run_is_due() -> None:
     inp = _inputs(hot_rows={"silver_trades": 5})
     assert _by_name(inp)["offload silver_trades"] == OK
-    assert _by_name(_inputs(hot_rows={"silver_trades": 5}, started_at=NOW - 4000))["offload silver_trades"] == WARN
+    assert (
+        _by_name(_inputs(hot_rows={"silver_trades": 5}, started_at=NOW - 4000))[
+            "offload silver_trades"
+        ]
+        == WARN
+    )
     status = ArchiveStatus()
     status.tables["ohlcv_1h"].last_success = NOW - 10  # succeeded, nothing finished to archive yet
-    assert _by_name(_inputs(archive=status, hot_rows={"ohlcv_1h": 3}, started_at=NOW - 4000))["offload ohlcv_1h"] == OK
+    assert (
+        _by_name(_inputs(archive=status, hot_rows={"ohlcv_1h": 3}, started_at=NOW - 4000))[
+            "offload ohlcv_1h"
+        ]
+        == OK
+    )
 
 
 def test_maintenance_and_reconcile() -> None:

@@ -25,8 +25,10 @@ class BuggyThenFine:
         self.calls += 1
         if self.calls == 1:
             raise KeyError("price")
-        trades = [Trade(self.name, request.symbol, "A/B", i, Decimal(1), Decimal(1), "buy", i, i)
-                  for i in range(request.first_id, request.last_id + 1)]  # fmt: skip
+        trades = [
+            Trade(self.name, request.symbol, "A/B", i, Decimal(1), Decimal(1), "buy", i, i)
+            for i in range(request.first_id, request.last_id + 1)
+        ]
         return Backfill(trades, complete=True)
 
 
@@ -46,11 +48,21 @@ def test_an_unexpected_backfill_error_leaves_the_gap_unrecoverable_and_repair_go
             recorded.append(gap)
 
         adapter = BuggyThenFine()
+
         async def quarantine(err: object) -> None:
             raise AssertionError(f"nothing should be quarantined: {err}")
 
-        repairer = GapRepairer(adapter, None, {"S": tracker}, offer, record, quarantine,  # type: ignore[arg-type]
-                               FeedStats("testvenue"), grace_s=0, retry_for_s=5)  # fmt: skip
+        repairer = GapRepairer(
+            adapter,
+            None,
+            {"S": tracker},
+            offer,
+            record,
+            quarantine,  # type: ignore[arg-type]
+            FeedStats("testvenue"),
+            grace_s=0,
+            retry_for_s=5,
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(repairer.run(stop))
         await repairer.submit(id_gap("testvenue", "S", 2, 4, 1, 5))
@@ -60,7 +72,9 @@ def test_an_unexpected_backfill_error_leaves_the_gap_unrecoverable_and_repair_go
             if repairer.pending() == 0:
                 break
         stop.set()
-        await asyncio.wait_for(task, 5)  # the repairer ended because it was told to, not by the error
+        await asyncio.wait_for(
+            task, 5
+        )  # the repairer ended because it was told to, not by the error
         assert adapter.calls == 2
         return [g for g in recorded if g.outcome != "pending"]
 

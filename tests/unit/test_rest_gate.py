@@ -13,7 +13,9 @@ from k2.ingest.stats import FeedStats
 def gate(handler, policy: RestPolicy | None = None) -> tuple[RestGate, FeedStats]:  # type: ignore[no-untyped-def]
     stats = FeedStats("test")
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return RestGate(client, "http://venue", policy or RestPolicy(requests_per_second=100, burst=10), stats), stats
+    return RestGate(
+        client, "http://venue", policy or RestPolicy(requests_per_second=100, burst=10), stats
+    ), stats
 
 
 def test_429_waits_for_retry_after_then_succeeds() -> None:
@@ -32,7 +34,9 @@ def test_429_waits_for_retry_after_then_succeeds() -> None:
 
 
 def test_errors_are_typed() -> None:
-    g, stats = gate(lambda r: httpx.Response(400, content=b'{"code":-1121,"msg":"Invalid symbol."}'))
+    g, stats = gate(
+        lambda r: httpx.Response(400, content=b'{"code":-1121,"msg":"Invalid symbol."}')
+    )
     with pytest.raises(VenueRejected, match="Invalid symbol"):
         asyncio.run(g("/x"))
     g, _ = gate(lambda r: httpx.Response(503))
@@ -67,7 +71,12 @@ def test_weight_budget_follows_the_venue_header() -> None:
         seen.append(request.url.params.get("n"))
         return httpx.Response(200, headers={"x-used": "5000"})
 
-    g, _ = gate(handler, RestPolicy(requests_per_second=100, burst=10, weight_per_minute=6000, used_weight_header="x-used"))
+    g, _ = gate(
+        handler,
+        RestPolicy(
+            requests_per_second=100, burst=10, weight_per_minute=6000, used_weight_header="x-used"
+        ),
+    )
     asyncio.run(g("/x", {"n": 1}, weight=25))
     assert g._weight_used == 5000  # the venue's own count wins over ours
     assert retry_after_seconds("2.5") == 2.5 and retry_after_seconds(None) == 1.0

@@ -17,9 +17,15 @@ def test_defaults() -> None:
 
 def test_toml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "k2.toml"
-    f.write_text('data_dir = "/tmp/x"\n[writer]\nbatch_rows = 5\n[venues.kraken]\nws_url = "ws://a"\n')
+    f.write_text(
+        'data_dir = "/tmp/x"\n[writer]\nbatch_rows = 5\n[venues.kraken]\nws_url = "ws://a"\n'
+    )
     s = load_settings(f)
-    assert s.writer.batch_rows == 5 and s.venue("kraken").ws_url == "ws://a" and s.data_dir == Path("/tmp/x")
+    assert (
+        s.writer.batch_rows == 5
+        and s.venue("kraken").ws_url == "ws://a"
+        and s.data_dir == Path("/tmp/x")
+    )
     monkeypatch.setenv("K2_WRITER__BATCH_ROWS", "7")
     monkeypatch.setenv("K2_VENUES__KRAKEN__WS_URL", "ws://b")
     s = load_settings(f)
@@ -27,11 +33,14 @@ def test_toml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load_settings(f, writer={"batch_rows": 9}).writer.batch_rows == 9
 
 
-@pytest.mark.parametrize(("toml", "key"), [
-    ("[writer]\nbatch_rowz = 5\n", "writer.batch_rowz"),
-    ("dta_dir = 'x'\n", "dta_dir"),
-    ("[venues.binanse]\nws_url = 'x'\n", "binanse"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[writer]\nbatch_rowz = 5\n", "writer.batch_rowz"),
+        ("dta_dir = 'x'\n", "dta_dir"),
+        ("[venues.binanse]\nws_url = 'x'\n", "binanse"),
+    ],
+)
 def test_unknown_keys_in_the_file_are_named(tmp_path: Path, toml: str, key: str) -> None:
     f = tmp_path / "k2.toml"
     f.write_text(toml)
@@ -39,8 +48,12 @@ def test_unknown_keys_in_the_file_are_named(tmp_path: Path, toml: str, key: str)
         load_settings(f)
 
 
-@pytest.mark.parametrize(("var", "key"), [("K2_WRITER__BATCH_ROWZ", "batch_rowz"), ("K2_WRITTER", "K2_WRITTER")])
-def test_unknown_environment_keys_are_named(monkeypatch: pytest.MonkeyPatch, var: str, key: str) -> None:
+@pytest.mark.parametrize(
+    ("var", "key"), [("K2_WRITER__BATCH_ROWZ", "batch_rowz"), ("K2_WRITTER", "K2_WRITTER")]
+)
+def test_unknown_environment_keys_are_named(
+    monkeypatch: pytest.MonkeyPatch, var: str, key: str
+) -> None:
     monkeypatch.setenv(var, "1")
     with pytest.raises(ConfigError, match=key):
         load_settings()
@@ -71,13 +84,16 @@ def test_default_instruments() -> None:
     assert inst["kraken"][0] == "BTC/USD" and inst["coinbase"][-1] == "ATOM-USD"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[bitstamp]\nsymbols = ['x']\n", "unknown venue 'bitstamp'"),
-    ("[binance]\nsymbols = 'BTCUSDT'\n", "list of non-empty strings"),
-    ("[binance]\nsymbol = ['BTCUSDT']\n", "exactly one key"),
-    ("[binance]\nsymbols = ['A', 'A']\n", "more than once"),
-    ("[binance\n", "not valid TOML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[bitstamp]\nsymbols = ['x']\n", "unknown venue 'bitstamp'"),
+        ("[binance]\nsymbols = 'BTCUSDT'\n", "list of non-empty strings"),
+        ("[binance]\nsymbol = ['BTCUSDT']\n", "exactly one key"),
+        ("[binance]\nsymbols = ['A', 'A']\n", "more than once"),
+        ("[binance\n", "not valid TOML"),
+    ],
+)
 def test_bad_instruments(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "i.toml"
     f.write_text(text)
@@ -91,7 +107,9 @@ def test_prefect_state_lives_in_the_data_directory_unless_the_environment_says_o
     from k2.cli.common import prefect_env
 
     # A copy of the environment without Prefect's variables: whatever prefect_env sets stays here.
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    monkeypatch.setattr(
+        os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    )
     prefect_env(tmp_path / "data")
     assert os.environ["PREFECT_HOME"] == str((tmp_path / "data" / "prefect").resolve())
     assert (tmp_path / "data" / "prefect").is_dir()

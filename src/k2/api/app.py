@@ -73,10 +73,13 @@ def create_app(ctx: Context) -> FastAPI:
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     async def docs(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="K2 API",
-                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")  # fmt: skip
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="K2 API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
     app.add_route("/docs", docs, include_in_schema=False)
     registry = build_registry(ctx) if ctx.settings.metrics.enabled else None  # type: ignore[arg-type]
@@ -97,7 +100,9 @@ def create_app(ctx: Context) -> FastAPI:
             """Prometheus text format."""
             return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/health", responses={503: {"description": "A check failed (the body is the same report)"}})
+    @app.get(
+        "/health", responses={503: {"description": "A check failed (the body is the same report)"}}
+    )
     def health() -> JSONResponse:
         """Every health check with OK/WARN/FAIL; HTTP 503 when one fails."""
         body = report(evaluate(ctx.health_inputs(), ctx.settings.health))
@@ -109,38 +114,67 @@ def create_app(ctx: Context) -> FastAPI:
         except InputError as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
 
-    def filters(venue: str | None, symbol: str | None, start: str | None, end: str | None) -> tuple[Any, ...]:
+    def filters(
+        venue: str | None, symbol: str | None, start: str | None, end: str | None
+    ) -> tuple[Any, ...]:
         """The common filters, checked like the CLI's: known venue and symbol, storable times."""
         venue, symbol = guarded(resolve_filters, ctx.instruments, venue, symbol)
         return venue, symbol, guarded(_ns, start, "from"), guarded(_ns, end, "to")
 
-    FROM = Query(None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d).")
+    FROM = Query(
+        None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d)."
+    )
     TO = Query(None, alias="to", description="Up to (not including) this time; same forms as from.")
-    LIMIT = Query(100, ge=1, le=queries.MAX_LIMIT, description="At most this many rows (the latest).")
+    LIMIT = Query(
+        100, ge=1, le=queries.MAX_LIMIT, description="At most this many rows (the latest)."
+    )
 
     @app.get("/api/trades")
-    def trades(venue: str | None = None, symbol: str | None = None, start: str | None = FROM,
-               end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
+    def trades(
+        venue: str | None = None,
+        symbol: str | None = None,
+        start: str | None = FROM,
+        end: str | None = TO,
+        limit: int = LIMIT,
+    ) -> dict[str, Any]:
         """Latest trades matching the filters, oldest first."""
-        return {"rows": guarded(queries.trades, ctx.store, *filters(venue, symbol, start, end), limit)}
+        return {
+            "rows": guarded(queries.trades, ctx.store, *filters(venue, symbol, start, end), limit)
+        }
 
     @app.get("/api/candles")
-    def candles(timeframe: str = "1m", venue: str | None = None, symbol: str | None = None,
-                start: str | None = FROM, end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
+    def candles(
+        timeframe: str = "1m",
+        venue: str | None = None,
+        symbol: str | None = None,
+        start: str | None = FROM,
+        end: str | None = TO,
+        limit: int = LIMIT,
+    ) -> dict[str, Any]:
         """Latest candles of one timeframe, oldest first (the current window as it stands)."""
         guarded(queries.timeframe, timeframe)
-        return {"rows": guarded(queries.candles, ctx.store, timeframe, *filters(venue, symbol, start, end), limit)}
+        return {
+            "rows": guarded(
+                queries.candles, ctx.store, timeframe, *filters(venue, symbol, start, end), limit
+            )
+        }
 
     @app.get("/api/gaps")
-    def gaps(venue: str | None = None, outcome: str | None = None, start: str | None = FROM,
-             end: str | None = TO, limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
+    def gaps(
+        venue: str | None = None,
+        outcome: str | None = None,
+        start: str | None = FROM,
+        end: str | None = TO,
+        limit: int = LIMIT,
+    ) -> dict[str, Any]:
         """Latest detected gaps with their repair outcome, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
         return {"rows": guarded(queries.gaps, ctx.store, venue, outcome, start_ns, end_ns, limit)}
 
     @app.get("/api/rejects")
-    def rejects(venue: str | None = None, start: str | None = FROM, end: str | None = TO,
-                limit: int = LIMIT) -> dict[str, Any]:  # fmt: skip
+    def rejects(
+        venue: str | None = None, start: str | None = FROM, end: str | None = TO, limit: int = LIMIT
+    ) -> dict[str, Any]:
         """Latest quarantined (rejected) messages with the reason, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
         return {"rows": guarded(queries.rejects, ctx.store, venue, start_ns, end_ns, limit)}
@@ -171,7 +205,9 @@ def create_app(ctx: Context) -> FastAPI:
 
         table = body.tables
         if name not in FLOWS:
-            raise HTTPException(status_code=404, detail=f"no flow {name!r}; flows: {', '.join(FLOWS)}")
+            raise HTTPException(
+                status_code=404, detail=f"no flow {name!r}; flows: {', '.join(FLOWS)}"
+            )
 
         def run(on_table: OnTable | None = None) -> dict[str, Any]:
             """The flow's result; a failure becomes the HTTPException to answer with."""

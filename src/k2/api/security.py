@@ -41,8 +41,11 @@ def token_check(token: str | None) -> Any:
             return
         given = credentials.credentials.encode() if credentials is not None else b""
         if not secrets.compare_digest(given, expected):
-            raise HTTPException(status_code=401, detail="a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                status_code=401,
+                detail="a valid bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     return Depends(check)
 

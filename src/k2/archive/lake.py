@@ -65,7 +65,11 @@ def snapshot_property(table: Table, key: str) -> int | None:
         value = snapshot.summary.additional_properties.get(key) if snapshot.summary else None
         if value is not None:
             return int(value)
-        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None
+        snapshot = (
+            table.snapshot_by_id(snapshot.parent_snapshot_id)
+            if snapshot.parent_snapshot_id
+            else None
+        )
     return None
 
 
@@ -88,7 +92,9 @@ class TableLocks:
         self._dir = lock_dir
         self._local: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._engine = sqlalchemy.create_engine(uri, pool_size=2) if uri.startswith("postgresql") else None
+        self._engine = (
+            sqlalchemy.create_engine(uri, pool_size=2) if uri.startswith("postgresql") else None
+        )
 
     @contextlib.contextmanager
     def hold(self, name: str, timeout: float = 600.0) -> Iterator[None]:
@@ -124,12 +130,18 @@ class TableLocks:
     @contextlib.contextmanager
     def _cross_process(self, name: str, timeout: float) -> Iterator[None]:
         if self._engine is not None:
-            key = int.from_bytes(hashlib.sha256(f"k2:{name}".encode()).digest()[:8], "big", signed=True)
+            key = int.from_bytes(
+                hashlib.sha256(f"k2:{name}".encode()).digest()[:8], "big", signed=True
+            )
             with self._engine.connect() as conn:
                 deadline = time.monotonic() + timeout
-                while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                while not conn.execute(
+                    sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
+                ).scalar():
                     if time.monotonic() > deadline:
-                        raise ArchiveError(f"{name}: another process held the table for {timeout:.0f} s")
+                        raise ArchiveError(
+                            f"{name}: another process held the table for {timeout:.0f} s"
+                        )
                     time.sleep(0.2)
                 try:
                     yield
@@ -146,7 +158,9 @@ class TableLocks:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise ArchiveError(f"{name}: another process held the table for {timeout:.0f} s") from None
+                        raise ArchiveError(
+                            f"{name}: another process held the table for {timeout:.0f} s"
+                        ) from None
                     time.sleep(0.2)
             try:
                 yield
@@ -165,7 +179,11 @@ class Lake:
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         if self.warehouse.startswith("file://"):
             Path(self.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        props: dict[str, Any] = {"uri": self.uri, "warehouse": self.warehouse, **settings.catalog_properties}
+        props: dict[str, Any] = {
+            "uri": self.uri,
+            "warehouse": self.warehouse,
+            **settings.catalog_properties,
+        }
         try:
             self.catalog: Catalog = SqlCatalog("k2", **props)
         except sqlalchemy.exc.SQLAlchemyError as err:
@@ -181,10 +199,17 @@ class Lake:
             pass
         with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(NAMESPACE)
-        props = TABLE_PROPERTIES | {"write.target-file-size-bytes": str(self.settings.target_file_mb * 2**20)}
+        props = TABLE_PROPERTIES | {
+            "write.target-file-size-bytes": str(self.settings.target_file_mb * 2**20)
+        }
         try:
-            table = self.catalog.create_table(spec.identifier, spec.schema, partition_spec=spec.partition_spec(),
-                                              sort_order=spec.sort_order(), properties=props)  # fmt: skip
+            table = self.catalog.create_table(
+                spec.identifier,
+                spec.schema,
+                partition_spec=spec.partition_spec(),
+                sort_order=spec.sort_order(),
+                properties=props,
+            )
             log.info("archive: created %s", spec.identifier)
             return table
         except TableAlreadyExistsError:  # created by another process just now

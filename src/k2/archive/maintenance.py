@@ -55,7 +55,9 @@ def _iso(epoch_s: int) -> str:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat()
 
 
-def compact(table: Table, spec: ArchiveTable, settings: ArchiveSettings, result: MaintenanceResult) -> None:
+def compact(
+    table: Table, spec: ArchiveTable, settings: ArchiveSettings, result: MaintenanceResult
+) -> None:
     """Rewrite every partition with two or more small files into target-size files."""
     files = table.inspect.data_files().to_pylist()
     small = settings.small_file_mb * 2**20
@@ -67,13 +69,20 @@ def compact(table: Table, spec: ArchiveTable, settings: ArchiveSettings, result:
         if len(members) < 2 or not any(m["file_size_in_bytes"] < small for m in members):
             continue
         start, end = _partition_range(spec, value)
-        where = And(GreaterThanOrEqual(spec.partition_by, _iso(start)), LessThan(spec.partition_by, _iso(end)))
+        where = And(
+            GreaterThanOrEqual(spec.partition_by, _iso(start)),
+            LessThan(spec.partition_by, _iso(end)),
+        )
         data = table.scan(row_filter=where).to_arrow()
         expected = sum(m["record_count"] for m in members)
         if data.num_rows != expected:  # never rewrite what we did not read whole
-            raise ArchiveError(f"{spec.name}: partition {value} read {data.num_rows} rows, manifests say {expected}")
+            raise ArchiveError(
+                f"{spec.name}: partition {value} read {data.num_rows} rows, manifests say {expected}"
+            )
         data = data.sort_by([(c, "ascending") for c in spec.sort_by])
-        props = {"k2.operation": "compaction"} | ({WATERMARK: str(mark)} if mark is not None else {})
+        props = {"k2.operation": "compaction"} | (
+            {WATERMARK: str(mark)} if mark is not None else {}
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
             table.overwrite(data, overwrite_filter=where, snapshot_properties=props)
@@ -89,7 +98,9 @@ def expire(table: Table, settings: ArchiveSettings, result: MaintenanceResult, n
     keep = {s.snapshot_id for s in snapshots[: settings.snapshot_min_keep]}
     if current is not None:
         keep.add(current.snapshot_id)
-    doomed = [s.snapshot_id for s in snapshots if s.snapshot_id not in keep and s.timestamp_ms < cutoff_ms]
+    doomed = [
+        s.snapshot_id for s in snapshots if s.snapshot_id not in keep and s.timestamp_ms < cutoff_ms
+    ]
     if doomed:
         table.maintenance.expire_snapshots().by_ids(doomed).commit()
         result.snapshots_expired = len(doomed)
@@ -113,13 +124,17 @@ def referenced_files(table: Table) -> set[str]:
     return refs
 
 
-def remove_orphans(table: Table, settings: ArchiveSettings, result: MaintenanceResult, now: float) -> None:
+def remove_orphans(
+    table: Table, settings: ArchiveSettings, result: MaintenanceResult, now: float
+) -> None:
     """Delete files under the table that nothing references and that are older than the safety age."""
     filesystem, root = pafs.FileSystem.from_uri(table.location())
     keep = referenced_files(table)
     cutoff = now - settings.orphan_min_age_hours * 3600
     try:
-        listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        listing = filesystem.get_file_info(
+            pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        )
     except OSError as err:
         raise ArchiveError(f"cannot list {table.location()}: {err}") from err
     for info in listing:
@@ -132,7 +147,9 @@ def remove_orphans(table: Table, settings: ArchiveSettings, result: MaintenanceR
         result.orphan_bytes += info.size or 0
 
 
-def maintain_table(lake: Lake, spec: ArchiveTable, settings: ArchiveSettings, now: float | None = None) -> MaintenanceResult:
+def maintain_table(
+    lake: Lake, spec: ArchiveTable, settings: ArchiveSettings, now: float | None = None
+) -> MaintenanceResult:
     """Compact, expire and clean one table; return what was done."""
     started = time.monotonic()
     now = time.time() if now is None else now
@@ -146,9 +163,18 @@ def maintain_table(lake: Lake, spec: ArchiveTable, settings: ArchiveSettings, no
         remove_orphans(lake.table(spec), settings, result, now)
         result.files_after = len(lake.table(spec).inspect.data_files())
     result.seconds = time.monotonic() - started
-    log.info("maintenance %s: files %d -> %d (%d partitions compacted), %d snapshots expired, %d orphans removed "
-             "(%.1f MB), %.2f s", spec.name, result.files_before, result.files_after, result.partitions_compacted,
-             result.snapshots_expired, result.orphans_removed, result.orphan_bytes / 2**20, result.seconds)  # fmt: skip
+    log.info(
+        "maintenance %s: files %d -> %d (%d partitions compacted), %d snapshots expired, %d orphans removed "
+        "(%.1f MB), %.2f s",
+        spec.name,
+        result.files_before,
+        result.files_after,
+        result.partitions_compacted,
+        result.snapshots_expired,
+        result.orphans_removed,
+        result.orphan_bytes / 2**20,
+        result.seconds,
+    )
     return result
 
 

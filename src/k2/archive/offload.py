@@ -57,31 +57,56 @@ def _iso(epoch_s: int) -> str:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat()
 
 
-def offload_table(store: HotStore, lake: Lake, spec: ArchiveTable, *, chunk_rows: int, lookback_minutes: int,
-                  checkpoint: Checkpoint = _no_checkpoint, now: Callable[[], float] = time.time) -> OffloadResult:  # fmt: skip
+def offload_table(
+    store: HotStore,
+    lake: Lake,
+    spec: ArchiveTable,
+    *,
+    chunk_rows: int,
+    lookback_minutes: int,
+    checkpoint: Checkpoint = _no_checkpoint,
+    now: Callable[[], float] = time.time,
+) -> OffloadResult:
     """Offload one table; return what was archived."""
     started = time.monotonic()
     with lake.locks.hold(spec.name):
         table = lake.table(spec)
         result = OffloadResult(spec.name, watermark_before=watermark(table))
         if spec.is_candles:
-            _candles(store, table, spec, result, chunk_rows, lookback_minutes * 60, checkpoint, now())
+            _candles(
+                store, table, spec, result, chunk_rows, lookback_minutes * 60, checkpoint, now()
+            )
         else:
             _rows(store, table, spec, result, chunk_rows, checkpoint)
     result.seconds = time.monotonic() - started
     if result.commits:
-        log.info("offload %s: %d rows in %d commits, watermark %s -> %s (%.2f s)", spec.name, result.rows,
-                 result.commits, result.watermark_before, result.watermark_after, result.seconds)  # fmt: skip
+        log.info(
+            "offload %s: %d rows in %d commits, watermark %s -> %s (%.2f s)",
+            spec.name,
+            result.rows,
+            result.commits,
+            result.watermark_before,
+            result.watermark_after,
+            result.seconds,
+        )
     return result
 
 
-def _commit(table: Table, spec: ArchiveTable, data: pa.Table, props: dict[str, str], checkpoint: Checkpoint,
-            window: tuple[int, int]) -> None:  # fmt: skip
+def _commit(
+    table: Table,
+    spec: ArchiveTable,
+    data: pa.Table,
+    props: dict[str, str],
+    checkpoint: Checkpoint,
+    window: tuple[int, int],
+) -> None:
     """Replace the windows in [start, end) with `data` (candles), in one commit with `props`."""
     checkpoint(spec.name, "before_write")
     tx = table.transaction()
     start, end = window
-    where = And(GreaterThanOrEqual(spec.partition_by, _iso(start)), LessThan(spec.partition_by, _iso(end)))
+    where = And(
+        GreaterThanOrEqual(spec.partition_by, _iso(start)), LessThan(spec.partition_by, _iso(end))
+    )
     with warnings.catch_warnings():  # a range with nothing archived yet is the usual case
         warnings.filterwarnings("ignore", "Delete operation did not match any records")
         tx.overwrite(data, overwrite_filter=where, snapshot_properties=props)
@@ -98,12 +123,16 @@ def _commit(table: Table, spec: ArchiveTable, data: pa.Table, props: dict[str, s
 # Row groups of at most 64 MiB: the default, 512 MiB, let a million bronze rows with their raw
 # JSON sit in memory at once (`k2 up` under a firehose peaked at 1.55 GB during an offload,
 # 1.2-1.3 GB with this).
-_PARQUET = (" SETTINGS output_format_parquet_compression_method = 'zstd', output_format_compression_level = 1, "
-            "output_format_parquet_string_as_string = 1, output_format_parquet_row_group_size = 1048576, "
-            "output_format_parquet_write_bloom_filter = 0, output_format_parquet_row_group_size_bytes = 67108864")
+_PARQUET = (
+    " SETTINGS output_format_parquet_compression_method = 'zstd', output_format_compression_level = 1, "
+    "output_format_parquet_string_as_string = 1, output_format_parquet_row_group_size = 1048576, "
+    "output_format_parquet_write_bloom_filter = 0, output_format_parquet_row_group_size_bytes = 67108864"
+)
 
 
-def _chunk_ends(store: HotStore, spec: ArchiveTable, after: int, high: int, chunk_rows: int) -> list[int]:
+def _chunk_ends(
+    store: HotStore, spec: ArchiveTable, after: int, high: int, chunk_rows: int
+) -> list[int]:
     """Ingest sequences that cut the rows in (after, high] into chunks of about `chunk_rows`."""
     where = f"ingest_seq > {after} AND ingest_seq <= {high}"
     ((count,),) = store.rows(f"SELECT count() FROM {DATABASE}.{spec.name} WHERE {where}")
@@ -111,20 +140,30 @@ def _chunk_ends(store: HotStore, spec: ArchiveTable, after: int, high: int, chun
     if pieces <= 1:
         return [high] if count else []
     levels = ", ".join(f"{i / pieces:.9f}" for i in range(1, pieces))
-    ((cuts,),) = store.rows(f"SELECT quantilesExactLow({levels})(ingest_seq) FROM {DATABASE}.{spec.name} WHERE {where}")
+    ((cuts,),) = store.rows(
+        f"SELECT quantilesExactLow({levels})(ingest_seq) FROM {DATABASE}.{spec.name} WHERE {where}"
+    )
     return sorted({int(c) for c in cuts if after < c < high}) + [high]
 
 
-def _rows(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadResult, chunk_rows: int,
-          checkpoint: Checkpoint) -> None:  # fmt: skip
+def _rows(
+    store: HotStore,
+    table: Table,
+    spec: ArchiveTable,
+    result: OffloadResult,
+    chunk_rows: int,
+    checkpoint: Checkpoint,
+) -> None:
     mark = result.watermark_before or 0
     ((high,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.{spec.name}")
     high = int(high or 0)
     for upper in _chunk_ends(store, spec, mark, high, chunk_rows) if mark < high else []:
         checkpoint(spec.name, "before_read")
         where = f"ingest_seq > {mark} AND ingest_seq <= {upper}"
-        days = store.rows(f"SELECT toUInt32(toDate(ts_event)) d, count(), max(toUnixTimestamp64Nano(ts_event)) "
-                          f"FROM {DATABASE}.{spec.name} WHERE {where} GROUP BY d ORDER BY d")  # fmt: skip
+        days = store.rows(
+            f"SELECT toUInt32(toDate(ts_event)) d, count(), max(toUnixTimestamp64Nano(ts_event)) "
+            f"FROM {DATABASE}.{spec.name} WHERE {where} GROUP BY d ORDER BY d"
+        )
         checkpoint(spec.name, "before_write")
         files = []
         for day, _count, _newest in days:  # one file per day partition: its partition value
@@ -137,7 +176,11 @@ def _rows(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadResu
         checkpoint(spec.name, "files_written")  # data files exist; nothing refers to them yet
         rows = sum(n for _d, n, _t in days)
         tx = table.transaction()
-        tx.add_files(files, snapshot_properties={WATERMARK: str(upper), "k2.rows": str(rows)}, check_duplicate_files=False)
+        tx.add_files(
+            files,
+            snapshot_properties={WATERMARK: str(upper), "k2.rows": str(rows)},
+            check_duplicate_files=False,
+        )
         tx.commit_transaction()
         checkpoint(spec.name, "committed")
         mark = upper
@@ -158,8 +201,16 @@ def _ranges(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
     return [(a, min(a + limit, end)) for start, end in merged for a in range(start, end, limit)]
 
 
-def _candles(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadResult, chunk_rows: int,
-             lookback_s: int, checkpoint: Checkpoint, now: float) -> None:  # fmt: skip
+def _candles(
+    store: HotStore,
+    table: Table,
+    spec: ArchiveTable,
+    result: OffloadResult,
+    chunk_rows: int,
+    lookback_s: int,
+    checkpoint: Checkpoint,
+    now: float,
+) -> None:
     """Archive closed windows: the lookback range, plus every closed window silver rows added since
     the last run touched (a backfill after a long outage changes candles hours old)."""
     assert spec.timeframe is not None
@@ -167,7 +218,8 @@ def _candles(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadR
     step = tf.seconds
     closed = int(now) // step * step  # windows starting before this have closed
     ((hot_start, markets),) = store.rows(
-        f"SELECT toUnixTimestamp(min(window_start)), uniqExact(exchange, canonical_symbol) FROM {DATABASE}.{spec.name}")
+        f"SELECT toUnixTimestamp(min(window_start)), uniqExact(exchange, canonical_symbol) FROM {DATABASE}.{spec.name}"
+    )
     if not markets:
         return
     seen = snapshot_property(table, SILVER_SEQUENCE) or 0
@@ -182,10 +234,12 @@ def _candles(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadR
         for (window,) in store.rows(
             f"SELECT DISTINCT toUnixTimestamp(toStartOfInterval(toDateTime(ts_event, 'UTC'), INTERVAL {tf.interval})) "
             f"FROM {DATABASE}.silver_trades WHERE ingest_seq > {seen} AND ingest_seq <= {high}"
-        ):  # fmt: skip
+        ):
             if hot_start <= window < closed:
                 spans.append((window, window + step))
-    pieces = _ranges(spans, max(1, chunk_rows // markets) * step)  # windows per commit, bounded like rows
+    pieces = _ranges(
+        spans, max(1, chunk_rows // markets) * step
+    )  # windows per commit, bounded like rows
     for i, (start, end) in enumerate(pieces):
         checkpoint(spec.name, "before_read")
         data = store.query_arrow(spec.select_windows(start, end))
@@ -193,7 +247,9 @@ def _candles(store: HotStore, table: Table, spec: ArchiveTable, result: OffloadR
         # (each commit replaces whole windows with what hot holds, so redoing is harmless).
         last = i == len(pieces) - 1
         props = {WATERMARK: str(closed), SILVER_SEQUENCE: str(high)} if last else {}
-        _commit(table, spec, data, props | {"k2.rows": str(data.num_rows)}, checkpoint, (start, end))
+        _commit(
+            table, spec, data, props | {"k2.rows": str(data.num_rows)}, checkpoint, (start, end)
+        )
         result.rows += data.num_rows
         result.commits += 1
         result.newest_event_ns = max(result.newest_event_ns, end * 1_000_000_000)

@@ -31,8 +31,10 @@ DAY = 86400
 # One text per trade, the same on both sides: hashed with MD5, the first 8 bytes summed as a
 # little-endian UInt64 (mod 2**64). ClickHouse computes the hot side; Python the archive side
 # from a pyiceberg scan, so the check needs no engine that can reach the warehouse.
-_HOT_ROW = ("concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), '|', toString(amount), "
-            "'|', toString(taker_side), '|', toString(toUnixTimestamp64Nano(ts_event)))")  # fmt: skip
+_HOT_ROW = (
+    "concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), '|', toString(amount), "
+    "'|', toString(taker_side), '|', toString(toUnixTimestamp64Nano(ts_event)))"
+)
 _HOT_SUM = f"sum(reinterpretAsUInt64(substring(MD5({_HOT_ROW}), 1, 8)))"
 
 
@@ -42,19 +44,36 @@ def _decimal_text(value: Decimal) -> str:
 
 
 def _archive_checksums(table: Table, lo_day: int, hi_day: int) -> dict[int, int]:
-    iso = [dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (lo_day * DAY, (hi_day + 1) * DAY)]
+    iso = [
+        dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (lo_day * DAY, (hi_day + 1) * DAY)
+    ]
     data = table.scan(
         row_filter=And(GreaterThanOrEqual("ts_event", iso[0]), LessThan("ts_event", iso[1])),
-        selected_fields=("exchange", "symbol", "trade_id", "price", "amount", "taker_side", "ts_event_ns"),
+        selected_fields=(
+            "exchange",
+            "symbol",
+            "trade_id",
+            "price",
+            "amount",
+            "taker_side",
+            "ts_event_ns",
+        ),
     ).to_arrow()
     if data.num_rows == 0:
         return {}
     # Decimal text as ClickHouse prints it: no exponent, no trailing zeros (Arrow's own cast to
     # string switches to exponents for small values).
-    columns = [data.column(c).to_pylist() for c in ("exchange", "symbol", "trade_id", "price", "amount",
-                                                    "taker_side", "ts_event_ns")]  # fmt: skip
-    text = [f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{side}|{ns}" for e, s, i, p, a, side, ns in zip(*columns, strict=True)]
-    days = pc.divide(data.column("ts_event_ns"), DAY * 1_000_000_000).to_pylist()  # positive: truncation is floor
+    columns = [
+        data.column(c).to_pylist()
+        for c in ("exchange", "symbol", "trade_id", "price", "amount", "taker_side", "ts_event_ns")
+    ]
+    text = [
+        f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{side}|{ns}"
+        for e, s, i, p, a, side, ns in zip(*columns, strict=True)
+    ]
+    days = pc.divide(
+        data.column("ts_event_ns"), DAY * 1_000_000_000
+    ).to_pylist()  # positive: truncation is floor
     sums: dict[int, int] = defaultdict(int)
     for day, row in zip(days, text, strict=True):
         sums[day] += int.from_bytes(hashlib.md5(row.encode()).digest()[:8], "little")
@@ -93,17 +112,29 @@ def _archive_days_from_metadata(table: Table) -> dict[int, int]:
 
 def _archive_candle_days(table: Table, start_s: int, end_s: int) -> dict[int, int]:
     iso = [dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (start_s, end_s)]
-    data = table.scan(row_filter=And(GreaterThanOrEqual("window_start", iso[0]), LessThan("window_start", iso[1])),
-                      selected_fields=("window_start",)).to_arrow()  # fmt: skip
+    data = table.scan(
+        row_filter=And(
+            GreaterThanOrEqual("window_start", iso[0]), LessThan("window_start", iso[1])
+        ),
+        selected_fields=("window_start",),
+    ).to_arrow()
     if data.num_rows == 0:
         return {}
-    days = pc.divide(pc.cast(pc.cast(data.column("window_start"), pa.timestamp("s", tz="UTC")), pa.int64()), DAY)
+    days = pc.divide(
+        pc.cast(pc.cast(data.column("window_start"), pa.timestamp("s", tz="UTC")), pa.int64()), DAY
+    )
     counts = pc.value_counts(pc.cast(days, "int64")).to_pylist()
     return {c["values"]: c["counts"] for c in counts}
 
 
-def reconcile_table(store: HotStore, lake: Lake, spec: ArchiveTable, retention_days: int | None,
-                    now: float | None = None, checksum: bool = True) -> list[DayCheck]:  # fmt: skip
+def reconcile_table(
+    store: HotStore,
+    lake: Lake,
+    spec: ArchiveTable,
+    retention_days: int | None,
+    now: float | None = None,
+    checksum: bool = True,
+) -> list[DayCheck]:
     """Compare hot and archive per day; return one check per day both hold whole."""
     now = time.time() if now is None else now
     table = lake.table(spec)
@@ -116,28 +147,38 @@ def reconcile_table(store: HotStore, lake: Lake, spec: ArchiveTable, retention_d
         assert spec.timeframe is not None
         rows = store.rows(
             f"SELECT toUInt32(toDate(window_start)), uniqExact(exchange, canonical_symbol, window_start) "
-            f"FROM {DATABASE}.{spec.name} WHERE window_start < toDateTime({int(mark)}, 'UTC') GROUP BY 1 ORDER BY 1")  # fmt: skip
+            f"FROM {DATABASE}.{spec.name} WHERE window_start < toDateTime({int(mark)}, 'UTC') GROUP BY 1 ORDER BY 1"
+        )
         if not rows:
             return []
         # The first day hot holds is whole only if its first window opened the day: the archive may
         # hold that day's earlier windows from a previous data directory.
-        ((hot_start,),) = store.rows(f"SELECT toUnixTimestamp(min(window_start)) FROM {DATABASE}.{spec.name}")
+        ((hot_start,),) = store.rows(
+            f"SELECT toUnixTimestamp(min(window_start)) FROM {DATABASE}.{spec.name}"
+        )
         first_hot = rows[0][0] + (0 if hot_start == rows[0][0] * DAY else 1)
         whole = [(d, n) for d, n in rows if d >= max(first_hot, first_whole_day)]
         if whole:
-            cold = _archive_candle_days(table, whole[0][0] * DAY, min((whole[-1][0] + 1) * DAY, int(mark)))
+            cold = _archive_candle_days(
+                table, whole[0][0] * DAY, min((whole[-1][0] + 1) * DAY, int(mark))
+            )
             checks = [DayCheck(spec.name, _day(d), n, cold.get(d, 0)) for d, n in whole]
         return checks
-    rows = store.rows(f"SELECT toUInt32(toDate(ts_event)), count() FROM {DATABASE}.{spec.name} "
-                      f"WHERE ingest_seq <= {int(mark)} GROUP BY 1 ORDER BY 1")  # fmt: skip
+    rows = store.rows(
+        f"SELECT toUInt32(toDate(ts_event)), count() FROM {DATABASE}.{spec.name} "
+        f"WHERE ingest_seq <= {int(mark)} GROUP BY 1 ORDER BY 1"
+    )
     whole = [(d, n) for d, n in rows if d >= first_whole_day]
     cold = _archive_days_from_metadata(table)
     checks = [DayCheck(spec.name, _day(d), n, cold.get(d, 0)) for d, n in whole]
     if checksum and spec.name == "silver_trades" and whole:
         lo, hi = whole[0][0], whole[-1][0]
-        hot = dict(store.rows(
-            f"SELECT toUInt32(toDate(ts_event)), {_HOT_SUM} FROM {DATABASE}.{spec.name} "
-            f"WHERE ingest_seq <= {int(mark)} AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"))  # fmt: skip
+        hot = dict(
+            store.rows(
+                f"SELECT toUInt32(toDate(ts_event)), {_HOT_SUM} FROM {DATABASE}.{spec.name} "
+                f"WHERE ingest_seq <= {int(mark)} AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"
+            )
+        )
         archived = _archive_checksums(table, lo, hi)
         for check, (d, _n) in zip(checks, whole, strict=True):
             check.hot_checksum, check.archive_checksum = hot.get(d), archived.get(d)

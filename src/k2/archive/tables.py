@@ -35,29 +35,71 @@ DEC = DecimalType(38, 18)
 
 
 def _fields(*spec: tuple[str, object]) -> Schema:
-    return Schema(*(NestedField(i, name, kind, required=True) for i, (name, kind) in enumerate(spec, 1)))
+    return Schema(
+        *(NestedField(i, name, kind, required=True) for i, (name, kind) in enumerate(spec, 1))
+    )
 
 
 BRONZE_SCHEMA = _fields(
-    ("symbol", StringType()), ("canonical_symbol", StringType()), ("trade_id", LongType()), ("price", DEC),
-    ("amount", DEC), ("venue_side", StringType()), ("taker_side", StringType()), ("ts_event", TimestamptzType()),
-    ("ts_event_ns", LongType()), ("ts_recv", TimestamptzType()), ("ts_recv_ns", LongType()),
-    ("conn_id", StringType()), ("source", StringType()), ("duplicate", BooleanType()), ("raw", StringType()),
+    ("symbol", StringType()),
+    ("canonical_symbol", StringType()),
+    ("trade_id", LongType()),
+    ("price", DEC),
+    ("amount", DEC),
+    ("venue_side", StringType()),
+    ("taker_side", StringType()),
+    ("ts_event", TimestamptzType()),
+    ("ts_event_ns", LongType()),
+    ("ts_recv", TimestamptzType()),
+    ("ts_recv_ns", LongType()),
+    ("conn_id", StringType()),
+    ("source", StringType()),
+    ("duplicate", BooleanType()),
+    ("raw", StringType()),
     ("ingest_seq", LongType()),
-)  # fmt: skip
+)
 SILVER_SCHEMA = _fields(
-    ("exchange", StringType()), ("symbol", StringType()), ("canonical_symbol", StringType()),
-    ("trade_id", LongType()), ("price", DEC), ("amount", DEC), ("quote_amount", DEC), ("taker_side", StringType()),
-    ("ts_event", TimestamptzType()), ("ts_event_ns", LongType()), ("ts_recv", TimestamptzType()),
-    ("ts_recv_ns", LongType()), ("ingest_seq", LongType()),
-)  # fmt: skip
+    ("exchange", StringType()),
+    ("symbol", StringType()),
+    ("canonical_symbol", StringType()),
+    ("trade_id", LongType()),
+    ("price", DEC),
+    ("amount", DEC),
+    ("quote_amount", DEC),
+    ("taker_side", StringType()),
+    ("ts_event", TimestamptzType()),
+    ("ts_event_ns", LongType()),
+    ("ts_recv", TimestamptzType()),
+    ("ts_recv_ns", LongType()),
+    ("ingest_seq", LongType()),
+)
 CANDLE_SCHEMA = Schema(
-    *(NestedField(i, name, kind, required=True) for i, (name, kind) in enumerate((
-        ("exchange", StringType()), ("canonical_symbol", StringType()), ("window_start", TimestamptzType()),
-        ("open", DEC), ("high", DEC), ("low", DEC), ("close", DEC), ("volume", DEC), ("quote_volume", DEC),
-        ("trade_count", LongType()), ("taker_buy_volume", DEC), ("vwap", DEC)), 1)),
-    identifier_field_ids=[1, 2, 3],  # a candle is keyed by (exchange, canonical_symbol, window_start)
-)  # fmt: skip
+    *(
+        NestedField(i, name, kind, required=True)
+        for i, (name, kind) in enumerate(
+            (
+                ("exchange", StringType()),
+                ("canonical_symbol", StringType()),
+                ("window_start", TimestamptzType()),
+                ("open", DEC),
+                ("high", DEC),
+                ("low", DEC),
+                ("close", DEC),
+                ("volume", DEC),
+                ("quote_volume", DEC),
+                ("trade_count", LongType()),
+                ("taker_buy_volume", DEC),
+                ("vwap", DEC),
+            ),
+            1,
+        )
+    ),
+    identifier_field_ids=[
+        1,
+        2,
+        3,
+    ],  # a candle is keyed by (exchange, canonical_symbol, window_start)
+)
 
 # The column is qualified by its table: an unqualified `ts_event` in the second expression would
 # be the µs alias defined by the first (ClickHouse aliases apply query-wide) and lose the ns.
@@ -99,7 +141,11 @@ class ArchiveTable:
     def window_seconds(self) -> int:
         """A candle window's length (0 for trade tables): how far behind "now" the archive of
         finished windows is by design."""
-        return next(tf.seconds for tf in TIMEFRAMES if tf.name == self.timeframe) if self.is_candles else 0
+        return (
+            next(tf.seconds for tf in TIMEFRAMES if tf.name == self.timeframe)
+            if self.is_candles
+            else 0
+        )
 
     def watermark_time(self, mark: int) -> float:
         """The watermark as epoch seconds: an ingest sequence (µs clock) or a closed-window end."""
@@ -109,25 +155,59 @@ class ArchiveTable:
         field = self.schema.find_field(self.partition_by)
         transform = MonthTransform() if self.monthly else DayTransform()
         suffix = "month" if self.monthly else "day"
-        return PartitionSpec(PartitionField(field.field_id, 1000, transform, f"{self.partition_by}_{suffix}"))
+        return PartitionSpec(
+            PartitionField(field.field_id, 1000, transform, f"{self.partition_by}_{suffix}")
+        )
 
     def sort_order(self) -> SortOrder:
-        return SortOrder(*(SortField(self.schema.find_field(c).field_id, IdentityTransform()) for c in self.sort_by))
+        return SortOrder(
+            *(
+                SortField(self.schema.find_field(c).field_id, IdentityTransform())
+                for c in self.sort_by
+            )
+        )
 
     def select_range(self, after: int, upto: int, day: int | None = None) -> str:
         """Hot rows with ingest_seq in (after, upto] (and event day `day`, days since 1970), in
         archive form and sort order."""
         if self.name == "silver_trades":
-            cols = ["exchange", "symbol", "canonical_symbol", "toInt64(trade_id) AS trade_id", "price", "amount",
-                    "quote_amount", "toString(taker_side) AS taker_side", *_times(self.name, "ts_event", "ts_recv"),
-                    "toInt64(ingest_seq) AS ingest_seq"]  # fmt: skip
+            cols = [
+                "exchange",
+                "symbol",
+                "canonical_symbol",
+                "toInt64(trade_id) AS trade_id",
+                "price",
+                "amount",
+                "quote_amount",
+                "toString(taker_side) AS taker_side",
+                *_times(self.name, "ts_event", "ts_recv"),
+                "toInt64(ingest_seq) AS ingest_seq",
+            ]
         else:
-            cols = ["symbol", "canonical_symbol", "toInt64(trade_id) AS trade_id", "price", "amount", "venue_side",
-                    "toString(taker_side) AS taker_side", *_times(self.name, "ts_event", "ts_recv"), "conn_id",
-                    "toString(source) AS source", "duplicate", "raw", "toInt64(ingest_seq) AS ingest_seq"]  # fmt: skip
-        in_day = "" if day is None else f" AND toDate({DATABASE}.{self.name}.ts_event) = toDate({int(day)})"
-        return (f"SELECT {', '.join(cols)} FROM {DATABASE}.{self.name} "
-                f"WHERE ingest_seq > {int(after)} AND ingest_seq <= {int(upto)}{in_day} ORDER BY {', '.join(self.sort_by)}")  # fmt: skip
+            cols = [
+                "symbol",
+                "canonical_symbol",
+                "toInt64(trade_id) AS trade_id",
+                "price",
+                "amount",
+                "venue_side",
+                "toString(taker_side) AS taker_side",
+                *_times(self.name, "ts_event", "ts_recv"),
+                "conn_id",
+                "toString(source) AS source",
+                "duplicate",
+                "raw",
+                "toInt64(ingest_seq) AS ingest_seq",
+            ]
+        in_day = (
+            ""
+            if day is None
+            else f" AND toDate({DATABASE}.{self.name}.ts_event) = toDate({int(day)})"
+        )
+        return (
+            f"SELECT {', '.join(cols)} FROM {DATABASE}.{self.name} "
+            f"WHERE ingest_seq > {int(after)} AND ingest_seq <= {int(upto)}{in_day} ORDER BY {', '.join(self.sort_by)}"
+        )
 
     def select_windows(self, start_s: int, end_s: int) -> str:
         """Finished candles with window_start in [start_s, end_s) (epoch seconds), in archive form."""
@@ -135,18 +215,37 @@ class ArchiveTable:
         # Aggregate under neutral aliases, rename outside: `sum(volume) AS volume` beside a VWAP that
         # calls sum(volume) would nest the aggregate in itself.
         inner = ", ".join(f"{expr} AS v_{name}" for name, expr in CANDLE_MERGE)
-        outer = ", ".join(f"toInt64(v_{n}) AS {n}" if n == "trade_count" else f"v_{n} AS {n}" for n, _ in CANDLE_MERGE)
-        return (f"SELECT exchange, canonical_symbol, toDateTime64(w, 6, 'UTC') AS window_start, {outer} "
-                f"FROM (SELECT exchange, canonical_symbol, window_start AS w, {inner} FROM {DATABASE}.{self.name} "
-                f"WHERE window_start >= toDateTime({int(start_s)}, 'UTC') AND window_start < toDateTime({int(end_s)}, 'UTC') "
-                "GROUP BY exchange, canonical_symbol, window_start) ORDER BY canonical_symbol, window_start")  # fmt: skip
+        outer = ", ".join(
+            f"toInt64(v_{n}) AS {n}" if n == "trade_count" else f"v_{n} AS {n}"
+            for n, _ in CANDLE_MERGE
+        )
+        return (
+            f"SELECT exchange, canonical_symbol, toDateTime64(w, 6, 'UTC') AS window_start, {outer} "
+            f"FROM (SELECT exchange, canonical_symbol, window_start AS w, {inner} FROM {DATABASE}.{self.name} "
+            f"WHERE window_start >= toDateTime({int(start_s)}, 'UTC') AND window_start < toDateTime({int(end_s)}, 'UTC') "
+            "GROUP BY exchange, canonical_symbol, window_start) ORDER BY canonical_symbol, window_start"
+        )
 
 
 TABLES: tuple[ArchiveTable, ...] = (
-    *(ArchiveTable(bronze_table(v), BRONZE_SCHEMA, "ts_event", False, ("symbol", "ts_event")) for v in VENUE_NAMES),
-    ArchiveTable("silver_trades", SILVER_SCHEMA, "ts_event", False, ("canonical_symbol", "ts_event")),
-    *(ArchiveTable(ohlcv_table(tf.name), CANDLE_SCHEMA, "window_start", True, ("canonical_symbol", "window_start"),
-                   timeframe=tf.name) for tf in TIMEFRAMES),  # fmt: skip
+    *(
+        ArchiveTable(bronze_table(v), BRONZE_SCHEMA, "ts_event", False, ("symbol", "ts_event"))
+        for v in VENUE_NAMES
+    ),
+    ArchiveTable(
+        "silver_trades", SILVER_SCHEMA, "ts_event", False, ("canonical_symbol", "ts_event")
+    ),
+    *(
+        ArchiveTable(
+            ohlcv_table(tf.name),
+            CANDLE_SCHEMA,
+            "window_start",
+            True,
+            ("canonical_symbol", "window_start"),
+            timeframe=tf.name,
+        )
+        for tf in TIMEFRAMES
+    ),
 )
 BY_NAME = {t.name: t for t in TABLES}
 

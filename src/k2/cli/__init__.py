@@ -39,11 +39,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
-    config: Path = typer.Option(None, "--config", "-c", metavar="FILE",
-                                help="Settings file (default: ./k2.toml if present, or $K2_CONFIG); "
-                                     "may be given before or after the command."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="Settings file (default: ./k2.toml if present, or $K2_CONFIG); "
+        "may be given before or after the command.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     STATE.config, STATE.verbose = config, verbose
 

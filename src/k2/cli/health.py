@@ -39,7 +39,9 @@ def _from_data_dir(cfg: Settings) -> dict[str, Any]:
     from k2.observe.hot import hot_state
 
     if not (cfg.data_dir / HOT_DIR).is_dir():
-        raise InputError(f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)")
+        raise InputError(
+            f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)"
+        )
     venues = [v for v in load_instruments(cfg.instruments_file) if cfg.venue(v).enabled]
     with owned(cfg.data_dir, cfg.hotstore, "k2 health") as owner:
         rows, newest = hot_state(owner.store, venues)
@@ -50,7 +52,9 @@ def _from_data_dir(cfg: Settings) -> dict[str, Any]:
 
 
 def health(
-    data_dir: Path = typer.Option(None, "--data-dir", help="Data directory (setting data_dir, default ./data)."),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Data directory (setting data_dir, default ./data)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check that K2 is capturing, fresh and archived; exit 0 OK, 1 WARN, 2 FAIL."""
@@ -61,12 +65,17 @@ def health(
     if json_out:
         typer.echo(json.dumps(body, indent=2))
     else:
-        table = Table(title=f"k2 health: {body['status']}" + ("" if url else " (k2 up is not running)"))
+        table = Table(
+            title=f"k2 health: {body['status']}" + ("" if url else " (k2 up is not running)")
+        )
         for column in ("check", "status", "detail"):
             table.add_column(column, overflow="fold")
         for check in body["checks"]:
             # As text, never as markup: details quote venues and the store ("[/]" would crash Rich).
-            table.add_row(Text(check["name"]), Text(check["status"], style=_STYLE[check["status"]]),
-                          Text(check["detail"]))  # fmt: skip
+            table.add_row(
+                Text(check["name"]),
+                Text(check["status"], style=_STYLE[check["status"]]),
+                Text(check["detail"]),
+            )
         Console(width=160).print(table)
     raise typer.Exit(int(body["exit_code"]))

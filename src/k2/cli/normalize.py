@@ -17,8 +17,12 @@ from k2.records import trade_json
 
 
 def normalize(
-    venue: str = typer.Argument(..., help="Venue the messages come from: " + ", ".join(VENUE_NAMES)),
-    file: Path = typer.Argument(None, help="File of raw WebSocket messages, one per line (default: stdin)."),
+    venue: str = typer.Argument(
+        ..., help="Venue the messages come from: " + ", ".join(VENUE_NAMES)
+    ),
+    file: Path = typer.Argument(
+        None, help="File of raw WebSocket messages, one per line (default: stdin)."
+    ),
 ) -> None:
     """Turn raw venue WebSocket messages into normalized trades, one JSON object per line.
 

@@ -37,7 +37,9 @@ def parse_time(value: str | None, what: str) -> str | None:
     return None if value is None else ns_to_rfc3339(user_time(value, what))
 
 
-def _local(kind: str, store: HotStore, params: dict[str, Any], instruments: Instruments) -> list[dict[str, Any]]:
+def _local(
+    kind: str, store: HotStore, params: dict[str, Any], instruments: Instruments
+) -> list[dict[str, Any]]:
     start = rfc3339_to_ns(params["start"]) if params.get("start") else None
     end = rfc3339_to_ns(params["end"]) if params.get("end") else None
     if kind == "trades":
@@ -48,18 +50,25 @@ def _local(kind: str, store: HotStore, params: dict[str, Any], instruments: Inst
         return queries.rejects(store, params["venue"], start, end, params["limit"])
     if kind == "symbols":
         return queries.symbols(store, instruments)
-    return queries.candles(store, params["timeframe"], params["venue"], params["symbol"], start, end, params["limit"])
+    return queries.candles(
+        store, params["timeframe"], params["venue"], params["symbol"], start, end, params["limit"]
+    )
 
 
-def fetch(kind: str, cfg: Settings, params: dict[str, Any], data_dir: Path | None = None) -> list[dict[str, Any]]:
+def fetch(
+    kind: str, cfg: Settings, params: dict[str, Any], data_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """Query the running `k2 up` over its API, or open the data directory when nothing runs."""
     data_dir = data_dir or cfg.data_dir
     lock = DataDirLock(data_dir)
     for _ in range(2):
         url = running_api(data_dir)
         if url is not None:
-            query = {("from" if k == "start" else "to" if k == "end" else k): v
-                     for k, v in params.items() if v is not None}  # fmt: skip
+            query = {
+                ("from" if k == "start" else "to" if k == "end" else k): v
+                for k, v in params.items()
+                if v is not None
+            }
             return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
         if not (data_dir / HOT_DIR).is_dir():
             raise InputError(f"no hot store in {data_dir} (run `k2 up` first, or pass --data-dir)")
@@ -88,23 +97,41 @@ def emit(rows: list[dict[str, Any]], keys: tuple[str, ...], fmt: Format, title: 
     else:
         table = Table(title=f"{title} ({len(rows)})")
         for key in keys:
-            table.add_column(key, justify="right" if key not in ("exchange", "symbol", "canonical_symbol") else "left")
+            table.add_column(
+                key,
+                justify="right"
+                if key not in ("exchange", "symbol", "canonical_symbol")
+                else "left",
+            )
         for row in rows:  # as text, never as markup: venue text may hold "[/]" or "[bold]"
             table.add_row(*(Text(str(row[k])) for k in keys))
-        Console(width=None if sys.stdout.isatty() else 250).print(table)  # piped: never squeeze columns
+        Console(width=None if sys.stdout.isatty() else 250).print(
+            table
+        )  # piped: never squeeze columns
 
 
 VENUE = typer.Option(None, "--venue", help="Only this venue (binance, kraken, coinbase).")
 SYMBOL = typer.Option(None, "--symbol", help="Only this canonical symbol, e.g. BTC/USDT.")
-START = typer.Option(None, "--from", help="From this time: RFC 3339, a date, or a duration ago (15m, 2h).")
+START = typer.Option(
+    None, "--from", help="From this time: RFC 3339, a date, or a duration ago (15m, 2h)."
+)
 END = typer.Option(None, "--to", help="Up to (not including) this time; same forms as --from.")
 LIMIT = typer.Option(100, "--limit", help="At most this many rows (the latest ones).")
 FORMAT = typer.Option(Format.table, "--format", help="table, csv, or jsonl.")
-DATA_DIR = typer.Option(None, "--data-dir", help="Data directory (setting data_dir, default ./data).")
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="Data directory (setting data_dir, default ./data)."
+)
 
 
-def trades(venue: str = VENUE, symbol: str = SYMBOL, start: str = START, end: str = END, limit: int = LIMIT,
-           format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
+def trades(
+    venue: str = VENUE,
+    symbol: str = SYMBOL,
+    start: str = START,
+    end: str = END,
+    limit: int = LIMIT,
+    format: Format = FORMAT,
+    data_dir: Path = DATA_DIR,
+) -> None:
     """Show stored trades (silver), oldest first, with the same keys as `k2 normalize`."""
     with reported():
         cfg = settings()
@@ -112,22 +139,44 @@ def trades(venue: str = VENUE, symbol: str = SYMBOL, start: str = START, end: st
         emit(fetch("trades", cfg, params, data_dir), queries.TRADE_KEYS, format, "trades")
 
 
-def candles(timeframe: str = typer.Option("1m", "--timeframe", help="1m, 5m, 15m, 30m, 1h or 1d."),
-            venue: str = VENUE, symbol: str = SYMBOL, start: str = START, end: str = END, limit: int = LIMIT,
-            format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
+def candles(
+    timeframe: str = typer.Option("1m", "--timeframe", help="1m, 5m, 15m, 30m, 1h or 1d."),
+    venue: str = VENUE,
+    symbol: str = SYMBOL,
+    start: str = START,
+    end: str = END,
+    limit: int = LIMIT,
+    format: Format = FORMAT,
+    data_dir: Path = DATA_DIR,
+) -> None:
     """Show OHLCV candles (with VWAP), oldest first; the current window is included as it stands."""
     with reported():
         queries.timeframe(timeframe)
         cfg = settings()
-        params = {"timeframe": timeframe, **_filters(cfg, venue, symbol, start, end), "limit": limit}
-        emit(fetch("candles", cfg, params, data_dir), queries.CANDLE_KEYS, format, f"{timeframe} candles")
+        params = {
+            "timeframe": timeframe,
+            **_filters(cfg, venue, symbol, start, end),
+            "limit": limit,
+        }
+        emit(
+            fetch("candles", cfg, params, data_dir),
+            queries.CANDLE_KEYS,
+            format,
+            f"{timeframe} candles",
+        )
 
 
-
-def gaps(venue: str = VENUE,
-         outcome: str = typer.Option(None, "--outcome", help="Only: pending, repaired, partial, unrecoverable or suspicious."),
-         start: str = START, end: str = END, limit: int = LIMIT, format: Format = FORMAT,
-         data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
+def gaps(
+    venue: str = VENUE,
+    outcome: str = typer.Option(
+        None, "--outcome", help="Only: pending, repaired, partial, unrecoverable or suspicious."
+    ),
+    start: str = START,
+    end: str = END,
+    limit: int = LIMIT,
+    format: Format = FORMAT,
+    data_dir: Path = DATA_DIR,
+) -> None:
     """Show detected trade gaps and how each was repaired (newest last; by detection time)."""
     with reported():
         cfg = settings()
@@ -137,8 +186,14 @@ def gaps(venue: str = VENUE,
         emit(fetch("gaps", cfg, params, data_dir), queries.GAP_KEYS, format, "gaps")
 
 
-def rejects(venue: str = VENUE, start: str = START, end: str = END, limit: int = LIMIT, format: Format = FORMAT,
-            data_dir: Path = DATA_DIR) -> None:  # noqa: A002  # fmt: skip
+def rejects(
+    venue: str = VENUE,
+    start: str = START,
+    end: str = END,
+    limit: int = LIMIT,
+    format: Format = FORMAT,
+    data_dir: Path = DATA_DIR,
+) -> None:
     """Show quarantined messages (malformed or unexpected) with the reason each was rejected."""
     with reported():
         cfg = settings()
@@ -147,18 +202,24 @@ def rejects(venue: str = VENUE, start: str = START, end: str = END, limit: int =
         emit(fetch("rejects", cfg, params, data_dir), queries.REJECT_KEYS, format, "rejects")
 
 
-def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:  # noqa: A002
+def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:
     """List every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
     with reported():
         cfg = settings()
         emit(fetch("symbols", cfg, {}, data_dir), queries.SYMBOL_KEYS, format, "instruments")
 
 
-def _filters(cfg: Settings, venue: str | None, symbol: str | None, start: str | None,
-             end: str | None) -> dict[str, Any]:  # fmt: skip
+def _filters(
+    cfg: Settings, venue: str | None, symbol: str | None, start: str | None, end: str | None
+) -> dict[str, Any]:
     """The common filters, checked: a known venue and symbol, times K2 can store."""
     venue, symbol = resolve_filters(load_instruments(cfg.instruments_file), venue, symbol)
-    return {"venue": venue, "symbol": symbol, "start": parse_time(start, "--from"), "end": parse_time(end, "--to")}
+    return {
+        "venue": venue,
+        "symbol": symbol,
+        "start": parse_time(start, "--from"),
+        "end": parse_time(end, "--to"),
+    }
 
 
 __all__ = ["candles", "gaps", "rejects", "symbols", "trades"]

@@ -44,8 +44,15 @@ def client(url: str, settings: ApiSettings, timeout: float | None = 30.0) -> htt
     return httpx.Client(base_url=url, headers=headers, verify=verify, timeout=timeout)
 
 
-def call(url: str, settings: ApiSettings, method: str, path: str, timeout: float | None = 30.0,
-         ok: tuple[int, ...] = (200,), **kwargs: Any) -> httpx.Response:  # fmt: skip
+def call(
+    url: str,
+    settings: ApiSettings,
+    method: str,
+    path: str,
+    timeout: float | None = 30.0,
+    ok: tuple[int, ...] = (200,),
+    **kwargs: Any,
+) -> httpx.Response:
     """Send one request; a refusal becomes the matching K2 error with the API's own message."""
     try:
         with client(url, settings, timeout) as http:
@@ -69,8 +76,9 @@ def raise_for(resp: httpx.Response, url: str) -> None:
             f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
         )
     if resp.status_code == 401:
-        raise ConfigError(f"the running k2 up at {url} wants a valid API token (api.token_file or "
-                          "K2_API__TOKEN)")  # fmt: skip
+        raise ConfigError(
+            f"the running k2 up at {url} wants a valid API token (api.token_file or K2_API__TOKEN)"
+        )
     if 400 <= resp.status_code < 500:
         raise InputError(str(detail))
     raise K2Error(f"the running k2 up answered {resp.status_code}: {detail}")

@@ -19,29 +19,63 @@ FAULT_HELP = "none, all, or a comma-separated list of: " + ", ".join(FAULTS)
 
 
 def simulate(
-    seed: int = typer.Option(None, help="Seed for the trade sequence and fault schedule (setting simulator.seed)."),
-    record: Path = typer.Option(None, help="Write every generated trade here as JSON lines (ground truth)."),
+    seed: int = typer.Option(
+        None, help="Seed for the trade sequence and fault schedule (setting simulator.seed)."
+    ),
+    record: Path = typer.Option(
+        None, help="Write every generated trade here as JSON lines (ground truth)."
+    ),
     faults: str = typer.Option(None, help=FAULT_HELP + " (setting simulator.faults)."),
-    duration: float = typer.Option(None, help="Stop after this many seconds (default: run until Ctrl-C)."),
-    rate: float = typer.Option(None, help="Trades per second per symbol (setting simulator.trades_per_second)."),
-    port: int = typer.Option(8701, min=0, max=65533,
-                             help="First port: Binance on PORT, Kraken PORT+1, Coinbase PORT+2 (0: any free)."),
-    tick_ms: float = typer.Option(20.0, help="Market clock tick: trades are generated and sent every TICK ms."),
-    faults_for: float = typer.Option(None, help="Faults stop after this many seconds (default: they never stop)."),
-    market_for: float = typer.Option(None, help="No new trades after this many seconds; the APIs keep serving."),
+    duration: float = typer.Option(
+        None, help="Stop after this many seconds (default: run until Ctrl-C)."
+    ),
+    rate: float = typer.Option(
+        None, help="Trades per second per symbol (setting simulator.trades_per_second)."
+    ),
+    port: int = typer.Option(
+        8701,
+        min=0,
+        max=65533,
+        help="First port: Binance on PORT, Kraken PORT+1, Coinbase PORT+2 (0: any free).",
+    ),
+    tick_ms: float = typer.Option(
+        20.0, help="Market clock tick: trades are generated and sent every TICK ms."
+    ),
+    faults_for: float = typer.Option(
+        None, help="Faults stop after this many seconds (default: they never stop)."
+    ),
+    market_for: float = typer.Option(
+        None, help="No new trades after this many seconds; the APIs keep serving."
+    ),
 ) -> None:
     """Serve Binance, Kraken and Coinbase WebSocket and REST APIs on loopback, in their wire formats.
 
     The first lines printed are `export K2_...` lines that point K2 at the simulator.
     """
     with reported():
-        positive(rate=rate, tick_ms=tick_ms, duration=duration, faults_for=faults_for, market_for=market_for)
+        positive(
+            rate=rate,
+            tick_ms=tick_ms,
+            duration=duration,
+            faults_for=faults_for,
+            market_for=market_for,
+        )
         cfg = settings()
         setup_logging(cfg.log_level)
         update = {"trades_per_second": rate, "fault_seconds": faults_for}
-        sim_cfg = cfg.simulator.model_copy(update={k: v for k, v in update.items() if v is not None})
-        sim = from_settings(cfg, load_instruments(cfg.instruments_file), simulator=sim_cfg, faults=faults, seed=seed,
-                            record=record, base_port=port, tick_s=tick_ms / 1000)  # fmt: skip
+        sim_cfg = cfg.simulator.model_copy(
+            update={k: v for k, v in update.items() if v is not None}
+        )
+        sim = from_settings(
+            cfg,
+            load_instruments(cfg.instruments_file),
+            simulator=sim_cfg,
+            faults=faults,
+            seed=seed,
+            record=record,
+            base_port=port,
+            tick_s=tick_ms / 1000,
+        )
 
         async def main(stop: asyncio.Event) -> None:
             sim.paused = True
@@ -52,9 +86,13 @@ def simulate(
                 for key, value in sim.env().items():
                     print(f"export {key}={value}")
                 sys.stdout.flush()
-                log.info("simulating %d symbols at %.1f trades/s each (seed %d, faults: %s)",
-                         sum(len(s.markets) for s in sim.servers.values()), sim.rate, sim.seed,
-                         ", ".join(sorted(sim.faults.enabled)) or "none")  # fmt: skip
+                log.info(
+                    "simulating %d symbols at %.1f trades/s each (seed %d, faults: %s)",
+                    sum(len(s.markets) for s in sim.servers.values()),
+                    sim.rate,
+                    sim.seed,
+                    ", ".join(sorted(sim.faults.enabled)) or "none",
+                )
                 await stop_after(stop, duration)
                 await stop.wait()
             if record:

@@ -33,7 +33,9 @@ class StatusView:
     def __init__(self, feeds: Sequence[Feed], extra: ExtraRows | None = None) -> None:
         self.feeds, self.extra = feeds, extra
         start = time.monotonic()
-        self._last: dict[tuple[str, str], tuple[float, int]] = {(f.name, "log"): (start, 0) for f in feeds}
+        self._last: dict[tuple[str, str], tuple[float, int]] = {
+            (f.name, "log"): (start, 0) for f in feeds
+        }
 
     def _rate(self, key: tuple[str, str], count: int, now: float) -> float:
         then, before = self._last.get(key, (now, count))
@@ -43,18 +45,47 @@ class StatusView:
     def table(self) -> Group:
         now, now_ns = time.monotonic(), time.time_ns()
         t = Table(title="K2 feeds", expand=False)
-        for col in ("venue", "symbol", "state", "trades/s", "trades", "last trade", "dups", "gaps (repaired)"):
-            t.add_column(col, justify="right" if col not in ("venue", "symbol", "state") else "left")
+        for col in (
+            "venue",
+            "symbol",
+            "state",
+            "trades/s",
+            "trades",
+            "last trade",
+            "dups",
+            "gaps (repaired)",
+        ):
+            t.add_column(
+                col, justify="right" if col not in ("venue", "symbol", "state") else "left"
+            )
         for feed in self.feeds:
             s = feed.stats
-            state = Text(s.state + (f" ({s.state_detail})" if s.state_detail else ""))  # venue text: never markup
-            t.add_row(Text(feed.name, style="bold"), "", state, f"{self._rate((feed.name, ''), s.trades, now):.1f}",
-                      str(s.trades), "", str(s.duplicates),
-                      f"{s.gaps_found} ({s.gaps_repaired})", end_section=False)  # fmt: skip
+            state = Text(
+                s.state + (f" ({s.state_detail})" if s.state_detail else "")
+            )  # venue text: never markup
+            t.add_row(
+                Text(feed.name, style="bold"),
+                "",
+                state,
+                f"{self._rate((feed.name, ''), s.trades, now):.1f}",
+                str(s.trades),
+                "",
+                str(s.duplicates),
+                f"{s.gaps_found} ({s.gaps_repaired})",
+                end_section=False,
+            )
             for symbol, ss in s.symbols.items():
                 listing = "" if ss.listing in ("listed", "unchecked") else ss.listing
-                t.add_row("", Text(symbol), Text(listing), f"{self._rate((feed.name, symbol), ss.trades, now):.1f}",
-                          str(ss.trades), _age(ss.last_trade_recv_ns, now_ns), str(ss.duplicates), str(ss.gaps))  # fmt: skip
+                t.add_row(
+                    "",
+                    Text(symbol),
+                    Text(listing),
+                    f"{self._rate((feed.name, symbol), ss.trades, now):.1f}",
+                    str(ss.trades),
+                    _age(ss.last_trade_recv_ns, now_ns),
+                    str(ss.duplicates),
+                    str(ss.gaps),
+                )
             t.add_section()
         parts: list[Table] = [t]
         if self.extra is not None:
@@ -75,8 +106,10 @@ class StatusView:
         for feed in self.feeds:
             s = feed.stats
             rate = "" if final else f" ({self._rate((feed.name, 'log'), s.trades, now):.1f}/s)"
-            parts.append(f"{feed.name} {s.state}: {s.trades} trades{rate}, dups {s.duplicates}, "
-                         f"gaps {s.gaps_found}/{s.gaps_repaired} repaired, rejects {s.rejects}")  # fmt: skip
+            parts.append(
+                f"{feed.name} {s.state}: {s.trades} trades{rate}, dups {s.duplicates}, "
+                f"gaps {s.gaps_found}/{s.gaps_repaired} repaired, rejects {s.rejects}"
+            )
         if self.extra is not None:
             parts.extend(f"{name} {value}" for name, value in self.extra())
         return "; ".join(parts)

@@ -25,11 +25,22 @@ from k2.instruments import load_instruments
 
 
 def up(
-    simulate: bool = typer.Option(False, "--simulate", help="Capture from the built-in simulator (fully offline)."),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Where the data lives (setting data_dir, default ./data)."),
-    duration: float = typer.Option(None, help="Stop cleanly after this many seconds (default: until Ctrl-C)."),
-    port: int = typer.Option(None, "--port", min=0, max=65535,
-                             help="Serve the API on this port (setting api.port, default 8000; 0: any free)."),
+    simulate: bool = typer.Option(
+        False, "--simulate", help="Capture from the built-in simulator (fully offline)."
+    ),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Where the data lives (setting data_dir, default ./data)."
+    ),
+    duration: float = typer.Option(
+        None, help="Stop cleanly after this many seconds (default: until Ctrl-C)."
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        min=0,
+        max=65535,
+        help="Serve the API on this port (setting api.port, default 8000; 0: any free).",
+    ),
 ) -> None:
     """Run K2: live feeds -> hot ClickHouse store (bronze, silver, candles), the API, the schedules.
 
@@ -75,10 +86,15 @@ def up(
 def stop_line(report: Any) -> str:
     """What the stop left behind, in one line."""
     gaps = len(report.open_gaps)
-    parts = [f"k2 up: stopped in {report.seconds():.1f} s",
-             f"{gaps} gap{'s' * (gaps != 1)} still open (pending for the next start)" if gaps else "no gap left open",
-             f"{report.unwritten:,} trades not written (the next start repairs them)" if report.unwritten
-             else "everything written"]  # fmt: skip
+    parts = [
+        f"k2 up: stopped in {report.seconds():.1f} s",
+        f"{gaps} gap{'s' * (gaps != 1)} still open (pending for the next start)"
+        if gaps
+        else "no gap left open",
+        f"{report.unwritten:,} trades not written (the next start repairs them)"
+        if report.unwritten
+        else "everything written",
+    ]
     if report.forced:
         parts.append("exited without waiting for work still running")
     return "; ".join(parts)

@@ -12,8 +12,8 @@ import typer
 from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
 from k2.cli.status import StatusView, show_status
 from k2.ingest.recorder import RecordingSink
-from k2.ingest.stats import LIVE
 from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
+from k2.ingest.stats import LIVE
 from k2.instruments import load_instruments
 from k2.records import Gap, gap_json
 from k2.settings import with_venues
@@ -26,9 +26,15 @@ def gaps_file(record: Path) -> Path:
 
 
 def watch(
-    simulate: bool = typer.Option(False, "--simulate", help="Run against the built-in simulator (offline)."),
-    duration: float = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
-    record: Path = typer.Option(None, help="Append every emitted normalized trade here as JSON lines."),
+    simulate: bool = typer.Option(
+        False, "--simulate", help="Run against the built-in simulator (offline)."
+    ),
+    duration: float = typer.Option(
+        None, help="Stop after this many seconds (default: until Ctrl-C)."
+    ),
+    record: Path = typer.Option(
+        None, help="Append every emitted normalized trade here as JSON lines."
+    ),
 ) -> None:
     """Capture trades from the venues and show per-symbol status live; nothing is stored.
 
@@ -72,8 +78,15 @@ def watch(
                         if sim is not None:
                             sim.paused = True
                             await asyncio.sleep(0.5)  # what the simulator already sent arrives
-                        left.extend(await stop_feeds(feeds, feeds_stop, repair_stop, task,
-                                                     started + cfg.shutdown_grace_s - 0.5))  # fmt: skip
+                        left.extend(
+                            await stop_feeds(
+                                feeds,
+                                feeds_stop,
+                                repair_stop,
+                                task,
+                                started + cfg.shutdown_grace_s - 0.5,
+                            )
+                        )
                         for t in side:
                             t.cancel()
                     print(view.summary(final=True))
@@ -85,12 +98,17 @@ def watch(
                 typer.echo(f"k2 watch: gap still open at stop: {describe_gap(gap)}", err=True)
             if record is not None:
                 if left:
-                    gaps_file(record).write_bytes(b"".join(orjson.dumps(gap_json(g)) + b"\n" for g in left))
+                    gaps_file(record).write_bytes(
+                        b"".join(orjson.dumps(gap_json(g)) + b"\n" for g in left)
+                    )
                 else:
                     gaps_file(record).unlink(missing_ok=True)
 
         run_until_signal(main)
     if left and record is not None:
-        typer.echo(f"k2 watch: {len(left)} gaps left open; the recording lacks their trades: see "
-                   f"{gaps_file(record)}", err=True)  # fmt: skip
+        typer.echo(
+            f"k2 watch: {len(left)} gaps left open; the recording lacks their trades: see "
+            f"{gaps_file(record)}",
+            err=True,
+        )
         raise typer.Exit(1)

@@ -22,4 +22,6 @@ def make_adapter(name: str, limits: Limits = DEFAULT_LIMITS) -> VenueAdapter:
     try:
         return _REGISTRY[name](limits)
     except KeyError:
-        raise ConfigError(f"unknown venue {name!r}; known venues: {', '.join(VENUE_NAMES)}") from None
+        raise ConfigError(
+            f"unknown venue {name!r}; known venues: {', '.join(VENUE_NAMES)}"
+        ) from None

@@ -124,7 +124,9 @@ class VenueAdapter(Protocol):
     # An id more than this far above the highest seen is suspect (a corrupt frame, or a stream that
     # moved on while K2 was away): about a day of the venue's busiest symbol. Never fetched blindly.
     max_id_jump: int
-    heartbeat_timeout_s: float | None  # venue sends app heartbeats: silence longer than this is dead
+    heartbeat_timeout_s: (
+        float | None
+    )  # venue sends app heartbeats: silence longer than this is dead
     max_connection_age_s: float | None  # the venue cuts connections at this age
     rest_policy: RestPolicy
     limits: Limits
@@ -250,8 +252,12 @@ class SymbolNames:
         self._names.clear()
 
 
-def collect_trades(items: Iterable[T], make: Callable[[T], Trade], trades: list[Trade],
-                   rejected: list[ParseError] | None) -> None:  # fmt: skip
+def collect_trades(
+    items: Iterable[T],
+    make: Callable[[T], Trade],
+    trades: list[Trade],
+    rejected: list[ParseError] | None,
+) -> None:
     """Normalize each trade of a multi-trade message or REST page: valid ones to `trades`, bad ones
     to `rejected` (with `rejected` None, the first bad one raises)."""
     for item in items:

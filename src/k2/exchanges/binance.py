@@ -37,9 +37,27 @@ NAME = "binance"
 
 # Quote assets, longest first, to split a concatenated symbol when the listing is unreachable.
 _QUOTES = (
-    "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "USDP", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY",
-    "BRL", "GBP", "JPY", "AUD", "USD", "XRP", "TRX", "DOGE",
-)  # fmt: skip
+    "FDUSD",
+    "USDT",
+    "USDC",
+    "TUSD",
+    "BUSD",
+    "USDP",
+    "DAI",
+    "BTC",
+    "ETH",
+    "BNB",
+    "EUR",
+    "TRY",
+    "BRL",
+    "GBP",
+    "JPY",
+    "AUD",
+    "USD",
+    "XRP",
+    "TRX",
+    "DOGE",
+)
 
 _MICROS_THRESHOLD = 10**14  # below: milliseconds (until year 5138); above: microseconds
 
@@ -140,9 +158,11 @@ class BinanceAdapter(SymbolNames):
     max_id_jump = 20_000_000
     # REQUEST_WEIGHT 6000/min per IP; historicalTrades weighs 25.
     rest_policy = RestPolicy(
-        requests_per_second=10.0, burst=10, weight_per_minute=6000,
+        requests_per_second=10.0,
+        burst=10,
+        weight_per_minute=6000,
         used_weight_header="x-mbx-used-weight-1m",
-    )  # fmt: skip
+    )
     historical_weight = 25
     page_limit = 1000
 
@@ -177,11 +197,18 @@ class BinanceAdapter(SymbolNames):
         except ParseError as err:  # a symbol K2 did not subscribe to
             raise ParseError(err.reason, raw) from None
         trade = Trade(
-            NAME, symbol, canonical, t.t, p, t.q,
+            NAME,
+            symbol,
+            canonical,
+            t.t,
+            p,
+            t.q,
             SELL if t.m else BUY,  # m: buyer is maker => the seller was the aggressor
             T * 1_000_000 if T < _MICROS_THRESHOLD else T * 1_000,  # ms by default, µs when asked
-            recv_ns, "true" if t.m else "false", raw,
-        )  # fmt: skip
+            recv_ns,
+            "true" if t.m else "false",
+            raw,
+        )
         problem = trade_problem(trade, self.limits, price_checked=True)
         if problem is not None:
             raise ParseError(problem, raw)
@@ -222,8 +249,9 @@ class BinanceAdapter(SymbolNames):
         halted = {s.symbol: s.status for s in info.symbols if s.status != "TRADING"}
         return Listing(listed, halted)
 
-    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int,
-                          rejected: list[ParseError] | None = None) -> list[Trade]:  # fmt: skip
+    def parse_rest_trades(
+        self, symbol: str, body: bytes, recv_ns: int, rejected: list[ParseError] | None = None
+    ) -> list[Trade]:
         """Parse a /api/v3/historicalTrades response (times in µs when the header asked); rows that
         fail validation go to `rejected` (or raise, without it)."""
         try:
@@ -232,7 +260,12 @@ class BinanceAdapter(SymbolNames):
             raise ParseError(f"unexpected historicalTrades response: {err}", body) from None
         canonical = self.canonical(symbol)
         out: list[Trade] = []
-        collect_trades(rows, lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns), out, rejected)
+        collect_trades(
+            rows,
+            lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns),
+            out,
+            rejected,
+        )
         return out
 
     def _rest_trade(self, symbol: str, canonical: str, raw: bytes, recv_ns: int) -> Trade:
@@ -240,8 +273,22 @@ class BinanceAdapter(SymbolNames):
             r = _decode_rest_trade.decode(raw)
         except DECODE_ERRORS as err:
             raise ParseError(f"bad historicalTrades row: {err}", raw) from None
-        return checked(Trade(NAME, symbol, canonical, r.id, r.price, r.qty, SELL if r.isBuyerMaker else BUY,
-                             _ns(r.time), recv_ns, "true" if r.isBuyerMaker else "false", raw), self.limits)  # fmt: skip
+        return checked(
+            Trade(
+                NAME,
+                symbol,
+                canonical,
+                r.id,
+                r.price,
+                r.qty,
+                SELL if r.isBuyerMaker else BUY,
+                _ns(r.time),
+                recv_ns,
+                "true" if r.isBuyerMaker else "false",
+                raw,
+            ),
+            self.limits,
+        )
 
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
@@ -265,4 +312,3 @@ class BinanceAdapter(SymbolNames):
             out.extend(page)
             next_id = page[-1].trade_id + 1
         return Backfill(out, rejected=rejected)
-

@@ -142,33 +142,63 @@ class CoinbaseAdapter(SymbolNames):
                     raise ParseError(f"unexpected market_trades event type {ev.type!r}", raw)
                 if not self._trades(ev.trades, recv_ns, trades):
                     # Something in it is off: trade by trade, so its good trades still count.
-                    collect_trades(ev.trades, lambda item: self._trade(item, recv_ns), trades, rejected)
+                    collect_trades(
+                        ev.trades, lambda item: self._trade(item, recv_ns), trades, rejected
+                    )
             if rejected and not trades:
                 raise rejected[0]
             return Parsed(trades, sequence=env.sequence_num, rejected=tuple(rejected))
         if env.channel == "heartbeats":
-            return HEARTBEAT if env.sequence_num is None else Parsed(signal=Signal.HEARTBEAT, sequence=env.sequence_num)
+            return (
+                HEARTBEAT
+                if env.sequence_num is None
+                else Parsed(signal=Signal.HEARTBEAT, sequence=env.sequence_num)
+            )
         if env.channel == "subscriptions":
-            return SUBSCRIBED if env.sequence_num is None else Parsed(signal=Signal.SUBSCRIBED, sequence=env.sequence_num)
+            return (
+                SUBSCRIBED
+                if env.sequence_num is None
+                else Parsed(signal=Signal.SUBSCRIBED, sequence=env.sequence_num)
+            )
         if env.type == "error" or env.channel == "error":
             return Parsed(signal=Signal.ERROR, detail=env.message or raw.decode("utf-8", "replace"))
         if env.channel is not None and env.events is not None:
-            return INFO if env.sequence_num is None else Parsed(signal=Signal.INFO, sequence=env.sequence_num)
+            return (
+                INFO
+                if env.sequence_num is None
+                else Parsed(signal=Signal.INFO, sequence=env.sequence_num)
+            )
         raise ParseError(f"unexpected Coinbase message (channel {env.channel!r})", raw)
 
     def _trades(self, items: list[msgspec.Raw], recv_ns: int, out: list[Trade]) -> bool:
         """The hot path: add every trade of an event to `out` and return True, or add none and
         return False if any needs `_trade` to say what is wrong. It accepts exactly what `_trade`
         accepts: the same decode, then the same checks (limits.trade_problem)."""
-        names, decode, sides, limits = self._names, _decode_trade.decode, _TAKER_FROM_MAKER, self.limits
+        names, decode, sides, limits = (
+            self._names,
+            _decode_trade.decode,
+            _TAKER_FROM_MAKER,
+            self.limits,
+        )
         start = len(out)
         try:
             for item in items:
                 t = decode(item)
                 taker, venue_side = sides[t.side]
                 symbol, canonical = names.get(t.product_id) or self.names(t.product_id)
-                trade = Trade(NAME, symbol, canonical, parse_trade_id(t.trade_id, b""), t.price, t.size, taker,
-                              rfc3339_to_ns(t.time), recv_ns, venue_side, bytes(item))  # fmt: skip
+                trade = Trade(
+                    NAME,
+                    symbol,
+                    canonical,
+                    parse_trade_id(t.trade_id, b""),
+                    t.price,
+                    t.size,
+                    taker,
+                    rfc3339_to_ns(t.time),
+                    recv_ns,
+                    venue_side,
+                    bytes(item),
+                )
                 if trade_problem(trade, limits) is not None:
                     break
                 out.append(trade)
@@ -193,8 +223,22 @@ class CoinbaseAdapter(SymbolNames):
             ts_event = rfc3339_to_ns(t.time)
         except ParseError as err:
             raise ParseError(err.reason, raw) from None
-        return checked(Trade(NAME, symbol, canonical, parse_trade_id(t.trade_id, raw), t.price, t.size, sides[0],
-                             ts_event, recv_ns, sides[1], raw), self.limits)  # fmt: skip
+        return checked(
+            Trade(
+                NAME,
+                symbol,
+                canonical,
+                parse_trade_id(t.trade_id, raw),
+                t.price,
+                t.size,
+                sides[0],
+                ts_event,
+                recv_ns,
+                sides[1],
+                raw,
+            ),
+            self.limits,
+        )
 
     async def fetch_listing(self, fetch: Fetch, symbols: Sequence[str]) -> Listing:
         params = [("product_ids", s) for s in symbols]
@@ -203,14 +247,22 @@ class CoinbaseAdapter(SymbolNames):
             products = _decode_products.decode(body).products
         except DECODE_ERRORS as err:
             raise ParseError(f"unexpected products response: {err}", body) from None
-        listed = {p.product_id: canonical_pair(p.base_currency_id, p.quote_currency_id)
-                  if p.base_currency_id and p.quote_currency_id else _canonical(p.product_id)
-                  for p in products}  # fmt: skip
-        halted = {p.product_id: p.status for p in products
-                  if p.trading_disabled or p.status.lower() != "online"}  # fmt: skip
+        listed = {
+            p.product_id: canonical_pair(p.base_currency_id, p.quote_currency_id)
+            if p.base_currency_id and p.quote_currency_id
+            else _canonical(p.product_id)
+            for p in products
+        }
+        halted = {
+            p.product_id: p.status
+            for p in products
+            if p.trading_disabled or p.status.lower() != "online"
+        }
         return Listing(listed, halted)
 
-    def parse_rest_trades(self, body: bytes, recv_ns: int, rejected: list[ParseError] | None = None) -> list[Trade]:
+    def parse_rest_trades(
+        self, body: bytes, recv_ns: int, rejected: list[ParseError] | None = None
+    ) -> list[Trade]:
         """Parse a market-trades (ticker) response; REST `side` is the maker's side too. Rows that
         fail validation go to `rejected` (or raise, without it)."""
         try:

@@ -150,7 +150,10 @@ class KrakenAdapter(SymbolNames):
 
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         # `snapshot` defaults differ between doc versions: always send it explicitly.
-        msg = {"method": "subscribe", "params": {"channel": "trade", "symbol": list(symbols), "snapshot": True}}
+        msg = {
+            "method": "subscribe",
+            "params": {"channel": "trade", "symbol": list(symbols), "snapshot": True},
+        }
         return [msgspec.json.encode(msg).decode()]
 
     def parse(self, raw: bytes, recv_ns: int) -> Parsed:
@@ -193,8 +196,19 @@ class KrakenAdapter(SymbolNames):
                 t = decode(item)
                 side, venue_side = sides[t.side]
                 symbol, canonical = names.get(t.symbol) or self.names(t.symbol)
-                trade = Trade(NAME, symbol, canonical, t.trade_id, t.price, t.qty, side, rfc3339_to_ns(t.timestamp),
-                              recv_ns, venue_side, bytes(item))  # fmt: skip
+                trade = Trade(
+                    NAME,
+                    symbol,
+                    canonical,
+                    t.trade_id,
+                    t.price,
+                    t.qty,
+                    side,
+                    rfc3339_to_ns(t.timestamp),
+                    recv_ns,
+                    venue_side,
+                    bytes(item),
+                )
                 if trade_problem(trade, limits) is not None:
                     break
                 out.append(trade)
@@ -219,8 +233,22 @@ class KrakenAdapter(SymbolNames):
             ts_event = rfc3339_to_ns(t.timestamp)
         except ParseError as err:
             raise ParseError(err.reason, raw) from None
-        return checked(Trade(NAME, symbol, canonical, t.trade_id, t.price, t.qty, sides[0], ts_event, recv_ns,
-                             sides[1], raw), self.limits)  # fmt: skip
+        return checked(
+            Trade(
+                NAME,
+                symbol,
+                canonical,
+                t.trade_id,
+                t.price,
+                t.qty,
+                sides[0],
+                ts_event,
+                recv_ns,
+                sides[1],
+                raw,
+            ),
+            self.limits,
+        )
 
     async def fetch_listing(self, fetch: Fetch, symbols: Sequence[str]) -> Listing:
         result = check_response(await fetch("/0/public/AssetPairs"))
@@ -240,8 +268,9 @@ class KrakenAdapter(SymbolNames):
                 not_trading[v2] = pair.status
         return Listing(listed, not_trading)
 
-    def parse_rest_trades(self, symbol: str, body: bytes, recv_ns: int,
-                          rejected: list[ParseError] | None = None) -> tuple[list[Trade], int]:  # fmt: skip
+    def parse_rest_trades(
+        self, symbol: str, body: bytes, recv_ns: int, rejected: list[ParseError] | None = None
+    ) -> tuple[list[Trade], int]:
         """Parse a /0/public/Trades body into trades and the `last` cursor (ns); rows that fail
         validation go to `rejected` (or raise, without it)."""
         result = check_response(body)
@@ -256,8 +285,12 @@ class KrakenAdapter(SymbolNames):
                 rows = _decode_rows.decode(value)
             except (*DECODE_ERRORS, ValueError) as err:
                 raise ParseError(f"unexpected Kraken Trades response: {err}", body) from None
-            collect_trades(rows, lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns), trades,
-                           rejected)  # fmt: skip
+            collect_trades(
+                rows,
+                lambda row: self._rest_trade(symbol, canonical, bytes(row), recv_ns),
+                trades,
+                rejected,
+            )
         return trades, last
 
     def _rest_trade(self, symbol: str, canonical: str, raw: bytes, recv_ns: int) -> Trade:
@@ -272,8 +305,22 @@ class KrakenAdapter(SymbolNames):
         if not r.time.is_finite() or r.time.adjusted() > 11:
             raise ParseError(f"REST trade time must be a number of seconds, got {r.time}", raw)
         micros = (r.time / _MICRO).to_integral_value(ROUND_HALF_EVEN)
-        return checked(Trade(NAME, symbol, canonical, parse_trade_id(r.trade_id, raw), r.price, r.volume, side,
-                             int(micros) * 1000, recv_ns, r.side, raw), self.limits)  # fmt: skip
+        return checked(
+            Trade(
+                NAME,
+                symbol,
+                canonical,
+                parse_trade_id(r.trade_id, raw),
+                r.price,
+                r.volume,
+                side,
+                int(micros) * 1000,
+                recv_ns,
+                r.side,
+                raw,
+            ),
+            self.limits,
+        )
 
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
@@ -284,7 +331,9 @@ class KrakenAdapter(SymbolNames):
         out: list[Trade] = []
         rejected: list[ParseError] = []
         while True:
-            body = await fetch("/0/public/Trades", {"pair": pair, "since": since, "count": self.page_limit})
+            body = await fetch(
+                "/0/public/Trades", {"pair": pair, "since": since, "count": self.page_limit}
+            )
             page, last = self.parse_rest_trades(request.symbol, body, recv_ns(), rejected)
             out.extend(t for t in page if request.first_id <= t.trade_id <= request.last_id)
             if not page or last <= since or page[-1].trade_id >= request.last_id:

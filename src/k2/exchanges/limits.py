@@ -30,7 +30,9 @@ FRACTION_DIGITS = 18
 _FIT = Context(prec=INTEGER_DIGITS + FRACTION_DIGITS, traps=[Inexact, InvalidOperation])
 _QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
 _QUOTE_MAX = Decimal(10) ** INTEGER_DIGITS
-_EXACT = Context(prec=2 * (INTEGER_DIGITS + FRACTION_DIGITS))  # a product of two valid values, exactly
+_EXACT = Context(
+    prec=2 * (INTEGER_DIGITS + FRACTION_DIGITS)
+)  # a product of two valid values, exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +59,10 @@ def decimal_problem(value: Decimal) -> str | None:
     try:
         _FIT.quantize(value, _QUANTUM)
     except ArithmeticError:
-        return (f"{value} does not fit Decimal(38, 18) exactly (at most {INTEGER_DIGITS} integer and "
-                f"{FRACTION_DIGITS} fractional digits)")  # fmt: skip
+        return (
+            f"{value} does not fit Decimal(38, 18) exactly (at most {INTEGER_DIGITS} integer and "
+            f"{FRACTION_DIGITS} fractional digits)"
+        )
     return None
 
 
@@ -83,7 +87,10 @@ def trade_problem(trade: Trade, limits: Limits, price_checked: bool = False) -> 
         return f"amount {problem}"
     # adjusted() is the exponent of the leading digit, so the product is below 10**(a + b + 2): it
     # can reach 10**20 only when a + b >= 19.
-    if price.adjusted() + amount.adjusted() >= INTEGER_DIGITS - 1 and _EXACT.multiply(price, amount) >= _QUOTE_MAX:
+    if (
+        price.adjusted() + amount.adjusted() >= INTEGER_DIGITS - 1
+        and _EXACT.multiply(price, amount) >= _QUOTE_MAX
+    ):
         return f"price x amount ({price} x {amount}) needs more than {INTEGER_DIGITS} digits before the point"
     ts = trade.ts_event
     if ts < MIN_EVENT_NS:

@@ -14,8 +14,15 @@ from k2.flows.runtime import ArchiveRuntime
 
 # A retry can fix these: a commit raced by another writer, a busy catalog, a store that is
 # unavailable (StoreUnavailable is a TransientError) or failed in a way it did not explain, I/O.
-TRANSIENT = (TransientError, StoreError, CommitFailedException, sqlalchemy.exc.OperationalError,
-             sqlite3.OperationalError, OSError, TimeoutError)  # fmt: skip
+TRANSIENT = (
+    TransientError,
+    StoreError,
+    CommitFailedException,
+    sqlalchemy.exc.OperationalError,
+    sqlite3.OperationalError,
+    OSError,
+    TimeoutError,
+)
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -34,5 +41,8 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def with_retries(task: Task, runtime: ArchiveRuntime) -> Task:
     settings = runtime.settings.archive
-    return task.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delay_s,
-                             retry_condition_fn=is_transient)  # fmt: skip
+    return task.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=settings.retry_delay_s,
+        retry_condition_fn=is_transient,
+    )

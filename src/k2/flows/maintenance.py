@@ -49,10 +49,18 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
                 results[name] = asdict(result)
                 rt.status.maintenance[name] = result
                 ops.record_maintenance(rt.store, result, "ok")
-                log.info("audit %s: files %d -> %d, %d partitions compacted (%d rows), %d snapshots expired, "
-                         "%d orphan files removed (%d bytes)", name, result.files_before, result.files_after,
-                         result.partitions_compacted, result.rows_rewritten, result.snapshots_expired,
-                         result.orphans_removed, result.orphan_bytes)  # fmt: skip
+                log.info(
+                    "audit %s: files %d -> %d, %d partitions compacted (%d rows), %d snapshots expired, "
+                    "%d orphan files removed (%d bytes)",
+                    name,
+                    result.files_before,
+                    result.files_after,
+                    result.partitions_compacted,
+                    result.rows_rewritten,
+                    result.snapshots_expired,
+                    result.orphans_removed,
+                    result.orphan_bytes,
+                )
                 progress.done(name, results[name])
             else:
                 failed[name] = str(state.message)
@@ -63,5 +71,7 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
             rt.status.maintenance_success_at = rt.status.maintenance_at
         if failed:
             rt.status.maintenance_failures += 1
-            raise ArchiveError(f"maintenance failed for {', '.join(sorted(failed))}: {next(iter(failed.values()))}")
+            raise ArchiveError(
+                f"maintenance failed for {', '.join(sorted(failed))}: {next(iter(failed.values()))}"
+            )
         return results

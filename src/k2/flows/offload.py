@@ -25,8 +25,14 @@ def offload_one(table: str) -> dict[str, Any]:
     """Offload one table (its watermark makes a retry safe at any point)."""
     rt = current()
     s = rt.settings.archive
-    result = offload_table(rt.store, rt.lake, BY_NAME[table], chunk_rows=s.chunk_rows,
-                           lookback_minutes=s.candle_lookback_minutes, checkpoint=rt.checkpoint)  # fmt: skip
+    result = offload_table(
+        rt.store,
+        rt.lake,
+        BY_NAME[table],
+        chunk_rows=s.chunk_rows,
+        lookback_minutes=s.candle_lookback_minutes,
+        checkpoint=rt.checkpoint,
+    )
     return asdict(result)
 
 
@@ -80,7 +86,11 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
         if rt.metrics is not None:
             rt.metrics.offload_cycle.observe(rt.status.cycle_seconds)
         rows = sum(r["rows"] for r in results.values())
-        log.info("offload: %d rows in %.2f s across %d tables", rows, rt.status.cycle_seconds, len(names))
+        log.info(
+            "offload: %d rows in %.2f s across %d tables", rows, rt.status.cycle_seconds, len(names)
+        )
         if failed:
-            raise ArchiveError(f"offload failed for {', '.join(sorted(failed))}: {next(iter(failed.values()))}")
+            raise ArchiveError(
+                f"offload failed for {', '.join(sorted(failed))}: {next(iter(failed.values()))}"
+            )
         return results

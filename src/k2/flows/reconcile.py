@@ -31,7 +31,10 @@ def retention_days(rt: ArchiveRuntime, table: str) -> int | None:
 @task(name="reconcile-table", task_run_name="reconcile-{table}")
 def reconcile_one(table: str) -> list[dict[str, Any]]:
     rt = current()
-    return [asdict(c) for c in reconcile_table(rt.store, rt.lake, BY_NAME[table], retention_days(rt, table))]
+    return [
+        asdict(c)
+        for c in reconcile_table(rt.store, rt.lake, BY_NAME[table], retention_days(rt, table))
+    ]
 
 
 @flow(name="k2-reconcile", description="Compare hot and archive per table and day.")
@@ -60,11 +63,24 @@ def reconcile_flow(tables: list[str] | None = None) -> dict[str, Any]:
             ops.record_reconcile(rt.store, checks)
             bad = [c for c in checks if not c.ok]
             for c in bad:
-                log.warning("reconcile %s %s: hot %d rows, archive %d (%+d)%s", name, c.day, c.hot_rows,
-                            c.archive_rows, c.difference, "" if c.hot_checksum == c.archive_checksum
-                            else ", content checksum differs")  # fmt: skip
-            ops.record_flow(rt.store, "reconcile", name, started, "ok" if not bad else "failed", len(checks),
-                            f"{len(bad)} days differ" if bad else "")  # fmt: skip
+                log.warning(
+                    "reconcile %s %s: hot %d rows, archive %d (%+d)%s",
+                    name,
+                    c.day,
+                    c.hot_rows,
+                    c.archive_rows,
+                    c.difference,
+                    "" if c.hot_checksum == c.archive_checksum else ", content checksum differs",
+                )
+            ops.record_flow(
+                rt.store,
+                "reconcile",
+                name,
+                started,
+                "ok" if not bad else "failed",
+                len(checks),
+                f"{len(bad)} days differ" if bad else "",
+            )
             out[name] = {"days": len(checks), "differences": [asdict(c) for c in bad]}
             progress.done(name, out[name])
         rt.status.reconcile_at = time.time()

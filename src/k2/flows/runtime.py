@@ -41,7 +41,9 @@ class TableStatus:
 
 @dataclass
 class ArchiveStatus:
-    tables: dict[str, TableStatus] = field(default_factory=lambda: {t.name: TableStatus() for t in TABLES})
+    tables: dict[str, TableStatus] = field(
+        default_factory=lambda: {t.name: TableStatus() for t in TABLES}
+    )
     cycle_seconds: float = 0.0
     cycle_at: float = 0.0
     cycles: int = 0
@@ -52,7 +54,9 @@ class ArchiveStatus:
     maintenance_failures: int = 0
     reconcile: dict[str, list[DayCheck]] = field(default_factory=dict)
     reconcile_at: float = 0.0
-    skipped: dict[str, int] = field(default_factory=dict)  # flow -> runs skipped (another was running)
+    skipped: dict[str, int] = field(
+        default_factory=dict
+    )  # flow -> runs skipped (another was running)
 
 
 @dataclass
@@ -62,12 +66,16 @@ class ArchiveRuntime:
     settings: Settings
     status: ArchiveStatus = field(default_factory=ArchiveStatus)
     metrics: PipelineMetrics | None = None  # histograms of the process serving /metrics, if any
-    stop_requested: threading.Event = field(default_factory=threading.Event)  # the process is stopping
+    stop_requested: threading.Event = field(
+        default_factory=threading.Event
+    )  # the process is stopping
 
     def checkpoint(self, table: str, point: str) -> None:
         """Called at the safe points of an offload: give up there if the process is stopping."""
         if self.stop_requested.is_set():
-            raise Stopping(f"{table}: stopped at {point}, the process is stopping (the next run resumes)")
+            raise Stopping(
+                f"{table}: stopped at {point}, the process is stopping (the next run resumes)"
+            )
 
     @contextlib.contextmanager
     def guard(self, flow: str) -> Iterator[bool]:
@@ -98,8 +106,10 @@ def using(runtime: ArchiveRuntime) -> Iterator[ArchiveRuntime]:
 def current() -> ArchiveRuntime:
     """Return the runtime flows run against right now."""
     if _active is None:
-        raise ConfigError("no K2 runtime: run archive flows through `k2 up`, or `k2 offload`/`k2 maintain`/"
-                          "`k2 reconcile` (which open the data directory themselves)")  # fmt: skip
+        raise ConfigError(
+            "no K2 runtime: run archive flows through `k2 up`, or `k2 offload`/`k2 maintain`/"
+            "`k2 reconcile` (which open the data directory themselves)"
+        )
     return _active
 
 

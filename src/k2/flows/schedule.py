@@ -60,7 +60,12 @@ class Schedule:
         now = dt.datetime.now(dt.UTC)
         due = {job.name: job.next_after(now) for job in self.jobs}
         for job in self.jobs:
-            log.info("schedule: %s at %s (next %s)", job.name, job.cron, due[job.name].isoformat(timespec="seconds"))
+            log.info(
+                "schedule: %s at %s (next %s)",
+                job.name,
+                job.cron,
+                due[job.name].isoformat(timespec="seconds"),
+            )
         while not stop.is_set():
             wait = (min(due.values()) - dt.datetime.now(dt.UTC)).total_seconds()
             if wait > 0:
@@ -73,7 +78,10 @@ class Schedule:
                     continue
                 due[job.name] = job.next_after(now)
                 if job.name in self._running and not self._running[job.name].done():
-                    log.warning("schedule: %s is still running from its last time; skipping this one", job.name)
+                    log.warning(
+                        "schedule: %s is still running from its last time; skipping this one",
+                        job.name,
+                    )
                     continue
                 future = in_daemon_thread(job.run, f"k2-flow-{job.name}")
                 future.add_done_callback(lambda f, name=job.name: _report(name, f))

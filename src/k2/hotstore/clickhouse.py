@@ -28,40 +28,48 @@ T = TypeVar("T")
 JEMALLOC_CONF = "dirty_decay_ms:250"
 
 # ClickHouse error codes that mean "these rows cannot be stored": retrying them cannot help.
-REFUSED_CODES = frozenset({
-    6,  # CANNOT_PARSE_TEXT
-    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    38,  # CANNOT_PARSE_DATE
-    41,  # CANNOT_PARSE_DATETIME
-    53,  # TYPE_MISMATCH
-    69,  # ARGUMENT_OUT_OF_BOUND (Decimal value is too big)
-    70,  # CANNOT_CONVERT_TYPE
-    72,  # CANNOT_PARSE_NUMBER
-    117,  # INCORRECT_DATA
-    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-    407,  # DECIMAL_OVERFLOW
-    469,  # VIOLATED_CONSTRAINT
-})  # fmt: skip
+REFUSED_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND (Decimal value is too big)
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        407,  # DECIMAL_OVERFLOW
+        469,  # VIOLATED_CONSTRAINT
+    }
+)
 # ...and codes that mean "the store cannot take anything now": wait and retry.
-UNAVAILABLE_CODES = frozenset({
-    159,  # TIMEOUT_EXCEEDED
-    164,  # READONLY
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    236,  # ABORTED
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    243,  # NOT_ENOUGH_SPACE
-    252,  # TOO_MANY_PARTS
-    425,  # SYSTEM_ERROR
-    1002,  # UNKNOWN_EXCEPTION (errno: I/O)
-})  # fmt: skip
+UNAVAILABLE_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        243,  # NOT_ENOUGH_SPACE
+        252,  # TOO_MANY_PARTS
+        425,  # SYSTEM_ERROR
+        1002,  # UNKNOWN_EXCEPTION (errno: I/O)
+    }
+)
 
 
 def classify(err: BaseException, what: str) -> StoreError:
     """Turn a clickhouse-connect (or engine) error into StoreRefused, StoreUnavailable or StoreError."""
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
+    from clickhouse_connect.driver.exceptions import (
+        DatabaseError,
+        OperationalError,
+        ProgrammingError,
+    )
 
     message = f"{what}: {err}"
     code = getattr(err, "code", None)
@@ -90,7 +98,9 @@ class ClickHouseStore:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("chdb", "http", "https"):
-            raise ConfigError(f"hot store URL must start with chdb://, http:// or https://, got {url!r}")
+            raise ConfigError(
+                f"hot store URL must start with chdb://, http:// or https://, got {url!r}"
+            )
         self.url = url
         self.embedded = parts.scheme == "chdb"
         self.path = Path(parts.path) if self.embedded else None
@@ -152,17 +162,23 @@ class ClickHouseStore:
         self._run(lambda: self._client.command(sql, parameters=params), _what(sql))
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        return self._run(lambda: self._client.query_arrow(sql, parameters=params, use_strings=True), _what(sql))
+        return self._run(
+            lambda: self._client.query_arrow(sql, parameters=params, use_strings=True), _what(sql)
+        )
 
     def query_bytes(self, sql: str, fmt: str, params: dict[str, Any] | None = None) -> bytes:
-        return self._run(lambda: bytes(self._client.raw_query(sql, parameters=params, fmt=fmt)), _what(sql))
+        return self._run(
+            lambda: bytes(self._client.raw_query(sql, parameters=params, fmt=fmt)), _what(sql)
+        )
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         table = self.query_arrow(sql, params)
         columns = [c.to_pylist() for c in table.columns]
         return list(zip(*columns, strict=True)) if columns else []
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> int:
+    def insert_arrow(
+        self, table: str, data: pa.Table, settings: dict[str, Any] | None = None
+    ) -> int:
         def run() -> int:
             self._client.insert_arrow(table, data, settings=settings)
             return data.num_rows

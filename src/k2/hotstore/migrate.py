@@ -22,21 +22,28 @@ _TEMPLATED = _PER_VENUE | _PER_TIMEFRAME | _PER_ROLLUP
 def migrations() -> list[tuple[int, str, str]]:
     """Return (version, name, text) for every DDL file, in order."""
     out = []
-    for entry in sorted(resources.files("k2.hotstore").joinpath("ddl").iterdir(), key=lambda p: p.name):
+    for entry in sorted(
+        resources.files("k2.hotstore").joinpath("ddl").iterdir(), key=lambda p: p.name
+    ):
         if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
+            out.append(
+                (int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8"))
+            )
     return out
 
 
 def statements(text: str) -> list[str]:
     """Split a DDL file into statements (`;` at the end of a line), dropping comment lines."""
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
+    return [s.strip() for s in re.split(r";\s*$", body, flags=re.MULTILINE) if s.strip()]
 
 
 def render(name: str, text: str, settings: HotStoreSettings) -> list[str]:
     """Return the statements of one DDL file, expanded per venue or timeframe where it applies."""
-    values = {"bronze_ttl_days": settings.bronze_ttl_days, "silver_ttl_days": settings.silver_ttl_days}
+    values = {
+        "bronze_ttl_days": settings.bronze_ttl_days,
+        "silver_ttl_days": settings.silver_ttl_days,
+    }
     if name in _PER_VENUE:
         variants = [values | {"venue": v} for v in VENUE_NAMES]
     elif name in _PER_TIMEFRAME:
@@ -66,7 +73,9 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
         for statement in render(name, text, settings):
             store.execute(statement)
         if version not in done:
-            store.execute(f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')")
+            store.execute(
+                f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')"
+            )
             applied.append(name)
             log.info("hot store: applied %s", name)
     sync_ttls(store, settings)
@@ -82,8 +91,12 @@ def _ttl_tables(settings: HotStoreSettings) -> dict[str, tuple[str, int]]:
 
 def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
     """Make every table's TTL match the settings (only tables whose TTL differs are altered)."""
-    current = dict(store.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{DATABASE}'"))
+    current = dict(
+        store.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{DATABASE}'")
+    )
     for table, (column, days) in _ttl_tables(settings).items():
         if f"toIntervalDay({days})" not in current.get(table, ""):
-            store.execute(f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY")
+            store.execute(
+                f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"
+            )
             log.info("hot store: %s TTL set to %d days", table, days)

@@ -13,13 +13,27 @@ from k2.instruments import Instruments, catalog
 from k2.records import TRADE_KEYS, Outcome
 from k2.timeutil import ns_to_rfc3339
 
-CANDLE_KEYS = ("exchange", "canonical_symbol", "timeframe", "window_start", "open", "high", "low", "close",
-               "volume", "quote_volume", "trade_count", "taker_buy_volume", "vwap")  # fmt: skip
+CANDLE_KEYS = (
+    "exchange",
+    "canonical_symbol",
+    "timeframe",
+    "window_start",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "taker_buy_volume",
+    "vwap",
+)
 MAX_LIMIT = 1_000_000
 
 
-def _filters(venue: str | None, symbol: str | None, column: str, start_ns: int | None,
-             end_ns: int | None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+def _filters(
+    venue: str | None, symbol: str | None, column: str, start_ns: int | None, end_ns: int | None
+) -> tuple[str, dict[str, Any]]:
     where, params = [], {}
     if venue:
         where.append("exchange = {venue:String}")
@@ -42,8 +56,14 @@ def _limit(limit: int) -> int:
     return limit
 
 
-def trades(store: HotStore, venue: str | None = None, symbol: str | None = None, start_ns: int | None = None,
-           end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+def trades(
+    store: HotStore,
+    venue: str | None = None,
+    symbol: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     """Return the latest `limit` trades matching the filters, oldest first, as `k2 normalize` rows."""
     where, params = _filters(venue, symbol, "ts_event", start_ns, end_ns)
     rows = store.rows(
@@ -55,7 +75,9 @@ def trades(store: HotStore, venue: str | None = None, symbol: str | None = None,
     return _records(rows, TRADE_KEYS, ("ts_event", "ts_recv"))
 
 
-def _records(rows: list[tuple[Any, ...]], keys: tuple[str, ...], times: tuple[str, ...]) -> list[dict[str, Any]]:
+def _records(
+    rows: list[tuple[Any, ...]], keys: tuple[str, ...], times: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Rows fetched newest first, returned oldest first as dicts; `times` (ns) as RFC 3339 ("" for 0)."""
     out = []
     for row in reversed(rows):
@@ -75,23 +97,37 @@ def timeframe(name: str) -> str:
 # The same merge as the candles_<tf> views in ddl/006_ohlcv.sql, run on the table itself: the
 # view costs ~5 ms of analysis per query. tests/integration/test_hotstore.py keeps the two equal.
 CANDLE_MERGE = (
-    ("open", "argMinMerge(open)"), ("high", "max(high)"), ("low", "min(low)"), ("close", "argMaxMerge(close)"),
-    ("volume", "sum(volume)"), ("quote_volume", "sum(quote_volume)"), ("trade_count", "sum(trade_count)"),
+    ("open", "argMinMerge(open)"),
+    ("high", "max(high)"),
+    ("low", "min(low)"),
+    ("close", "argMaxMerge(close)"),
+    ("volume", "sum(volume)"),
+    ("quote_volume", "sum(quote_volume)"),
+    ("trade_count", "sum(trade_count)"),
     ("taker_buy_volume", "sum(taker_buy_volume)"),
     ("vwap", "toDecimal128(divideDecimal(sum(quote_volume), sum(volume), 18), 18)"),
-)  # fmt: skip
+)
 
 
 def merged_candles_sql(tf: str, where: str, order: str, limit: str = "") -> str:
     """SELECT finished candles of one timeframe from its table."""
     values = ", ".join(expr for _, expr in CANDLE_MERGE)
-    return (f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), {values} "
-            f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
-            f"ORDER BY {order}{limit}")  # fmt: skip
+    return (
+        f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), {values} "
+        f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
+        f"ORDER BY {order}{limit}"
+    )
 
 
-def candles(store: HotStore, tf: str = "1m", venue: str | None = None, symbol: str | None = None,
-            start_ns: int | None = None, end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+def candles(
+    store: HotStore,
+    tf: str = "1m",
+    venue: str | None = None,
+    symbol: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     """Return the latest `limit` candles (merged, with VWAP; the current window as it stands), oldest first."""
     seconds = TIMEFRAME_BY_NAME[timeframe(tf)].seconds
     if start_ns is None and venue and symbol:
@@ -105,21 +141,34 @@ def candles(store: HotStore, tf: str = "1m", venue: str | None = None, symbol: s
         if len(recent) == limit:
             return recent
         where, params = _filters(venue, symbol, "window_start", None, end_ns)
-        latest = store.rows(f"SELECT toUnixTimestamp(max(window_start)) FROM {DATABASE}.ohlcv_{tf}{where}", params)
+        latest = store.rows(
+            f"SELECT toUnixTimestamp(max(window_start)) FROM {DATABASE}.ohlcv_{tf}{where}", params
+        )
         if latest and latest[0][0]:
-            bounded = _candles(store, tf, venue, symbol, latest[0][0] * 1_000_000_000 - span, end_ns, limit)
+            bounded = _candles(
+                store, tf, venue, symbol, latest[0][0] * 1_000_000_000 - span, end_ns, limit
+            )
             if len(bounded) == limit:
                 return bounded
     return _candles(store, tf, venue, symbol, start_ns, end_ns, limit)
 
 
-def _candles(store: HotStore, tf: str, venue: str | None, symbol: str | None, start_ns: int | None,
-             end_ns: int | None, limit: int) -> list[dict[str, Any]]:  # fmt: skip
+def _candles(
+    store: HotStore,
+    tf: str,
+    venue: str | None,
+    symbol: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
     where, params = _filters(venue, symbol, "window_start", start_ns, end_ns)
     # Read as TSV: ClickHouse prints decimals there without trailing zeros, exactly as toString()
     # would, and a hundred text lines cost less than the toString() calls plus an Arrow decode
     # (~1.5 ms of a ~9 ms query). Small reads: max_threads = 1 avoids fanning out over threads.
-    sql = merged_candles_sql(tf, where, "window_start DESC", f" LIMIT {_limit(limit)} SETTINGS max_threads = 1")
+    sql = merged_candles_sql(
+        tf, where, "window_start DESC", f" LIMIT {_limit(limit)} SETTINGS max_threads = 1"
+    )
     out = []
     for line in reversed(store.query_bytes(sql, "TabSeparated", params).decode().splitlines()):
         item = dict(zip(CANDLE_KEYS, map(_tsv_unescape, line.split("\t")), strict=True))
@@ -129,8 +178,16 @@ def _candles(store: HotStore, tf: str, venue: str | None, symbol: str | None, st
     return out
 
 
-_TSV_ESCAPES = {"\\t": "\t", "\\n": "\n", "\\\\": "\\", "\\r": "\r", "\\0": "\0", "\\'": "'", "\\b": "\b",
-                "\\f": "\f"}  # fmt: skip
+_TSV_ESCAPES = {
+    "\\t": "\t",
+    "\\n": "\n",
+    "\\\\": "\\",
+    "\\r": "\r",
+    "\\0": "\0",
+    "\\'": "'",
+    "\\b": "\b",
+    "\\f": "\f",
+}
 
 
 def _tsv_unescape(field: str) -> str:
@@ -140,8 +197,20 @@ def _tsv_unescape(field: str) -> str:
     return re.sub(r"\\.", lambda m: _TSV_ESCAPES.get(m.group(0), m.group(0)[1]), field)
 
 
-GAP_KEYS = ("exchange", "symbol", "kind", "first_id", "last_id", "missing", "recovered", "outcome", "detected_at",
-            "resolved_at", "gap_id", "detail")  # fmt: skip
+GAP_KEYS = (
+    "exchange",
+    "symbol",
+    "kind",
+    "first_id",
+    "last_id",
+    "missing",
+    "recovered",
+    "outcome",
+    "detected_at",
+    "resolved_at",
+    "gap_id",
+    "detail",
+)
 GAP_OUTCOMES = tuple(o.value for o in Outcome)
 REJECT_KEYS = ("exchange", "ts_recv", "reason", "conn_id", "raw")
 
@@ -152,8 +221,14 @@ def gap_outcome(outcome: str | None) -> str | None:
     return outcome
 
 
-def gaps(store: HotStore, venue: str | None = None, outcome: str | None = None, start_ns: int | None = None,
-         end_ns: int | None = None, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+def gaps(
+    store: HotStore,
+    venue: str | None = None,
+    outcome: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     """The latest gaps detected (each in its latest state), oldest first."""
     where, params = _filters(venue, None, "detected_at", start_ns, end_ns)
     if gap_outcome(outcome) is not None:
@@ -161,17 +236,26 @@ def gaps(store: HotStore, venue: str | None = None, outcome: str | None = None, 
     rows = store.rows(
         "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, toString(outcome), "
         "toUnixTimestamp64Nano(detected_at), toUnixTimestamp64Nano(resolved_at), gap_id, detail "
-        f"FROM {DATABASE}.feed_gaps FINAL{where} ORDER BY detected_at DESC LIMIT {_limit(limit)}", params)  # fmt: skip
+        f"FROM {DATABASE}.feed_gaps FINAL{where} ORDER BY detected_at DESC LIMIT {_limit(limit)}",
+        params,
+    )
     return _records(rows, GAP_KEYS, ("detected_at", "resolved_at"))
 
 
-def rejects(store: HotStore, venue: str | None = None, start_ns: int | None = None, end_ns: int | None = None,
-            limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+def rejects(
+    store: HotStore,
+    venue: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
     """The latest quarantined messages with why they were rejected (raw text cut to 500 bytes), oldest first."""
     where, params = _filters(venue, None, "ts_recv", start_ns, end_ns)
     rows = store.rows(
         "SELECT exchange, toUnixTimestamp64Nano(ts_recv), reason, conn_id, toValidUTF8(substring(raw, 1, 500)) "
-        f"FROM {DATABASE}.rejects{where} ORDER BY ts_recv DESC LIMIT {_limit(limit)}", params)  # fmt: skip
+        f"FROM {DATABASE}.rejects{where} ORDER BY ts_recv DESC LIMIT {_limit(limit)}",
+        params,
+    )
     return _records(rows, REJECT_KEYS, ("ts_recv",))
 
 
@@ -194,7 +278,15 @@ def symbols(store: HotStore, instruments: Instruments) -> list[dict[str, Any]]:
     out = []
     for item in catalog(instruments):
         count, first, last = stored.pop((item.venue, item.canonical), (0, 0, 0))
-        out.append(dict(zip(SYMBOL_KEYS, (item.venue, item.symbol, item.canonical, count, first, last), strict=True)))
+        out.append(
+            dict(
+                zip(
+                    SYMBOL_KEYS,
+                    (item.venue, item.symbol, item.canonical, count, first, last),
+                    strict=True,
+                )
+            )
+        )
     for (venue, canonical), (count, first, last) in sorted(stored.items()):
         out.append(dict(zip(SYMBOL_KEYS, (venue, "", canonical, count, first, last), strict=True)))
     for row in out:

@@ -23,9 +23,9 @@ from importlib import resources
 from pathlib import Path
 
 from k2.exchanges import VENUE_NAMES, make_adapter
+from k2.hotstore.rows import gap_rows
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
 from k2.hotstore.store import HotStore
-from k2.hotstore.rows import gap_rows
 from k2.ingest.repair import id_gap
 from k2.records import Gap
 from k2.timeutil import ns_to_rfc3339
@@ -54,7 +54,11 @@ def was_clean(hot_dir: Path) -> bool:
 
 def _one_minute_select() -> str:
     """The 1m candle view's SELECT (one definition: ddl/007_ohlcv_1m_mv.sql)."""
-    text = resources.files("k2.hotstore").joinpath("ddl", "007_ohlcv_1m_mv.sql").read_text(encoding="utf-8")
+    text = (
+        resources.files("k2.hotstore")
+        .joinpath("ddl", "007_ohlcv_1m_mv.sql")
+        .read_text(encoding="utf-8")
+    )
     select = text[text.index("SELECT") :].rstrip().rstrip(";")
     if f"FROM {DATABASE}.silver_trades\nGROUP BY" not in select:
         raise RuntimeError("007_ohlcv_1m_mv.sql changed shape: update recovery._one_minute_select")
@@ -65,7 +69,12 @@ def _subtract(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[in
     """Return the parts of lo..hi outside every (inclusive) range in `covered`."""
     parts = [(lo, hi)]
     for a, b in covered:
-        parts = [piece for x, y in parts for piece in ((x, min(y, a - 1)), (max(x, b + 1), y)) if piece[0] <= piece[1]]
+        parts = [
+            piece
+            for x, y in parts
+            for piece in ((x, min(y, a - 1)), (max(x, b + 1), y))
+            if piece[0] <= piece[1]
+        ]
     return parts
 
 
@@ -75,8 +84,11 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
     if not venues:
         return []
     params: dict[str, object] = {"venues": venues}
-    ((top,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.silver_trades "
-                           "WHERE exchange IN {venues:Array(String)}", params)  # fmt: skip
+    ((top,),) = store.rows(
+        f"SELECT max(ingest_seq) FROM {DATABASE}.silver_trades "
+        "WHERE exchange IN {venues:Array(String)}",
+        params,
+    )
     if not top:
         return []
     params["since"] = max(int(top) - CRASH_SCAN_US, 0)
@@ -84,30 +96,41 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
         "SELECT exchange, symbol, canonical_symbol, min(trade_id), max(trade_id), "
         f"toUnixTimestamp64Nano(argMin(ts_event, trade_id)) FROM {DATABASE}.silver_trades "
         "WHERE exchange IN {venues:Array(String)} AND ingest_seq >= {since:UInt64} "
-        "GROUP BY exchange, symbol, canonical_symbol ORDER BY exchange, symbol", params)  # fmt: skip
+        "GROUP BY exchange, symbol, canonical_symbol ORDER BY exchange, symbol",
+        params,
+    )
     recorded: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for exchange, symbol, first, last in store.rows(
         f"SELECT exchange, symbol, first_id, last_id FROM {DATABASE}.feed_gaps FINAL "
-        "WHERE kind = 'ids' AND exchange IN {venues:Array(String)}", params):  # fmt: skip
+        "WHERE kind = 'ids' AND exchange IN {venues:Array(String)}",
+        params,
+    ):
         recorded.setdefault((exchange, symbol), []).append((first, last))
     found = []
     for exchange, symbol, canonical, lo, hi, lo_ts in spans:
         market = {"c": canonical, "e": exchange, "s": symbol, "lo": lo, "hi": hi, "lo_ts": lo_ts}
         where = "WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String}"  # silver's key
         # Jumps between consecutive ids across the span (rows written earlier count: they fill holes).
-        holes = [(prev + 1, tid - 1, prev_ts, ts) for prev, tid, prev_ts, ts in store.rows(
-            "SELECT prev_id, trade_id, prev_ts, ts FROM ("
-            " SELECT trade_id, toUnixTimestamp64Nano(ts_event) AS ts, row_number() OVER w AS n,"
-            "  lagInFrame(trade_id) OVER w AS prev_id, lagInFrame(ts) OVER w AS prev_ts"
-            f" FROM {DATABASE}.silver_trades {where} AND trade_id BETWEEN {{lo:UInt64}} AND {{hi:UInt64}}"
-            " WINDOW w AS (ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
-            " WHERE n > 1 AND trade_id > prev_id + 1 ORDER BY trade_id", market)]  # fmt: skip
+        holes = [
+            (prev + 1, tid - 1, prev_ts, ts)
+            for prev, tid, prev_ts, ts in store.rows(
+                "SELECT prev_id, trade_id, prev_ts, ts FROM ("
+                " SELECT trade_id, toUnixTimestamp64Nano(ts_event) AS ts, row_number() OVER w AS n,"
+                "  lagInFrame(trade_id) OVER w AS prev_id, lagInFrame(ts) OVER w AS prev_ts"
+                f" FROM {DATABASE}.silver_trades {where} AND trade_id BETWEEN {{lo:UInt64}} AND {{hi:UInt64}}"
+                " WINDOW w AS (ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
+                " WHERE n > 1 AND trade_id > prev_id + 1 ORDER BY trade_id",
+                market,
+            )
+        ]
         # Below the span: the last trade before it, read backwards along silver's sorting key
         # (these venues' ids rise with time), however long ago that was.
         before = store.rows(
             f"SELECT trade_id, toUnixTimestamp64Nano(ts_event) FROM {DATABASE}.silver_trades {where} "
             "AND ts_event <= fromUnixTimestamp64Nano({lo_ts:Int64}, 'UTC') AND trade_id < {lo:UInt64} "
-            "ORDER BY ts_event DESC, trade_id DESC LIMIT 1", market)  # fmt: skip
+            "ORDER BY ts_event DESC, trade_id DESC LIMIT 1",
+            market,
+        )
         if before and before[0][0] + 1 < lo:
             holes.insert(0, (before[0][0] + 1, lo - 1, before[0][1], lo_ts))
         for first, last, ts_from, ts_to in holes:
@@ -119,7 +142,8 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
 def recover(store: HotStore) -> dict[str, int]:
     """Make bronze and the candles consistent with silver after an unclean stop; return counts."""
     ((last_recv,),) = store.rows(
-        f"SELECT toUnixTimestamp64Nano(max(ts_recv)) FROM {DATABASE}.silver_trades")
+        f"SELECT toUnixTimestamp64Nano(max(ts_recv)) FROM {DATABASE}.silver_trades"
+    )
     if not last_recv:
         return {}
     since = last_recv - RECENT_NS
@@ -135,34 +159,56 @@ def recover(store: HotStore) -> dict[str, int]:
             f"AND (symbol, trade_id) NOT IN (SELECT symbol, trade_id FROM {DATABASE}.{table} "
             "WHERE ts_recv >= fromUnixTimestamp64Nano({since:Int64}, 'UTC'))",
             {"venue": venue, "since": since},
-        )  # fmt: skip
+        )
         ((after,),) = store.rows(f"SELECT count() FROM {DATABASE}.{table}")
         if after > before:
             done[table] = after - before
     # The earliest event time among recently received trades (a backfill can be old): rebuild
     # every candle window from the start of that UTC day on.
-    parts = [f"SELECT min(ts_event) AS t FROM {DATABASE}.{bronze_table(v)} WHERE ts_recv >= "
-             "fromUnixTimestamp64Nano({since:Int64}, 'UTC')" for v in VENUE_NAMES]  # fmt: skip
-    parts.append(f"SELECT min(ts_event) FROM {DATABASE}.silver_trades WHERE ts_recv >= "
-                 "fromUnixTimestamp64Nano({since:Int64}, 'UTC')")  # fmt: skip
+    parts = [
+        f"SELECT min(ts_event) AS t FROM {DATABASE}.{bronze_table(v)} WHERE ts_recv >= "
+        "fromUnixTimestamp64Nano({since:Int64}, 'UTC')"
+        for v in VENUE_NAMES
+    ]
+    parts.append(
+        f"SELECT min(ts_event) FROM {DATABASE}.silver_trades WHERE ts_recv >= "
+        "fromUnixTimestamp64Nano({since:Int64}, 'UTC')"
+    )
     ((day,),) = store.rows(
         f"SELECT toUnixTimestamp(toStartOfDay(min(t))) FROM ({' UNION ALL '.join(parts)}) WHERE t > 0",
-        {"since": since})  # fmt: skip
+        {"since": since},
+    )
     for tf in TIMEFRAMES:
-        store.execute(f"DELETE FROM {DATABASE}.{ohlcv_table(tf.name)} WHERE window_start >= toDateTime({int(day)}, 'UTC')")
-    rebuild = re.sub(rf"FROM {DATABASE}\.silver_trades\n",
-                     f"FROM {DATABASE}.silver_trades WHERE ts_event >= toDateTime64({int(day)}, 9, 'UTC')\n",
-                     _one_minute_select())  # fmt: skip
-    store.execute(f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} SETTINGS parallel_view_processing = 1 {rebuild}")
-    ((windows,),) = store.rows(f"SELECT count() FROM {DATABASE}.candles_1m WHERE window_start >= toDateTime({int(day)}, 'UTC')")
+        store.execute(
+            f"DELETE FROM {DATABASE}.{ohlcv_table(tf.name)} WHERE window_start >= toDateTime({int(day)}, 'UTC')"
+        )
+    rebuild = re.sub(
+        rf"FROM {DATABASE}\.silver_trades\n",
+        f"FROM {DATABASE}.silver_trades WHERE ts_event >= toDateTime64({int(day)}, 9, 'UTC')\n",
+        _one_minute_select(),
+    )
+    store.execute(
+        f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} SETTINGS parallel_view_processing = 1 {rebuild}"
+    )
+    ((windows,),) = store.rows(
+        f"SELECT count() FROM {DATABASE}.candles_1m WHERE window_start >= toDateTime({int(day)}, 'UTC')"
+    )
     done["candle_windows_rebuilt_1m"] = windows
     restored = sum(v for k, v in done.items() if k.startswith("bronze"))
-    log.warning("hot store: the last stop was not clean; rebuilt candles from %s on from silver, restored %d "
-                "bronze rows", ns_to_rfc3339(int(day) * 1_000_000_000), restored)  # fmt: skip
+    log.warning(
+        "hot store: the last stop was not clean; rebuilt candles from %s on from silver, restored %d "
+        "bronze rows",
+        ns_to_rfc3339(int(day) * 1_000_000_000),
+        restored,
+    )
     gaps = unrecorded_holes(store, [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids])
     if gaps:
         store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps), {"async_insert": 0})
         done["gaps_recorded"] = len(gaps)
-        log.warning("hot store: %d holes in silver had no gap record (lost with the last batch); recorded them "
-                    "as pending, for the next k2 up to repair: %s", len(gaps), ", ".join(g.gap_id for g in gaps[:10]))  # fmt: skip
+        log.warning(
+            "hot store: %d holes in silver had no gap record (lost with the last batch); recorded them "
+            "as pending, for the next k2 up to repair: %s",
+            len(gaps),
+            ", ".join(g.gap_id for g in gaps[:10]),
+        )
     return done

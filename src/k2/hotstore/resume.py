@@ -57,17 +57,37 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
         holes: list[tuple[int, int]] = []
         kind = GapKind(kind)
         if kind == GapKind.IDS:
-            present = [r[0] for r in store.rows(
-                f"SELECT trade_id FROM {DATABASE}.silver_trades WHERE exchange = {{e:String}} "
-                f"AND symbol = {{s:String}} AND trade_id BETWEEN {{a:UInt64}} AND {{b:UInt64}}",
-                {"e": exchange, "s": symbol, "a": first, "b": last})]  # fmt: skip
+            present = [
+                r[0]
+                for r in store.rows(
+                    f"SELECT trade_id FROM {DATABASE}.silver_trades WHERE exchange = {{e:String}} "
+                    f"AND symbol = {{s:String}} AND trade_id BETWEEN {{a:UInt64}} AND {{b:UInt64}}",
+                    {"e": exchange, "s": symbol, "a": first, "b": last},
+                )
+            ]
             holes = _holes(first, last, present)
         missing = sum(hi - lo + 1 for lo, hi in holes)
-        gap = Gap(gap_id, exchange, symbol, first, last, ts_from, ts_to, detected, 0, PENDING, missing, 0, kind)
+        gap = Gap(
+            gap_id,
+            exchange,
+            symbol,
+            first,
+            last,
+            ts_from,
+            ts_to,
+            detected,
+            0,
+            PENDING,
+            missing,
+            0,
+            kind,
+        )
         state.pending.setdefault(exchange, []).append(ResumedGap(gap, holes))
     if state.pending:
-        log.info("resuming %d gap repairs that were pending at the last stop",
-                 sum(len(v) for v in state.pending.values()))  # fmt: skip
+        log.info(
+            "resuming %d gap repairs that were pending at the last stop",
+            sum(len(v) for v in state.pending.values()),
+        )
     return state
 
 

@@ -31,13 +31,24 @@ TS = pa.timestamp("ns", tz="UTC")
 
 # What the writer inserts, once per batch, into the Null table that fans out to bronze.
 INGEST_TABLE = "ingest_trades"
-INGEST_INSERT = pa.schema([
-    ("exchange", pa.dictionary(pa.int32(), pa.string())), ("symbol", pa.string()),
-    ("canonical_symbol", pa.string()), ("trade_id", pa.uint64()), ("price", pa.string()),
-    ("amount", pa.string()), ("venue_side", pa.string()), ("taker_buy", pa.bool_()), ("ts_event", TS),
-    ("ts_recv", TS), ("conn_id", pa.dictionary(pa.int32(), pa.string())), ("duplicate", pa.bool_()),
-    ("raw", pa.binary()), ("ingest_seq", pa.uint64()),
-])  # fmt: skip
+INGEST_INSERT = pa.schema(
+    [
+        ("exchange", pa.dictionary(pa.int32(), pa.string())),
+        ("symbol", pa.string()),
+        ("canonical_symbol", pa.string()),
+        ("trade_id", pa.uint64()),
+        ("price", pa.string()),
+        ("amount", pa.string()),
+        ("venue_side", pa.string()),
+        ("taker_buy", pa.bool_()),
+        ("ts_event", TS),
+        ("ts_recv", TS),
+        ("conn_id", pa.dictionary(pa.int32(), pa.string())),
+        ("duplicate", pa.bool_()),
+        ("raw", pa.binary()),
+        ("ingest_seq", pa.uint64()),
+    ]
+)
 
 
 def bronze_table(venue: str) -> str:

@@ -31,7 +31,9 @@ class HotStore(Protocol):
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> int:
+    def insert_arrow(
+        self, table: str, data: pa.Table, settings: dict[str, Any] | None = None
+    ) -> int:
         """Insert `data` into `table` (database-qualified), committed when this returns."""
         ...
 
@@ -52,16 +54,22 @@ def check_data_dir(data_dir: Path) -> None:
     Reading needs it writable too: its lock lives there, and chDB writes in its store to open it.
     """
     if data_dir.exists() and not data_dir.is_dir():
-        raise InputError(f"data directory {data_dir} is not a directory (setting data_dir, --data-dir)")
+        raise InputError(
+            f"data directory {data_dir} is not a directory (setting data_dir, --data-dir)"
+        )
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"cannot create data directory {data_dir}: {err.strerror or err}") from None
+        raise InputError(
+            f"cannot create data directory {data_dir}: {err.strerror or err}"
+        ) from None
     for path in (data_dir, data_dir / "hot"):
         if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(f"{path} is read-only: K2 must write in its data directory even to read it "
-                             "(its lock file; chDB opens its store for writing); copy it somewhere "
-                             "writable and pass --data-dir")
+            raise InputError(
+                f"{path} is read-only: K2 must write in its data directory even to read it "
+                "(its lock file; chDB opens its store for writing); copy it somewhere "
+                "writable and pass --data-dir"
+            )
 
 
 class DataDirLock:
@@ -77,21 +85,29 @@ class DataDirLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise InputError(f"cannot use data directory {self.path.parent}: {err.strerror or err}") from None
+            raise InputError(
+                f"cannot use data directory {self.path.parent}: {err.strerror or err}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             holder = self.holder() or {}
             who = f"{holder.get('role', 'another k2 process')} (pid {holder.get('pid', '?')})"
-            raise StoreLocked(f"data directory {self.path.parent} is in use by {who}; "
-                              "stop it first, or use another --data-dir") from None  # fmt: skip
+            raise StoreLocked(
+                f"data directory {self.path.parent} is in use by {who}; "
+                "stop it first, or use another --data-dir"
+            ) from None
         self._fd = fd
         self.update(role=role, api_url=api_url)
 
     def update(self, **info: Any) -> None:
         assert self._fd is not None
-        current = {"pid": os.getpid()} | (self.holder() or {}) | {k: v for k, v in info.items() if v is not None}
+        current = (
+            {"pid": os.getpid()}
+            | (self.holder() or {})
+            | {k: v for k, v in info.items() if v is not None}
+        )
         current["pid"] = os.getpid()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, json.dumps(current).encode(), 0)

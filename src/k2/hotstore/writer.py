@@ -58,7 +58,9 @@ class WriterStats:
     flush_failures: int = 0  # insert attempts that failed because the store was unavailable
     insert_seconds: dict[str, float] = field(default_factory=dict)  # table -> last insert duration
     last_flush_at: float = 0.0  # wall clock
-    store_down_since: float = 0.0  # wall clock of the first failed attempt in a row (0: inserts work)
+    store_down_since: float = (
+        0.0  # wall clock of the first failed attempt in a row (0: inserts work)
+    )
     store_error: str = ""  # why, while the store is unavailable
     refused_rows: int = 0  # trades the store refused: quarantined as rejects
     dropped_records: int = 0  # gap or reject records the store refused: logged, not retried
@@ -94,7 +96,9 @@ class _Table:
     name: str
     data: pa.Table
     todo: list[tuple[int, int]]  # (offset, length), in order
-    deferred: list[tuple[int, int]] = field(default_factory=list)  # single rows an unclassified error hit
+    deferred: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # single rows an unclassified error hit
 
     @classmethod
     def whole(cls, name: str, data: pa.Table) -> _Table:
@@ -127,15 +131,23 @@ def insert_settings(table: str, rows: int) -> dict[str, int]:
     chDB 26.9 and ClickHouse >= 26.2.4); ingest inserts also choose how their views run."""
     if table != INGEST_TABLE:
         return {"async_insert": 0}
-    return {"async_insert": 0, "parallel_view_processing": int(rows <= PARALLEL_VIEWS_MAX_ROWS),
-            "optimize_on_insert": 0}  # fmt: skip
+    return {
+        "async_insert": 0,
+        "parallel_view_processing": int(rows <= PARALLEL_VIEWS_MAX_ROWS),
+        "optimize_on_insert": 0,
+    }
 
 
 class StoreWriter:
     """Implements the feeds' Sink on top of the hot store."""
 
-    def __init__(self, store: HotStore, settings: WriterSettings, last_seq: int,
-                 metrics: PipelineMetrics | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: HotStore,
+        settings: WriterSettings,
+        last_seq: int,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
         self._store, self._settings = store, settings
         self.metrics = metrics
         self._last_seq = last_seq
@@ -150,7 +162,9 @@ class StoreWriter:
         self.listeners: list[CommitListener] = []
 
     # -- Sink -------------------------------------------------------------------------------------
-    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+    async def trades(
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+    ) -> None:
         if not received:
             return
         accepted_ids = None if len(accepted) == len(received) else {id(t) for t in accepted}
@@ -172,7 +186,9 @@ class StoreWriter:
         started = time.monotonic()
         self._wake.set()
         async with self._room:
-            await self._room.wait_for(lambda: self.stats.pending < self._settings.max_pending_rows or self._closed)
+            await self._room.wait_for(
+                lambda: self.stats.pending < self._settings.max_pending_rows or self._closed
+            )
         self.stats.backpressure_s += time.monotonic() - started
 
     # -- flushing ---------------------------------------------------------------------------------
@@ -263,22 +279,33 @@ class StoreWriter:
         delay = self._backoff.next_delay()
         if now - self._logged_down_at >= LOG_EVERY_S:
             self._logged_down_at = now
-            log.error("writer: the hot store is unavailable for %.0f s (%s); %d rows wait; retrying in %.1f s",
-                      now - s.store_down_since, err, s.pending, delay)  # fmt: skip
+            log.error(
+                "writer: the hot store is unavailable for %.0f s (%s); %d rows wait; retrying in %.1f s",
+                now - s.store_down_since,
+                err,
+                s.pending,
+                delay,
+            )
         return delay
 
     def _committed(self, w: _Write) -> None:
         s = self.stats
         if s.store_down_since:
-            log.warning("writer: the hot store takes writes again after %.0f s", time.time() - s.store_down_since)
+            log.warning(
+                "writer: the hot store takes writes again after %.0f s",
+                time.time() - s.store_down_since,
+            )
             s.store_down_since, s.store_error, self._logged_down_at = 0.0, "", 0.0
         self._backoff = Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=0.2)
         self._quarantine(w.refused)
         committed = time.time_ns()
         inserted = next((t.data for t in w.tables if t.name == INGEST_TABLE), None)
         if self.metrics is not None:
-            recv_ns = (pc.cast(inserted.column("ts_recv"), pa.int64()).combine_chunks().to_numpy()
-                       if inserted is not None else np.empty(0, np.int64))  # fmt: skip
+            recv_ns = (
+                pc.cast(inserted.column("ts_recv"), pa.int64()).combine_chunks().to_numpy()
+                if inserted is not None
+                else np.empty(0, np.int64)
+            )
             self.metrics.batch_committed(w.rows, w.insert_s, recv_ns, committed)
         if inserted is not None:
             for listener in self.listeners:
@@ -294,15 +321,30 @@ class StoreWriter:
             if table == INGEST_TABLE:
                 r = row.to_pylist()[0]
                 self.stats.refused_rows += 1
-                log.error("writer: the hot store refused %s %s trade %s: %s", r["exchange"], r["symbol"],
-                          r["trade_id"], message)  # fmt: skip
-                self._batch.rejects.append(Reject(r["exchange"], f"the hot store refused this trade: {message}",
-                                                  r["raw"], int(row.column("ts_recv").cast(pa.int64())[0].as_py()),
-                                                  r["conn_id"]))  # fmt: skip
+                log.error(
+                    "writer: the hot store refused %s %s trade %s: %s",
+                    r["exchange"],
+                    r["symbol"],
+                    r["trade_id"],
+                    message,
+                )
+                self._batch.rejects.append(
+                    Reject(
+                        r["exchange"],
+                        f"the hot store refused this trade: {message}",
+                        r["raw"],
+                        int(row.column("ts_recv").cast(pa.int64())[0].as_py()),
+                        r["conn_id"],
+                    )
+                )
             else:
                 self.stats.dropped_records += 1
-                log.error("writer: the hot store refused a %s record, which is dropped: %s (%s)", table, message,
-                          row.to_pylist()[0])  # fmt: skip
+                log.error(
+                    "writer: the hot store refused a %s record, which is dropped: %s (%s)",
+                    table,
+                    message,
+                    row.to_pylist()[0],
+                )
 
     def _tables(self, batch: _Batch) -> list[_Table]:
         """Turn a batch into one Arrow table per destination, assigning ingest sequences."""
@@ -320,8 +362,10 @@ class StoreWriter:
                         bad.add(id(t))
                         self.stats.refused_rows += 1
                         batch.rejects.append(Reject(t.exchange, reason, t.raw, t.ts_recv, conn_id))
-            chunks = [([t for t in received if id(t) not in bad], accepted, conn_id)
-                      for received, accepted, conn_id in chunks]  # fmt: skip
+            chunks = [
+                ([t for t in received if id(t) not in bad], accepted, conn_id)
+                for received, accepted, conn_id in chunks
+            ]
             chunks = [c for c in chunks if c[0]]
             ingest = self._ingest_rows(chunks)
             batch.rows -= len(bad)
@@ -333,7 +377,9 @@ class StoreWriter:
             out.append(_Table.whole("rejects", reject_rows(batch.rejects)))
         return out
 
-    def _ingest_rows(self, chunks: list[tuple[Sequence[Trade], set[int] | None, str]]) -> pa.Table | None:
+    def _ingest_rows(
+        self, chunks: list[tuple[Sequence[Trade], set[int] | None, str]]
+    ) -> pa.Table | None:
         trades: list[Trade] = []
         venues: list[str] = []
         conns: list[str] = []
@@ -341,10 +387,15 @@ class StoreWriter:
         dups: list[bool] | None = None
         for received, accepted_ids, conn_id in chunks:
             if accepted_ids is not None and dups is None:
-                dups = [False] * len(trades)  # the first chunk with a duplicate: track them from here
+                dups = [False] * len(
+                    trades
+                )  # the first chunk with a duplicate: track them from here
             if dups is not None:
-                dups.extend([False] * len(received) if accepted_ids is None else
-                            [id(t) not in accepted_ids for t in received])  # fmt: skip
+                dups.extend(
+                    [False] * len(received)
+                    if accepted_ids is None
+                    else [id(t) not in accepted_ids for t in received]
+                )
             trades.extend(received)
             venues.append(received[0].exchange)
             conns.append(conn_id)
@@ -370,7 +421,9 @@ class StoreWriter:
                 piece = table.data.slice(offset, length)
                 started = time.perf_counter()
                 try:
-                    self._store.insert_arrow(f"{DATABASE}.{table.name}", piece, insert_settings(table.name, length))
+                    self._store.insert_arrow(
+                        f"{DATABASE}.{table.name}", piece, insert_settings(table.name, length)
+                    )
                 except StoreRefused as err:
                     self._split(w, table, str(err))
                     continue
@@ -399,8 +452,10 @@ class StoreWriter:
                     table.deferred.clear()
                 else:
                     table.todo, table.deferred = table.deferred, []
-                    raise StoreUnavailable(f"every insert into {table.name} fails; the store answers, the rows "
-                                           "look fine: treated as the store being unavailable")  # fmt: skip
+                    raise StoreUnavailable(
+                        f"every insert into {table.name} fails; the store answers, the rows "
+                        "look fine: treated as the store being unavailable"
+                    )
 
     def _split(self, w: _Write, table: _Table, message: str, refuse_single: bool = True) -> None:
         offset, length = table.todo.pop(0)
@@ -415,7 +470,9 @@ class StoreWriter:
         piece = table.data.slice(offset, 1)
         started = time.perf_counter()
         try:
-            self._store.insert_arrow(f"{DATABASE}.{table.name}", piece, insert_settings(table.name, 1))
+            self._store.insert_arrow(
+                f"{DATABASE}.{table.name}", piece, insert_settings(table.name, 1)
+            )
         except StoreUnavailable:
             raise
         except StoreError as err:
@@ -450,7 +507,12 @@ class StoreWriter:
         left = self._batch.rows + (self._inflight.rows if self._inflight is not None else 0)
         self.stats.unwritten_rows = left
         if left or self.buffered():
-            log.error("writer: stopping with %d trades, %d gap records and %d rejects unwritten (the hot store: %s); "
-                      "the next start repairs the trades from the venues", left,
-                      len(self._batch.gaps), len(self._batch.rejects), self.stats.store_error or "slow")  # fmt: skip
+            log.error(
+                "writer: stopping with %d trades, %d gap records and %d rejects unwritten (the hot store: %s); "
+                "the next start repairs the trades from the venues",
+                left,
+                len(self._batch.gaps),
+                len(self._batch.rejects),
+                self.stats.store_error or "slow",
+            )
         return left

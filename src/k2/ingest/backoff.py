@@ -31,12 +31,21 @@ class Backoff:
 
     @classmethod
     def from_settings(cls, s: IngestSettings, rng: random.Random | None = None) -> Backoff:
-        return cls(s.backoff_initial_s, s.backoff_max_s, s.backoff_multiplier, s.backoff_jitter,
-                   s.backoff_reset_after_s, rng)  # fmt: skip
+        return cls(
+            s.backoff_initial_s,
+            s.backoff_max_s,
+            s.backoff_multiplier,
+            s.backoff_jitter,
+            s.backoff_reset_after_s,
+            rng,
+        )
 
     def next_delay(self) -> float:
         """Return the delay before the next attempt and count the attempt."""
-        if self._healthy_since is not None and self._clock() - self._healthy_since >= self.reset_after:
+        if (
+            self._healthy_since is not None
+            and self._clock() - self._healthy_since >= self.reset_after
+        ):
             self.attempts = 0
         self._healthy_since = None
         base = min(self.maximum, self.initial * self.multiplier**self.attempts)

@@ -51,8 +51,13 @@ class Feed:
         self.venue, self.ingest, self.sink = venue, ingest, sink
         self.name = adapter.name
         self.stats = FeedStats(adapter.name)
-        self.rest = RestGate(http, venue.rest_url or adapter.default_rest_url, adapter.rest_policy,
-                             self.stats, ingest.rest_timeout_s)  # fmt: skip
+        self.rest = RestGate(
+            http,
+            venue.rest_url or adapter.default_rest_url,
+            adapter.rest_policy,
+            self.stats,
+            ingest.rest_timeout_s,
+        )
         self.max_id_jump = venue.max_id_jump or adapter.max_id_jump
         adapter.expect(self.symbols)  # a trade of any other symbol is a reject
         self.trackers: dict[str, ContiguousTracker | SeenTracker] = {}
@@ -62,20 +67,35 @@ class Feed:
         # Per symbol: trades whose id jumped beyond the bound (with their connection), held until the
         # stream says which they were.
         self._suspects: dict[str, list[tuple[Trade, str]]] = {}
-        self.repairer = GapRepairer(adapter, self.rest, self.trackers, self._offer_backfill, sink.gap,
-                                    self._quarantine_rest, self.stats, ingest.gap_grace_s,
-                                    ingest.gap_retry_for_s)  # fmt: skip
+        self.repairer = GapRepairer(
+            adapter,
+            self.rest,
+            self.trackers,
+            self._offer_backfill,
+            sink.gap,
+            self._quarantine_rest,
+            self.stats,
+            ingest.gap_grace_s,
+            ingest.gap_retry_for_s,
+        )
         self._pending = list(pending)
         self._listing_checked = not ingest.check_listing
         self.session: FeedSession | None = None
 
-    def _tracker(self, symbol: str, cursor: SymbolCursor | None = None) -> ContiguousTracker | SeenTracker:
+    def _tracker(
+        self, symbol: str, cursor: SymbolCursor | None = None
+    ) -> ContiguousTracker | SeenTracker:
         if self.adapter.contiguous_ids:
             tracker: ContiguousTracker | SeenTracker = ContiguousTracker(
-                cursor.high if cursor else None, cursor.high_ts if cursor else 0, self.max_id_jump)
+                cursor.high if cursor else None, cursor.high_ts if cursor else 0, self.max_id_jump
+            )
         else:
-            tracker = SeenTracker(self.ingest.recent_ids, cursor.recent if cursor else (),
-                                  cursor.high_ts if cursor else 0, self.max_id_jump)  # fmt: skip
+            tracker = SeenTracker(
+                self.ingest.recent_ids,
+                cursor.recent if cursor else (),
+                cursor.high_ts if cursor else 0,
+                self.max_id_jump,
+            )
         self.trackers[symbol] = tracker
         return tracker
 
@@ -84,14 +104,21 @@ class Feed:
     async def check_listing(self) -> list[str]:
         """Check the configured symbols against the venue's listing; return those to subscribe."""
         try:
-            listing = await asyncio.wait_for(self.adapter.fetch_listing(self.rest, self.symbols),
-                                             self.ingest.rest_timeout_s * 2)  # fmt: skip
+            listing = await asyncio.wait_for(
+                self.adapter.fetch_listing(self.rest, self.symbols), self.ingest.rest_timeout_s * 2
+            )
         except (K2Error, TimeoutError) as err:
-            log.warning("%s: cannot reach the venue's symbol listing (%s); subscribing unchecked "
-                        "and checking again after connecting", self.name, err)  # fmt: skip
+            log.warning(
+                "%s: cannot reach the venue's symbol listing (%s); subscribing unchecked "
+                "and checking again after connecting",
+                self.name,
+                err,
+            )
             return self.symbols
         except Exception:  # an adapter bug must not stop the feed: capture unchecked, say so loudly
-            log.exception("%s: the symbol listing could not be read; subscribing unchecked", self.name)
+            log.exception(
+                "%s: the symbol listing could not be read; subscribing unchecked", self.name
+            )
             return self.symbols
         self._listing_checked = True
         self.adapter.use_listing(listing)
@@ -100,14 +127,22 @@ class Feed:
             stats = self.stats.symbol(symbol)
             if symbol not in listing.symbols:
                 stats.listing = "not listed"
-                log.error("%s: %r is not listed by the venue; not subscribing to it "
-                          "(fix the instruments file)", self.name, symbol)  # fmt: skip
+                log.error(
+                    "%s: %r is not listed by the venue; not subscribing to it "
+                    "(fix the instruments file)",
+                    self.name,
+                    symbol,
+                )
                 continue
             status = listing.not_trading.get(symbol)
             stats.listing = status or "listed"
             if status:
-                log.warning("%s: %r is listed with status %r (not trading now); subscribing anyway",
-                            self.name, symbol, status)  # fmt: skip
+                log.warning(
+                    "%s: %r is listed with status %r (not trading now); subscribing anyway",
+                    self.name,
+                    symbol,
+                    status,
+                )
             keep.append(symbol)
         return keep
 
@@ -135,7 +170,8 @@ class Feed:
             settings=self.ingest,
             stats=self.stats,
             heartbeat_timeout_s=self.venue.heartbeat_timeout_s or self.adapter.heartbeat_timeout_s,
-            max_connection_age_s=self.venue.max_connection_age_s or self.adapter.max_connection_age_s,
+            max_connection_age_s=self.venue.max_connection_age_s
+            or self.adapter.max_connection_age_s,
             rotate_margin_s=self.venue.rotate_margin_s,
         )
         async with asyncio.TaskGroup() as tg:
@@ -159,7 +195,9 @@ class Feed:
         # Ids may skip on this venue, so what a disconnect lost is found by time, not by id.
         for symbol, tracker in self.trackers.items():
             if tracker.high is not None and (symbols is None or symbol in symbols):
-                await self.repairer.submit(window_gap(self.name, symbol, tracker.high, tracker.high_ts))
+                await self.repairer.submit(
+                    window_gap(self.name, symbol, tracker.high, tracker.high_ts)
+                )
 
     async def on_messages(self, raws: list[bytes], recv_ns: int, conn: Connection) -> Delivered:
         """Parse a run of messages from `conn` and pass their trades on, in arrival order."""
@@ -174,7 +212,9 @@ class Feed:
                 try:
                     parsed = parse(raw, recv_ns)
                 except ParseError as err:
-                    if run and not self.adapter.contiguous_ids:  # the window repair starts after these
+                    if (
+                        run and not self.adapter.contiguous_ids
+                    ):  # the window repair starts after these
                         await self._ingest(run, conn.conn_id, live=True)
                         run = []
                     await self._reject(err.reason, raw, recv_ns, conn.conn_id)
@@ -222,14 +262,21 @@ class Feed:
                         shutdown = True
                     elif signal is Signal.ERROR:
                         stats.venue_errors += 1
-                        log.warning("%s: venue reported an error on %s: %s", self.name, conn.conn_id, parsed.detail)
+                        log.warning(
+                            "%s: venue reported an error on %s: %s",
+                            self.name,
+                            conn.conn_id,
+                            parsed.detail,
+                        )
         finally:
             # Even if something above fails (an adapter bug), what was parsed before it is passed on.
             if run:
                 await self._ingest(run, conn.conn_id, live=True)
         return Delivered(delivered, shutdown)
 
-    async def _reject(self, reason: str, raw: bytes, recv_ns: int, conn_id: str, live: bool = True) -> None:
+    async def _reject(
+        self, reason: str, raw: bytes, recv_ns: int, conn_id: str, live: bool = True
+    ) -> None:
         self.stats.rejects += 1
         log.debug("%s: rejected message on %s: %s", self.name, conn_id, reason)
         await self.sink.reject(Reject(self.name, reason, raw, recv_ns, conn_id))
@@ -240,18 +287,34 @@ class Feed:
             await self._repair_windows(named or None)
 
     async def _quarantine_rest(self, err: ParseError) -> None:
-        await self._reject(f"REST: {err.reason}", err.raw, time.time_ns(), self.repairer.conn_id, live=False)
+        await self._reject(
+            f"REST: {err.reason}", err.raw, time.time_ns(), self.repairer.conn_id, live=False
+        )
 
     async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
-        return await self._ingest(sorted(trades, key=_by_id), conn_id, live=False)  # pages may run newest first
+        return await self._ingest(
+            sorted(trades, key=_by_id), conn_id, live=False
+        )  # pages may run newest first
 
     async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
         """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
         accepted: list[Trade] = []
-        held: set[int] | None = None  # suspects among `trades` (ids of the objects), not passed on yet
+        held: set[int] | None = (
+            None  # suspects among `trades` (ids of the objects), not passed on yet
+        )
         confirmed: list[Trade] = []  # suspects held earlier that the stream has now confirmed
-        stats, trackers, symbols, suspects = self.stats, self.trackers, self.stats.symbols, self._suspects
-        duplicate, fill, new, suspect = Verdict.DUPLICATE, Verdict.FILL, Verdict.NEW, Verdict.SUSPECT
+        stats, trackers, symbols, suspects = (
+            self.stats,
+            self.trackers,
+            self.stats.symbols,
+            self._suspects,
+        )
+        duplicate, fill, new, suspect = (
+            Verdict.DUPLICATE,
+            Verdict.FILL,
+            Verdict.NEW,
+            Verdict.SUSPECT,
+        )
         for trade in trades:
             symbol, ts_event = trade.symbol, trade.ts_event
             tracker = trackers.get(symbol) or self._tracker(symbol)
@@ -261,7 +324,9 @@ class Feed:
                 held = held or set()
                 held.add(id(trade))
                 released = await self._suspect(trade, conn_id, tracker)
-                for t in released:  # the first opens the suspicious gap; the rest are offered as usual
+                for (
+                    t
+                ) in released:  # the first opens the suspicious gap; the rest are offered as usual
                     confirmed.append(t)
                     if t is not released[0]:
                         previous_ts = tracker.high_ts
@@ -302,16 +367,27 @@ class Feed:
         if trade.ts_event > sym.last_trade_event_ns:
             sym.last_trade_event_ns = trade.ts_event
 
-    async def _accept(self, trade: Trade, verdict: Verdict, hole: tuple[int, int] | None, previous_ts: int,
-                      accepted: list[Trade], live: bool) -> None:  # fmt: skip
+    async def _accept(
+        self,
+        trade: Trade,
+        verdict: Verdict,
+        hole: tuple[int, int] | None,
+        previous_ts: int,
+        accepted: list[Trade],
+        live: bool,
+    ) -> None:
         accepted.append(trade)
         self._count(trade)
         if verdict is Verdict.FILL and live:
             self.stats.late_fills += 1
         if hole is not None:
-            await self.repairer.submit(id_gap(self.name, trade.symbol, hole[0], hole[1], previous_ts, trade.ts_event))
+            await self.repairer.submit(
+                id_gap(self.name, trade.symbol, hole[0], hole[1], previous_ts, trade.ts_event)
+            )
 
-    async def _suspect(self, trade: Trade, conn_id: str, tracker: ContiguousTracker | SeenTracker) -> list[Trade]:
+    async def _suspect(
+        self, trade: Trade, conn_id: str, tracker: ContiguousTracker | SeenTracker
+    ) -> list[Trade]:
         """Hold a trade whose id jumped beyond the bound. Return the held trades, oldest first, once
         the stream confirms the jump (a later trade carries on from the last one held); the
         skipped ids are then recorded as a suspicious gap, never fetched."""
@@ -322,21 +398,32 @@ class Feed:
         if last is None or not last.trade_id < trade.trade_id <= last.trade_id + self.max_id_jump:
             if len(queue) > MAX_SUSPECTS:
                 await self._reject_suspect(*queue.pop(0), "too many suspects were held")
-            log.warning("%s %s: trade id %d is more than %d above the highest id %s; holding it until the "
-                        "stream confirms it", self.name, symbol, trade.trade_id, self.max_id_jump, tracker.high)  # fmt: skip
+            log.warning(
+                "%s %s: trade id %d is more than %d above the highest id %s; holding it until the "
+                "stream confirms it",
+                self.name,
+                symbol,
+                trade.trade_id,
+                self.max_id_jump,
+                tracker.high,
+            )
             return []
         del self._suspects[symbol]
         first = queue[0][0]
         before, before_ts = tracker.high, tracker.high_ts
         _, hole = tracker.adopt(first.trade_id, first.ts_event)
-        detail = (f"trade id jumped from {before} to {first.trade_id}, more than the venue's bound of "
-                  f"{self.max_id_jump}; confirmed by {len(queue) - 1} later trades; not fetched")  # fmt: skip
+        detail = (
+            f"trade id jumped from {before} to {first.trade_id}, more than the venue's bound of "
+            f"{self.max_id_jump}; confirmed by {len(queue) - 1} later trades; not fetched"
+        )
         log.warning("%s %s: %s", self.name, symbol, detail)
         self.stats.gaps_found += 1
         self.stats.gaps_suspicious += 1
         self.stats.symbol(symbol).gaps += 1
         lo, hi = hole if hole is not None else (first.trade_id, first.trade_id - 1)
-        await self.sink.gap(suspicious_gap(self.name, symbol, lo, hi, before_ts, first.ts_event, detail))
+        await self.sink.gap(
+            suspicious_gap(self.name, symbol, lo, hi, before_ts, first.ts_event, detail)
+        )
         return [t for t, _ in queue]
 
     async def _drop_suspects(self, symbol: str, why: str) -> None:
@@ -347,5 +434,10 @@ class Feed:
         # A venue whose ids skip cannot see the true trade missing by id: _reject reads its window back.
         high = self.trackers[trade.symbol].high
         self.stats.suspects_rejected += 1
-        await self._reject(f"trade id {trade.trade_id} is more than {self.max_id_jump} above the highest id "
-                           f"{high} (the venue's bound) and {why}", trade.raw, trade.ts_recv, conn_id)  # fmt: skip
+        await self._reject(
+            f"trade id {trade.trade_id} is more than {self.max_id_jump} above the highest id "
+            f"{high} (the venue's bound) and {why}",
+            trade.raw,
+            trade.ts_recv,
+            conn_id,
+        )

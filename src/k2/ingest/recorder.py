@@ -30,7 +30,9 @@ class RecordingSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("ab")
 
-    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+    async def trades(
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+    ) -> None:
         self.received += len(received)
         self.accepted += len(accepted)
         if self._record is not None and accepted:
@@ -42,8 +44,13 @@ class RecordingSink:
     async def reject(self, reject: Reject) -> None:
         self.rejects += 1
         if self._quarantine is not None:
-            line = {"exchange": reject.exchange, "reason": reject.reason, "conn_id": reject.conn_id,
-                    "ts_recv": ns_to_rfc3339(reject.ts_recv), "raw": reject.raw.decode("utf-8", "replace")}  # fmt: skip
+            line = {
+                "exchange": reject.exchange,
+                "reason": reject.reason,
+                "conn_id": reject.conn_id,
+                "ts_recv": ns_to_rfc3339(reject.ts_recv),
+                "raw": reject.raw.decode("utf-8", "replace"),
+            }
             self._quarantine.write(orjson.dumps(line) + b"\n")
             self._quarantine.flush()
 

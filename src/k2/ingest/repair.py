@@ -17,7 +17,17 @@ from k2.ingest.backoff import Backoff
 from k2.ingest.rest import RestGate
 from k2.ingest.stats import FeedStats
 from k2.ingest.tracker import ContiguousTracker, SeenTracker
-from k2.records import PARTIAL, PENDING, REPAIRED, SUSPICIOUS, UNRECOVERABLE, Gap, GapKind, Outcome, Trade
+from k2.records import (
+    PARTIAL,
+    PENDING,
+    REPAIRED,
+    SUSPICIOUS,
+    UNRECOVERABLE,
+    Gap,
+    GapKind,
+    Outcome,
+    Trade,
+)
 
 log = logging.getLogger(__name__)
 WINDOW_MARGIN_NS = 1_000_000_000  # widen time windows by 1 s each side; ids dedupe the overlap
@@ -35,21 +45,63 @@ class _Job:
 
 def id_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int) -> Gap:
     """Return a new pending gap for missing ids first..last (a deterministic id makes it idempotent)."""
-    return Gap(f"{venue}:{symbol}:{first}-{last}", venue, symbol, first, last, ts_from, ts_to,
-               time.time_ns(), 0, PENDING, last - first + 1, 0, GapKind.IDS)  # fmt: skip
+    return Gap(
+        f"{venue}:{symbol}:{first}-{last}",
+        venue,
+        symbol,
+        first,
+        last,
+        ts_from,
+        ts_to,
+        time.time_ns(),
+        0,
+        PENDING,
+        last - first + 1,
+        0,
+        GapKind.IDS,
+    )
 
 
-def suspicious_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int, detail: str) -> Gap:
+def suspicious_gap(
+    venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int, detail: str
+) -> Gap:
     """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond the venue's bound)."""
     now = time.time_ns()
-    return Gap(f"{venue}:{symbol}:{first}-{last}", venue, symbol, first, last, ts_from, ts_to, now, now,
-               SUSPICIOUS, max(last - first + 1, 0), 0, GapKind.IDS, detail)  # fmt: skip
+    return Gap(
+        f"{venue}:{symbol}:{first}-{last}",
+        venue,
+        symbol,
+        first,
+        last,
+        ts_from,
+        ts_to,
+        now,
+        now,
+        SUSPICIOUS,
+        max(last - first + 1, 0),
+        0,
+        GapKind.IDS,
+        detail,
+    )
 
 
 def window_gap(venue: str, symbol: str, after_id: int, ts_from: int) -> Gap:
     """Return a new pending gap for "whatever traded after `ts_from`" (venues without contiguous ids)."""
-    return Gap(f"{venue}:{symbol}:w{ts_from}", venue, symbol, after_id + 1, 0, ts_from, 0,
-               time.time_ns(), 0, PENDING, 0, 0, GapKind.WINDOW)  # fmt: skip
+    return Gap(
+        f"{venue}:{symbol}:w{ts_from}",
+        venue,
+        symbol,
+        after_id + 1,
+        0,
+        ts_from,
+        0,
+        time.time_ns(),
+        0,
+        PENDING,
+        0,
+        0,
+        GapKind.WINDOW,
+    )
 
 
 class GapRepairer:
@@ -137,15 +189,27 @@ class GapRepairer:
             except K2Error as err:
                 wait = backoff.next_delay()
                 if time.monotonic() + wait > deadline or stop.is_set():
-                    log.error("%s %s: backfill gave up: %s", self._adapter.name, request.symbol, err)
+                    log.error(
+                        "%s %s: backfill gave up: %s", self._adapter.name, request.symbol, err
+                    )
                     return None
-                log.warning("%s %s: backfill failed (%s); retrying in %.1f s", self._adapter.name,
-                            request.symbol, err, wait)  # fmt: skip
+                log.warning(
+                    "%s %s: backfill failed (%s); retrying in %.1f s",
+                    self._adapter.name,
+                    request.symbol,
+                    err,
+                    wait,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
-            except Exception:  # an adapter bug: retrying cannot help, and it must not stop the venue's feed
-                log.exception("%s %s: backfill failed unexpectedly; the gap stays unrepaired", self._adapter.name,
-                              request.symbol)  # fmt: skip
+            except (
+                Exception
+            ):  # an adapter bug: retrying cannot help, and it must not stop the venue's feed
+                log.exception(
+                    "%s %s: backfill failed unexpectedly; the gap stays unrepaired",
+                    self._adapter.name,
+                    request.symbol,
+                )
                 return None
 
     async def _repair(self, gap: Gap, stop: asyncio.Event) -> None:
@@ -162,7 +226,9 @@ class GapRepairer:
             # From here on, a new loss must queue its own repair: this one ends at `now`.
             self._open_windows.discard(gap.symbol)
             now = time.time_ns()
-            request = BackfillRequest(gap.symbol, 0, 0, max(gap.ts_from - WINDOW_MARGIN_NS, 0), now + WINDOW_MARGIN_NS)
+            request = BackfillRequest(
+                gap.symbol, 0, 0, max(gap.ts_from - WINDOW_MARGIN_NS, 0), now + WINDOW_MARGIN_NS
+            )
             gap = msgspec.structs.replace(gap, ts_to=now)
         result = await self._fetch(request, stop)
         if result is None and stop.is_set():
@@ -173,7 +239,9 @@ class GapRepairer:
         self._stats.backfilled += accepted
         if gap.kind == GapKind.IDS:
             remaining = tracker.holes.count_in(gap.first_id, gap.last_id)  # type: ignore[union-attr]
-            outcome = REPAIRED if remaining == 0 else PARTIAL if remaining < total else UNRECOVERABLE
+            outcome = (
+                REPAIRED if remaining == 0 else PARTIAL if remaining < total else UNRECOVERABLE
+            )
             await self._finish(gap, outcome, remaining, total - remaining)
         else:
             outcome = UNRECOVERABLE if result is None else REPAIRED if result.complete else PARTIAL
@@ -182,8 +250,9 @@ class GapRepairer:
 
     async def _finish(self, gap: Gap, outcome: Outcome, missing: int, recovered: int) -> None:
         self._open.pop(gap.gap_id, None)
-        done = msgspec.structs.replace(gap, outcome=outcome, missing=missing, recovered=recovered,
-                                       resolved_at=time.time_ns())  # fmt: skip
+        done = msgspec.structs.replace(
+            gap, outcome=outcome, missing=missing, recovered=recovered, resolved_at=time.time_ns()
+        )
         if outcome == REPAIRED:
             self._stats.gaps_repaired += 1
         elif outcome == PARTIAL:
@@ -191,6 +260,14 @@ class GapRepairer:
         else:
             self._stats.gaps_unrecoverable += 1
         level = logging.INFO if outcome == REPAIRED else logging.WARNING
-        log.log(level, "%s %s gap %s: %s (recovered %d, missing %d)", gap.exchange, gap.symbol,
-                gap.gap_id, outcome, recovered, missing)  # fmt: skip
+        log.log(
+            level,
+            "%s %s gap %s: %s (recovered %d, missing %d)",
+            gap.exchange,
+            gap.symbol,
+            gap.gap_id,
+            outcome,
+            recovered,
+            missing,
+        )
         await self._record(done)

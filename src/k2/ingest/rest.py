@@ -72,7 +72,9 @@ class RestGate:
                 if minute != self._weight_minute:
                     self._weight_minute, self._weight_used = minute, 0
                 if budget and self._weight_used + weight > budget * 0.9:
-                    await asyncio.sleep(60 - time.time() % 60 + 0.05)  # the window resets each minute
+                    await asyncio.sleep(
+                        60 - time.time() % 60 + 0.05
+                    )  # the window resets each minute
                     continue
                 if self._tokens >= 1:
                     self._tokens -= 1
@@ -94,13 +96,22 @@ class RestGate:
                 return await self._once(path, params, headers)
             except RateLimited as err:
                 self.block(err.retry_after)
-                log.warning("%s: rate limited on %s, waiting %.1f s", self._stats.venue, path, err.retry_after)
-        raise VenueRequestError(f"{self._stats.venue}: still rate limited after {self._retries} retries: {path}")
+                log.warning(
+                    "%s: rate limited on %s, waiting %.1f s",
+                    self._stats.venue,
+                    path,
+                    err.retry_after,
+                )
+        raise VenueRequestError(
+            f"{self._stats.venue}: still rate limited after {self._retries} retries: {path}"
+        )
 
     async def _once(self, path: str, params, headers) -> bytes:  # type: ignore[no-untyped-def]
         self._stats.rest_requests += 1
         try:
-            resp = await self._client.get(self._base + path, params=params, headers=headers, timeout=self._timeout)
+            resp = await self._client.get(
+                self._base + path, params=params, headers=headers, timeout=self._timeout
+            )
         except httpx.HTTPError as err:
             self._stats.rest_errors += 1
             raise VenueRequestError(f"{self._stats.venue}: GET {path} failed: {err!r}") from None
@@ -113,11 +124,16 @@ class RestGate:
         status = resp.status_code
         if status in (418, 429):
             self._stats.rest_rate_limited += 1
-            raise RateLimited(f"{self._stats.venue}: HTTP {status}", retry_after_seconds(resp.headers.get("retry-after")))
+            raise RateLimited(
+                f"{self._stats.venue}: HTTP {status}",
+                retry_after_seconds(resp.headers.get("retry-after")),
+            )
         if status >= 500:
             self._stats.rest_errors += 1
             raise VenueRequestError(f"{self._stats.venue}: GET {path}: HTTP {status}")
         if status >= 400:
             self._stats.rest_errors += 1
-            raise VenueRejected(f"{self._stats.venue}: GET {path}: HTTP {status}: {resp.text[:300]}")
+            raise VenueRejected(
+                f"{self._stats.venue}: GET {path}: HTTP {status}: {resp.text[:300]}"
+            )
         return resp.content

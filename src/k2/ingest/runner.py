@@ -14,8 +14,8 @@ from k2.exchanges import make_adapter
 from k2.exchanges.limits import Limits
 from k2.ingest.feed import Feed
 from k2.ingest.sink import Sink
-from k2.ingest.stats import OFFLINE, RECONNECTING
 from k2.ingest.state import ResumeState
+from k2.ingest.stats import OFFLINE, RECONNECTING
 from k2.instruments import Instruments
 from k2.records import Gap, GapKind
 from k2.settings import Settings
@@ -24,8 +24,13 @@ from k2.timeutil import ns_to_rfc3339
 log = logging.getLogger(__name__)
 
 
-def build_feeds(settings: Settings, instruments: Instruments, sink: Sink, http: httpx.AsyncClient,
-                resume: ResumeState | None = None) -> list[Feed]:  # fmt: skip
+def build_feeds(
+    settings: Settings,
+    instruments: Instruments,
+    sink: Sink,
+    http: httpx.AsyncClient,
+    resume: ResumeState | None = None,
+) -> list[Feed]:
     """Return one Feed per enabled venue that has symbols, resuming from `resume` if given."""
     resume = resume or ResumeState()
     feeds = []
@@ -33,19 +38,36 @@ def build_feeds(settings: Settings, instruments: Instruments, sink: Sink, http: 
         if not symbols or not settings.venue(venue).enabled:
             continue
         limits = Limits.from_skew(settings.ingest.max_clock_skew_s)
-        feeds.append(Feed(make_adapter(venue, limits), symbols, settings.venue(venue), settings.ingest, sink,
-                          http, resume.cursors.get(venue), resume.pending.get(venue, ())))  # fmt: skip
+        feeds.append(
+            Feed(
+                make_adapter(venue, limits),
+                symbols,
+                settings.venue(venue),
+                settings.ingest,
+                sink,
+                http,
+                resume.cursors.get(venue),
+                resume.pending.get(venue, ()),
+            )
+        )
     return feeds
 
 
 def http_client() -> httpx.AsyncClient:
     """Return the HTTP client feeds share for REST (listing checks and backfill)."""
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=16), follow_redirects=True,
-                             headers={"User-Agent": "k2-market-data"})  # fmt: skip
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=16),
+        follow_redirects=True,
+        headers={"User-Agent": "k2-market-data"},
+    )
 
 
-async def run_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event | None = None,
-                    offline_hint: str | None = None) -> None:  # fmt: skip
+async def run_feeds(
+    feeds: Sequence[Feed],
+    stop: asyncio.Event,
+    repair_stop: asyncio.Event | None = None,
+    offline_hint: str | None = None,
+) -> None:
     """Run `feeds` until `stop` is set (their gap repairs until `repair_stop`, default `stop`).
 
     If no venue can be reached at all, `offline_hint` (the command that runs offline) is named once.
@@ -70,8 +92,12 @@ async def notice_unreachable(feeds: Sequence[Feed], stop: asyncio.Event, offline
     while not stop.is_set():
         if unreachable(feeds):
             why = "; ".join(f"{f.name}: {f.stats.state_detail.split('; retry')[0]}" for f in feeds)
-            log.warning("no venue is reachable (%s). K2 keeps retrying; to run offline against the "
-                        "built-in simulator, use %s", why, offline_hint)  # fmt: skip
+            log.warning(
+                "no venue is reachable (%s). K2 keeps retrying; to run offline against the "
+                "built-in simulator, use %s",
+                why,
+                offline_hint,
+            )
             return
         if any(f.stats.connects for f in feeds):
             return
@@ -79,8 +105,13 @@ async def notice_unreachable(feeds: Sequence[Feed], stop: asyncio.Event, offline
             await asyncio.wait_for(stop.wait(), 0.2)
 
 
-async def stop_feeds(feeds: Sequence[Feed], stop: asyncio.Event, repair_stop: asyncio.Event,
-                     task: asyncio.Task[None], until: float) -> list[Gap]:  # fmt: skip
+async def stop_feeds(
+    feeds: Sequence[Feed],
+    stop: asyncio.Event,
+    repair_stop: asyncio.Event,
+    task: asyncio.Task[None],
+    until: float,
+) -> list[Gap]:
     """Stop `feeds` (run by `task`) by the monotonic time `until`; return the gaps left open.
 
     The live sessions stop first, so no new gap appears; the repairs already queued go on until
@@ -108,5 +139,7 @@ def describe_gap(gap: Gap) -> str:
     if gap.kind == GapKind.IDS:
         what = f"ids {gap.first_id}-{gap.last_id}"
     else:
-        what = f"trades after {ns_to_rfc3339(gap.ts_from)}" + (f" up to {ns_to_rfc3339(gap.ts_to)}" if gap.ts_to else "")
+        what = f"trades after {ns_to_rfc3339(gap.ts_from)}" + (
+            f" up to {ns_to_rfc3339(gap.ts_to)}" if gap.ts_to else ""
+        )
     return f"{gap.exchange} {gap.symbol} {what}"

@@ -91,7 +91,11 @@ class FeedSession:
         self._on_messages, self._on_connected = on_messages, on_connected
         self._settings, self.stats = settings, stats
         self._heartbeat_timeout = heartbeat_timeout_s
-        self._rotate_at = None if max_connection_age_s is None else max(max_connection_age_s - rotate_margin_s, 1.0)
+        self._rotate_at = (
+            None
+            if max_connection_age_s is None
+            else max(max_connection_age_s - rotate_margin_s, 1.0)
+        )
         self._backoff = backoff or Backoff.from_settings(settings)
         self._stop = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
@@ -169,14 +173,24 @@ class FeedSession:
                 if delivered.trades:
                     conn.delivering = True
                 if delivered.shutdown and not conn.rotate_now:
-                    log.info("%s: venue announced shutdown of %s; rotating", self.venue, conn.conn_id)
+                    log.info(
+                        "%s: venue announced shutdown of %s; rotating", self.venue, conn.conn_id
+                    )
                     conn.rotate_now = True
                 if len(raws) == MAX_MESSAGES:
-                    await asyncio.sleep(0)  # more are waiting: let the other feeds and the writer run
+                    await asyncio.sleep(
+                        0
+                    )  # more are waiting: let the other feeds and the writer run
         except ConnectionClosed as err:
-            return f"closed by venue ({err.code} {err.reason})" if err.code is not None else "connection lost"
+            return (
+                f"closed by venue ({err.code} {err.reason})"
+                if err.code is not None
+                else "connection lost"
+            )
         except Exception as err:  # a bug, not a venue problem: log it loudly, then reconnect
-            log.exception("%s: internal error while handling a message on %s", self.venue, conn.conn_id)
+            log.exception(
+                "%s: internal error while handling a message on %s", self.venue, conn.conn_id
+            )
             self._close_later(conn)
             return f"internal error: {err!r}"
 
@@ -195,7 +209,9 @@ class FeedSession:
         try:
             while True:
                 waiters = {reader, stop_wait} | ({opening} if opening else set())
-                done, _ = await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
+                )
                 if self._stop.is_set():
                     for c in (current, nxt):
                         if c is not None:
@@ -214,7 +230,13 @@ class FeedSession:
                     why = reader.result()
                     if nxt is not None and nxt_reader is not None and not nxt_reader.done():
                         # The old connection ended before the switch: adopt the new one.
-                        log.info("%s: %s ended (%s); continuing on %s", self.venue, current.conn_id, why, nxt.conn_id)
+                        log.info(
+                            "%s: %s ended (%s); continuing on %s",
+                            self.venue,
+                            current.conn_id,
+                            why,
+                            nxt.conn_id,
+                        )
                         await self._on_connected(nxt, not nxt.delivering)
                         current, reader, nxt, nxt_reader = nxt, nxt_reader, None, None
                         self.stats.set_state(st.LIVE)
@@ -222,7 +244,11 @@ class FeedSession:
                     return why
                 if nxt is not None and nxt_reader is not None:
                     if nxt_reader.done():
-                        log.warning("%s: rotation connection ended early (%s)", self.venue, nxt_reader.result())
+                        log.warning(
+                            "%s: rotation connection ended early (%s)",
+                            self.venue,
+                            nxt_reader.result(),
+                        )
                         nxt, nxt_reader = None, None
                     elif nxt.delivering or now - nxt.opened_at > SWITCH_AFTER_S:
                         log.info("%s: rotated %s -> %s", self.venue, current.conn_id, nxt.conn_id)
@@ -235,16 +261,26 @@ class FeedSession:
                 # Silent = nothing read for the timeout and nothing waiting to be read: while the
                 # feed is held back (the writer applying backpressure), messages queue up unread,
                 # and that is K2 being behind, not the venue being silent.
-                if self._heartbeat_timeout and now - current.last_rx > self._heartbeat_timeout and not current.ws.unread:
+                if (
+                    self._heartbeat_timeout
+                    and now - current.last_rx > self._heartbeat_timeout
+                    and not current.ws.unread
+                ):
                     self.stats.watchdog_trips += 1
-                    log.warning("%s: nothing received on %s for %.0f s; reconnecting",
-                                self.venue, current.conn_id, now - current.last_rx)  # fmt: skip
+                    log.warning(
+                        "%s: nothing received on %s for %.0f s; reconnecting",
+                        self.venue,
+                        current.conn_id,
+                        now - current.last_rx,
+                    )
                     current.ws.abort()  # a silent peer will not answer a close handshake either
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await reader
                     return f"silent for {self._heartbeat_timeout:.0f} s (watchdog)"
-                due = current.rotate_now or (self._rotate_at is not None and now - current.opened_at >= self._rotate_at)
+                due = current.rotate_now or (
+                    self._rotate_at is not None and now - current.opened_at >= self._rotate_at
+                )
                 if due and nxt is None and opening is None:
                     opening = asyncio.create_task(self._open())
         finally:
@@ -254,5 +290,10 @@ class FeedSession:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            if opening is not None and opening.done() and not opening.cancelled() and opening.exception() is None:
+            if (
+                opening is not None
+                and opening.done()
+                and not opening.cancelled()
+                and opening.exception() is None
+            ):
                 self._close_later(opening.result())

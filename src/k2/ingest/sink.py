@@ -9,7 +9,9 @@ from k2.records import Gap, Reject, Trade
 
 
 class Sink(Protocol):
-    async def trades(self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str) -> None:
+    async def trades(
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+    ) -> None:
         """Take trades as received (all, for bronze) and the new ones among them (for silver).
 
         `accepted` holds the very objects of `received` that are new (identity, not equality).

@@ -42,7 +42,9 @@ class FeedStats:
     gaps_repaired: int = 0
     gaps_partial: int = 0
     gaps_unrecoverable: int = 0
-    gaps_suspicious: int = 0  # id jumps beyond the venue's bound, confirmed by the stream (not fetched)
+    gaps_suspicious: int = (
+        0  # id jumps beyond the venue's bound, confirmed by the stream (not fetched)
+    )
     suspects_rejected: int = 0  # trades held as suspect that the stream did not confirm (rejects)
     backfilled: int = 0  # trades recovered over REST
     late_fills: int = 0  # trades that filled a hole on the live stream (out of order)

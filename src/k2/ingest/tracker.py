@@ -121,9 +121,11 @@ class ContiguousTracker:
 class SeenTracker:
     """For venues whose ids may skip: dedupe against a bounded window of recently seen ids."""
 
-    __slots__ = ("high", "high_ts", "_seen", "_order", "_floor", "_capacity", "max_jump")
+    __slots__ = ("_capacity", "_floor", "_order", "_seen", "high", "high_ts", "max_jump")
 
-    def __init__(self, capacity: int, recent: Iterable[int] = (), high_ts: int = 0, max_jump: int = NO_LIMIT) -> None:
+    def __init__(
+        self, capacity: int, recent: Iterable[int] = (), high_ts: int = 0, max_jump: int = NO_LIMIT
+    ) -> None:
         self._capacity = capacity
         self.max_jump = max_jump
         self._seen: set[int] = set()

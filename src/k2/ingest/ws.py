@@ -29,7 +29,9 @@ class ConnectionClosed(Exception):
     """The connection ended: `code` and `reason` from the peer's close frame, or None if it just dropped."""
 
     def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"closed by peer ({code} {reason})" if code is not None else "connection lost")
+        super().__init__(
+            f"closed by peer ({code} {reason})" if code is not None else "connection lost"
+        )
         self.code, self.reason = code, reason
 
 
@@ -52,7 +54,9 @@ class _Listener(WSListener):  # type: ignore[misc]
                 self._parts = []
         elif kind is WSMsgType.CLOSE:
             code = int(frame.get_close_code())
-            self._conn._peer_closed = ConnectionClosed(code, frame.get_close_message().decode("utf-8", "replace"))
+            self._conn._peer_closed = ConnectionClosed(
+                code, frame.get_close_message().decode("utf-8", "replace")
+            )
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
@@ -72,21 +76,32 @@ class WsConnection:
         self._paused = False
 
     @classmethod
-    async def connect(cls, url: str, *, open_timeout: float, ping_interval: float, ping_timeout: float,
-                      max_size: int = 2**24) -> WsConnection:  # fmt: skip
+    async def connect(
+        cls,
+        url: str,
+        *,
+        open_timeout: float,
+        ping_interval: float,
+        ping_timeout: float,
+        max_size: int = 2**24,
+    ) -> WsConnection:
         """Open a connection, or raise OSError / TimeoutError / picows.WSError saying why not."""
         conn = cls()
         transport, _ = await asyncio.wait_for(
             ws_connect(
-                lambda: _Listener(conn), url, websocket_handshake_timeout=open_timeout,
-                enable_auto_ping=ping_interval > 0, auto_ping_idle_timeout=ping_interval or 10,
+                lambda: _Listener(conn),
+                url,
+                websocket_handshake_timeout=open_timeout,
+                enable_auto_ping=ping_interval > 0,
+                auto_ping_idle_timeout=ping_interval or 10,
                 # picows waits for a pong at most as long as the idle time before the ping.
                 auto_ping_reply_timeout=min(ping_timeout, ping_interval or ping_timeout),
-                enable_auto_pong=True, max_frame_size=max_size,
+                enable_auto_pong=True,
+                max_frame_size=max_size,
                 logger_name="k2",
             ),
             open_timeout,
-        )  # fmt: skip
+        )
         conn._transport = transport
         sock = transport.underlying_transport.get_extra_info("socket")
         if sock is not None:

@@ -72,12 +72,22 @@ def overall(checks: Sequence[Check]) -> str:
 def report(checks: Sequence[Check]) -> dict[str, Any]:
     """The JSON form (`/health`, `k2 health --json`)."""
     status = overall(checks)
-    return {"status": status, "exit_code": EXIT_CODES[status], "checks": [asdict(c) for c in checks]}
+    return {
+        "status": status,
+        "exit_code": EXIT_CODES[status],
+        "checks": [asdict(c) for c in checks],
+    }
 
 
 def evaluate(inp: HealthInputs, s: HealthSettings) -> list[Check]:
-    return [*_feeds(inp, s), *_freshness(inp, s), *_offload(inp, s), _maintenance(inp, s), _reconcile(inp, s),
-            _disk(inp, s)]  # fmt: skip
+    return [
+        *_feeds(inp, s),
+        *_freshness(inp, s),
+        *_offload(inp, s),
+        _maintenance(inp, s),
+        _reconcile(inp, s),
+        _disk(inp, s),
+    ]
 
 
 def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
@@ -87,11 +97,27 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     for f, open_gaps in inp.feeds:
         name = f"feed {f.venue}"
         if f.state == LIVE:
-            silent = sorted(n for n, sym in f.symbols.items() if sym.listing != "not listed" and (
-                inp.now - sym.last_trade_recv_ns / 1e9 if sym.last_trade_recv_ns else f.live_for()) > s.symbol_silent_s)
+            silent = sorted(
+                n
+                for n, sym in f.symbols.items()
+                if sym.listing != "not listed"
+                and (
+                    inp.now - sym.last_trade_recv_ns / 1e9
+                    if sym.last_trade_recv_ns
+                    else f.live_for()
+                )
+                > s.symbol_silent_s
+            )
             detail = f"live, {f.trades:,} trades, {f.reconnects} reconnects"
-            checks.append(Check(name, WARN, f"{detail}; no trade for {ago(s.symbol_silent_s)}+: {', '.join(silent)}")
-                          if silent else Check(name, OK, detail))  # fmt: skip
+            checks.append(
+                Check(
+                    name,
+                    WARN,
+                    f"{detail}; no trade for {ago(s.symbol_silent_s)}+: {', '.join(silent)}",
+                )
+                if silent
+                else Check(name, OK, detail)
+            )
         elif f.state == STOPPED:
             checks.append(Check(name, FAIL, f"stopped: {f.state_detail or 'no symbols'}"))
         else:
@@ -99,8 +125,10 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
             why = f"{f.state} for {ago(down)}" + (f" ({f.state_detail})" if f.state_detail else "")
             checks.append(Check(name, FAIL if down > s.feed_down_s else WARN, why))
         unrepaired = f.gaps_unrecoverable + f.gaps_partial + f.gaps_suspicious
-        gaps = (f"{f.gaps_found} gaps found, {f.gaps_repaired} repaired, {f.gaps_partial} partly, "
-                f"{f.gaps_unrecoverable} unrecoverable, {f.gaps_suspicious} suspicious, {open_gaps} being repaired")  # fmt: skip
+        gaps = (
+            f"{f.gaps_found} gaps found, {f.gaps_repaired} repaired, {f.gaps_partial} partly, "
+            f"{f.gaps_unrecoverable} unrecoverable, {f.gaps_suspicious} suspicious, {open_gaps} being repaired"
+        )
         checks.append(Check(f"gaps {f.venue}", WARN if unrepaired else OK, gaps))
     w = inp.writer
     if w is not None:
@@ -109,10 +137,22 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         detail = f"{w.batches:,} batches, {w.pending:,} rows pending, backpressure {w.backpressure_s:.1f} s in all"
         checks.append(Check("writer", WARN if backlog or stale else OK, detail))
         if w.store_down_since:
-            checks.append(Check("hot store", FAIL, f"not taking inserts for {ago(inp.now - w.store_down_since)} "
-                                                   f"({w.store_error[:200]}); {w.pending:,} rows wait"))  # fmt: skip
+            checks.append(
+                Check(
+                    "hot store",
+                    FAIL,
+                    f"not taking inserts for {ago(inp.now - w.store_down_since)} "
+                    f"({w.store_error[:200]}); {w.pending:,} rows wait",
+                )
+            )
         elif w.refused_rows:
-            checks.append(Check("hot store", WARN, f"taking inserts; refused {w.refused_rows:,} trades (in rejects)"))
+            checks.append(
+                Check(
+                    "hot store",
+                    WARN,
+                    f"taking inserts; refused {w.refused_rows:,} trades (in rejects)",
+                )
+            )
         else:
             checks.append(Check("hot store", OK, "taking inserts"))
     return checks
@@ -126,11 +166,18 @@ def _freshness(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         if newest is None:
             checks.append(Check(f"fresh {table}", FAIL, "no rows"))
             continue
-        allowance = 60.0 if table.startswith("ohlcv_") else 0.0  # the newest 1m window started up to 60 s ago
+        allowance = (
+            60.0 if table.startswith("ohlcv_") else 0.0
+        )  # the newest 1m window started up to 60 s ago
         age = inp.now - newest - allowance
         status = FAIL if age > s.fresh_fail_s else WARN if age > s.fresh_warn_s else OK
-        checks.append(Check(f"fresh {table}", status, f"newest event {ago(inp.now - newest)} ago, "
-                                                       f"{inp.hot_rows.get(table, 0):,} rows"))  # fmt: skip
+        checks.append(
+            Check(
+                f"fresh {table}",
+                status,
+                f"newest event {ago(inp.now - newest)} ago, {inp.hot_rows.get(table, 0):,} rows",
+            )
+        )
     return checks
 
 
@@ -139,67 +186,122 @@ def _offload(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     for spec in TABLES:
         t = inp.archive.tables[spec.name]
         name = f"offload {spec.name}"
-        failing = f"{t.consecutive_failures} failed runs in a row: {t.last_error[:160]}" if t.consecutive_failures else ""
+        failing = (
+            f"{t.consecutive_failures} failed runs in a row: {t.last_error[:160]}"
+            if t.consecutive_failures
+            else ""
+        )
         if not t.newest_event_ns:  # nothing archived yet
             if failing:
                 status = FAIL if t.consecutive_failures >= s.offload_failures_fail else WARN
                 checks.append(Check(name, status, failing))
             elif t.last_success:  # candle tables: no window has finished since hot began
-                checks.append(Check(name, OK, f"up to date, nothing finished to archive; last success "
-                                              f"{ago(inp.now - t.last_success)} ago"))  # fmt: skip
+                checks.append(
+                    Check(
+                        name,
+                        OK,
+                        f"up to date, nothing finished to archive; last success "
+                        f"{ago(inp.now - t.last_success)} ago",
+                    )
+                )
             elif not inp.hot_rows.get(spec.name):
                 checks.append(Check(name, OK, "nothing to archive yet"))
             else:  # rows wait and no offload ever ran: fine only shortly after start
                 due = inp.started_at and inp.now - inp.started_at < s.offload_lag_warn_s
-                checks.append(Check(name, OK if due else WARN, "not archived yet" + (" (first run due)" if due else "")))
+                checks.append(
+                    Check(
+                        name,
+                        OK if due else WARN,
+                        "not archived yet" + (" (first run due)" if due else ""),
+                    )
+                )
             continue
         lag = inp.now - t.newest_event_ns / 1e9
         excess = lag - spec.window_seconds  # candle tables archive finished windows only
-        status = _worst([
-            FAIL if t.consecutive_failures >= s.offload_failures_fail or excess > s.offload_lag_fail_s else OK,
-            WARN if t.consecutive_failures >= s.offload_failures_warn or excess > s.offload_lag_warn_s else OK,
-        ])  # fmt: skip
-        last = f"last success {ago(inp.now - t.last_success)} ago" if t.last_success else "never succeeded"
-        checks.append(Check(name, status, f"lag {ago(lag)}, {last}" + (f"; {failing}" if failing else "")))
+        status = _worst(
+            [
+                FAIL
+                if t.consecutive_failures >= s.offload_failures_fail
+                or excess > s.offload_lag_fail_s
+                else OK,
+                WARN
+                if t.consecutive_failures >= s.offload_failures_warn
+                or excess > s.offload_lag_warn_s
+                else OK,
+            ]
+        )
+        last = (
+            f"last success {ago(inp.now - t.last_success)} ago"
+            if t.last_success
+            else "never succeeded"
+        )
+        checks.append(
+            Check(name, status, f"lag {ago(lag)}, {last}" + (f"; {failing}" if failing else ""))
+        )
     return checks
 
 
 def _young(inp: HealthInputs, max_age_s: float) -> bool:
     """Is the archive younger than a daily job's allowance (so that job not having run is fine)?"""
-    first = min((t.first_attempt for t in inp.archive.tables.values() if t.first_attempt), default=0.0)
+    first = min(
+        (t.first_attempt for t in inp.archive.tables.values() if t.first_attempt), default=0.0
+    )
     return not first or inp.now - first < max_age_s
 
 
 def _maintenance(inp: HealthInputs, s: HealthSettings) -> Check:
     st, max_age = inp.archive, s.maintenance_max_age_h * 3600
     if not st.maintenance_at:
-        return Check("maintenance", OK if _young(inp, max_age) else WARN, "never run" +
-                     (" (not yet due)" if _young(inp, max_age) else f" in the archive's {ago(max_age)}+"))  # fmt: skip
+        return Check(
+            "maintenance",
+            OK if _young(inp, max_age) else WARN,
+            "never run"
+            + (" (not yet due)" if _young(inp, max_age) else f" in the archive's {ago(max_age)}+"),
+        )
     if not st.maintenance_ok:
         return Check("maintenance", FAIL, f"last run {ago(inp.now - st.maintenance_at)} ago failed")
     age = inp.now - st.maintenance_success_at
     files = sum(r.files_after for r in st.maintenance.values())
-    return Check("maintenance", WARN if age > max_age else OK, f"last success {ago(age)} ago, {files:,} data files")
+    return Check(
+        "maintenance",
+        WARN if age > max_age else OK,
+        f"last success {ago(age)} ago, {files:,} data files",
+    )
 
 
 def _reconcile(inp: HealthInputs, s: HealthSettings) -> Check:
     st, max_age = inp.archive, s.reconcile_max_age_h * 3600
     if not st.reconcile_at:
-        return Check("reconcile", OK if _young(inp, max_age) else WARN, "never run" +
-                     (" (not yet due)" if _young(inp, max_age) else f" in the archive's {ago(max_age)}+"))  # fmt: skip
+        return Check(
+            "reconcile",
+            OK if _young(inp, max_age) else WARN,
+            "never run"
+            + (" (not yet due)" if _young(inp, max_age) else f" in the archive's {ago(max_age)}+"),
+        )
     bad = {name: [c for c in checks if not c.ok] for name, checks in st.reconcile.items()}
     bad = {name: days for name, days in bad.items() if days}
     age = inp.now - st.reconcile_at
     if bad:
-        worst = ", ".join(f"{n} ({len(d)} days, {sum(abs(c.difference) for c in d):,} rows)" for n, d in sorted(bad.items()))
+        worst = ", ".join(
+            f"{n} ({len(d)} days, {sum(abs(c.difference) for c in d):,} rows)"
+            for n, d in sorted(bad.items())
+        )
         return Check("reconcile", FAIL, f"hot and archive differ: {worst}")
     days = sum(len(c) for c in st.reconcile.values())
-    return Check("reconcile", WARN if age > max_age else OK, f"last run {ago(age)} ago, {days} table-days agree")
+    return Check(
+        "reconcile",
+        WARN if age > max_age else OK,
+        f"last run {ago(age)} ago, {days} table-days agree",
+    )
 
 
 def _disk(inp: HealthInputs, s: HealthSettings) -> Check:
     usage = shutil.disk_usage(inp.data_dir)
     free_pct = 100 * usage.free / usage.total
     status = FAIL if free_pct < s.disk_fail_pct else WARN if free_pct < s.disk_warn_pct else OK
-    return Check("disk", status, f"{usage.free / 2**30:,.1f} GiB free of {usage.total / 2**30:,.1f} GiB "
-                                 f"({free_pct:.0f} %) at {inp.data_dir}")  # fmt: skip
+    return Check(
+        "disk",
+        status,
+        f"{usage.free / 2**30:,.1f} GiB free of {usage.total / 2**30:,.1f} GiB "
+        f"({free_pct:.0f} %) at {inp.data_dir}",
+    )

@@ -18,7 +18,13 @@ from prometheus_client.core import HistogramMetricFamily
 class Histogram:
     """Cumulative buckets per label set; `observe` and `observe_many` are thread-safe."""
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float], labelnames: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+    ) -> None:
         if list(buckets) != sorted(buckets) or not buckets:
             raise ValueError(f"{name}: buckets must be a non-empty increasing sequence")
         self.name, self.documentation = name, documentation
@@ -45,7 +51,9 @@ class Histogram:
     def observe_many(self, values: np.ndarray, *labels: str) -> None:
         if len(values) == 0:
             return
-        binned = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1)
+        binned = np.bincount(
+            np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1
+        )
         with self._lock:
             counts, total = self._get(labels)
             counts += binned
@@ -58,10 +66,15 @@ class Histogram:
     def collect(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:
-            series = [(labels, counts.copy(), total[0]) for labels, (counts, total) in self._series.items()]
+            series = [
+                (labels, counts.copy(), total[0])
+                for labels, (counts, total) in self._series.items()
+            ]
         for labels, counts, total in series:
             cumulative = np.cumsum(counts)
-            buckets = [(_le(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+            buckets = [
+                (_le(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)
+            ]
             buckets.append(("+Inf", float(cumulative[-1])))
             family.add_metric(list(labels), buckets, total)
         return family

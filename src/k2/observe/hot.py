@@ -18,9 +18,16 @@ def hot_state(store: HotStore, venues: list[str]) -> tuple[dict[str, int], dict[
     Runs on the store's owner thread when called from there; a handful of metadata-backed
     aggregates (max of a sort-key column reads only the newest part's index).
     """
-    rows = {str(t): int(n) for t, n in store.rows(
-        f"SELECT table, sum(rows) FROM system.parts WHERE database = '{DATABASE}' AND active GROUP BY table")}  # fmt: skip
-    parts = [f"SELECT '{t}' AS t, toFloat64(toUnixTimestamp64Milli(toDateTime64(max({col}), 3))) / 1000 AS ts "
-             f"FROM {DATABASE}.{t}" for t, col in freshness_tables(venues).items()]  # fmt: skip
+    rows = {
+        str(t): int(n)
+        for t, n in store.rows(
+            f"SELECT table, sum(rows) FROM system.parts WHERE database = '{DATABASE}' AND active GROUP BY table"
+        )
+    }
+    parts = [
+        f"SELECT '{t}' AS t, toFloat64(toUnixTimestamp64Milli(toDateTime64(max({col}), 3))) / 1000 AS ts "
+        f"FROM {DATABASE}.{t}"
+        for t, col in freshness_tables(venues).items()
+    ]
     newest = {str(t): float(ts) for t, ts in store.rows(" UNION ALL ".join(parts)) if ts and ts > 0}
     return rows, newest

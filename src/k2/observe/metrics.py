@@ -41,25 +41,47 @@ class PipelineMetrics:
     """The histograms, observed where the work happens (thread-safe), and API request counts."""
 
     def __init__(self) -> None:
-        self.writer_batch_rows = Histogram("k2_writer_batch_rows", "Rows per insert batch.", ROW_BUCKETS)
-        self.writer_insert = Histogram("k2_writer_insert_duration_seconds",
-                                       "Duration of one batch insert (bronze, silver and candles).", FAST_BUCKETS)  # fmt: skip
-        self.ingest_latency = Histogram("k2_writer_ingest_latency_seconds",
-                                        "Per trade: local receive to committed in the hot store.", LATENCY_BUCKETS)  # fmt: skip
-        self.offload_duration = Histogram("k2_offload_duration_seconds", "Offload of one table, per run.",
-                                          SLOW_BUCKETS, ("table",))  # fmt: skip
-        self.offload_cycle = Histogram("k2_offload_cycle_duration_seconds",
-                                       "One offload cycle over every table.", SLOW_BUCKETS)  # fmt: skip
-        self.api_duration = Histogram("k2_api_request_duration_seconds", "API request duration.", FAST_BUCKETS,
-                                      ("route",))  # fmt: skip
+        self.writer_batch_rows = Histogram(
+            "k2_writer_batch_rows", "Rows per insert batch.", ROW_BUCKETS
+        )
+        self.writer_insert = Histogram(
+            "k2_writer_insert_duration_seconds",
+            "Duration of one batch insert (bronze, silver and candles).",
+            FAST_BUCKETS,
+        )
+        self.ingest_latency = Histogram(
+            "k2_writer_ingest_latency_seconds",
+            "Per trade: local receive to committed in the hot store.",
+            LATENCY_BUCKETS,
+        )
+        self.offload_duration = Histogram(
+            "k2_offload_duration_seconds",
+            "Offload of one table, per run.",
+            SLOW_BUCKETS,
+            ("table",),
+        )
+        self.offload_cycle = Histogram(
+            "k2_offload_cycle_duration_seconds", "One offload cycle over every table.", SLOW_BUCKETS
+        )
+        self.api_duration = Histogram(
+            "k2_api_request_duration_seconds", "API request duration.", FAST_BUCKETS, ("route",)
+        )
         self.api_requests: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def histograms(self) -> list[Histogram]:
-        return [self.writer_batch_rows, self.writer_insert, self.ingest_latency, self.offload_duration,
-                self.offload_cycle, self.api_duration]  # fmt: skip
+        return [
+            self.writer_batch_rows,
+            self.writer_insert,
+            self.ingest_latency,
+            self.offload_duration,
+            self.offload_cycle,
+            self.api_duration,
+        ]
 
-    def batch_committed(self, rows: int, insert_s: float, recv_ns: np.ndarray, committed_ns: int) -> None:
+    def batch_committed(
+        self, rows: int, insert_s: float, recv_ns: np.ndarray, committed_ns: int
+    ) -> None:
         self.writer_batch_rows.observe(rows)
         self.writer_insert.observe(insert_s)
         if len(recv_ns):
@@ -81,26 +103,37 @@ class Source(Protocol):
     hot_newest: dict[str, float]
     metrics: PipelineMetrics
 
-    def feed_stats(self) -> list[tuple[FeedStats, int]]: ...  # each feed with its gaps awaiting repair
+    def feed_stats(
+        self,
+    ) -> list[tuple[FeedStats, int]]: ...  # each feed with its gaps awaiting repair
 
     def writer_stats(self) -> WriterStats | None: ...
 
     def archive_status(self) -> ArchiveStatus | None: ...
 
 
-def _family(kind: type[Metric], name: str, doc: str, labels: Sequence[str],
-            samples: Iterable[tuple[Sequence[str], float]]) -> Metric:  # fmt: skip
+def _family(
+    kind: type[Metric],
+    name: str,
+    doc: str,
+    labels: Sequence[str],
+    samples: Iterable[tuple[Sequence[str], float]],
+) -> Metric:
     family = kind(name, doc, labels=list(labels))
     for values, value in samples:
         family.add_metric(list(values), value)
     return family
 
 
-def _gauge(name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]) -> Metric:
+def _gauge(
+    name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]
+) -> Metric:
     return _family(GaugeMetricFamily, name, doc, labels, samples)
 
 
-def _counter(name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]) -> Metric:
+def _counter(
+    name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]
+) -> Metric:
     return _family(CounterMetricFamily, name, doc, labels, samples)
 
 
@@ -131,11 +164,18 @@ class K2Collector:
         writer = src.writer_stats()
         if writer is not None:
             yield from self._writer(writer)
-        yield _gauge("k2_hotstore_rows", "Rows stored in each hot table.", ["table"],
-                     [((t,), n) for t, n in sorted(src.table_rows.items())])  # fmt: skip
-        yield _gauge("k2_hotstore_newest_event_timestamp_seconds",
-                     "Newest event time (candles: newest window start) in each hot table.", ["table"],
-                     [((t,), ts) for t, ts in sorted(src.hot_newest.items())])  # fmt: skip
+        yield _gauge(
+            "k2_hotstore_rows",
+            "Rows stored in each hot table.",
+            ["table"],
+            [((t,), n) for t, n in sorted(src.table_rows.items())],
+        )
+        yield _gauge(
+            "k2_hotstore_newest_event_timestamp_seconds",
+            "Newest event time (candles: newest window start) in each hot table.",
+            ["table"],
+            [((t,), ts) for t, ts in sorted(src.hot_newest.items())],
+        )
         status = src.archive_status()
         if status is not None:
             yield from self._archive(status)
@@ -143,144 +183,358 @@ class K2Collector:
             yield histogram.collect()
         with src.metrics._lock:
             requests = dict(src.metrics.api_requests)
-        yield _counter("k2_api_requests_total", "API requests by route and status.", ["route", "status"],
-                       [(k, n) for k, n in sorted(requests.items())])  # fmt: skip
+        yield _counter(
+            "k2_api_requests_total",
+            "API requests by route and status.",
+            ["route", "status"],
+            [(k, n) for k, n in sorted(requests.items())],
+        )
         disk = shutil.disk_usage(src.settings.data_dir)
-        yield _gauge("k2_storage_free_bytes", "Free space on the data directory's filesystem.", [], [((), disk.free)])
-        yield _gauge("k2_storage_size_bytes", "Size of the data directory's filesystem.", [], [((), disk.total)])
-        yield _gauge("k2_process_memory_limit_bytes", "Memory this process may use (setting, cgroup or RAM).", [],
-                     [((), memory_limit_bytes(src.settings.metrics.memory_limit_bytes))])  # fmt: skip
+        yield _gauge(
+            "k2_storage_free_bytes",
+            "Free space on the data directory's filesystem.",
+            [],
+            [((), disk.free)],
+        )
+        yield _gauge(
+            "k2_storage_size_bytes",
+            "Size of the data directory's filesystem.",
+            [],
+            [((), disk.total)],
+        )
+        yield _gauge(
+            "k2_process_memory_limit_bytes",
+            "Memory this process may use (setting, cgroup or RAM).",
+            [],
+            [((), memory_limit_bytes(src.settings.metrics.memory_limit_bytes))],
+        )
 
     def _feeds(self, feeds: list[tuple[FeedStats, int]]) -> Iterator[Metric]:
         now, mono = time.time(), time.monotonic()
         started = self.source.started_at
         venue = ["venue"]
-        yield _gauge("k2_feed_connected", "1 while the venue's feed is live.", venue,
-                     [((f.venue,), f.state == LIVE) for f, _ in feeds])  # fmt: skip
-        yield _gauge("k2_feed_state", "The feed's connection state (1 for the current one).", ["venue", "state"],
-                     [((f.venue, s), f.state == s) for f, _ in feeds for s in STATES])  # fmt: skip
-        yield _gauge("k2_feed_disconnected_seconds", "Seconds since the feed was last live (0 while live).", venue,
-                     [((f.venue,), mono - f.down_since if f.down_since else 0.0) for f, _ in feeds])  # fmt: skip
-        yield _gauge("k2_feed_last_message_age_seconds",
-                     "Seconds since the venue last sent anything (heartbeats included).", venue,
-                     [((f.venue,), now - (f.last_message_ns / 1e9 if f.last_message_ns else started))
-                      for f, _ in feeds])  # fmt: skip
-        yield _gauge("k2_feed_gaps_open", "Gaps detected and still being repaired.", venue,
-                     [((f.venue,), pending) for f, pending in feeds])  # fmt: skip
+        yield _gauge(
+            "k2_feed_connected",
+            "1 while the venue's feed is live.",
+            venue,
+            [((f.venue,), f.state == LIVE) for f, _ in feeds],
+        )
+        yield _gauge(
+            "k2_feed_state",
+            "The feed's connection state (1 for the current one).",
+            ["venue", "state"],
+            [((f.venue, s), f.state == s) for f, _ in feeds for s in STATES],
+        )
+        yield _gauge(
+            "k2_feed_disconnected_seconds",
+            "Seconds since the feed was last live (0 while live).",
+            venue,
+            [((f.venue,), mono - f.down_since if f.down_since else 0.0) for f, _ in feeds],
+        )
+        yield _gauge(
+            "k2_feed_last_message_age_seconds",
+            "Seconds since the venue last sent anything (heartbeats included).",
+            venue,
+            [
+                ((f.venue,), now - (f.last_message_ns / 1e9 if f.last_message_ns else started))
+                for f, _ in feeds
+            ],
+        )
+        yield _gauge(
+            "k2_feed_gaps_open",
+            "Gaps detected and still being repaired.",
+            venue,
+            [((f.venue,), pending) for f, pending in feeds],
+        )
         counters = (
             ("k2_feed_connects_total", "Connections established.", "connects"),
-            ("k2_feed_reconnects_total", "Unplanned reconnects (drops, errors, watchdog).", "reconnects"),
-            ("k2_feed_rotations_total", "Planned make-before-break connection rotations.", "rotations"),
+            (
+                "k2_feed_reconnects_total",
+                "Unplanned reconnects (drops, errors, watchdog).",
+                "reconnects",
+            ),
+            (
+                "k2_feed_rotations_total",
+                "Planned make-before-break connection rotations.",
+                "rotations",
+            ),
             ("k2_feed_watchdog_trips_total", "Connections dropped for silence.", "watchdog_trips"),
             ("k2_feed_messages_total", "WebSocket messages received.", "messages"),
-            ("k2_feed_rejects_total", "Messages quarantined as malformed or unexpected.", "rejects"),
+            (
+                "k2_feed_rejects_total",
+                "Messages quarantined as malformed or unexpected.",
+                "rejects",
+            ),
             ("k2_feed_venue_errors_total", "Error messages sent by the venue.", "venue_errors"),
             ("k2_feed_gaps_found_total", "Trade-id or window gaps detected.", "gaps_found"),
             ("k2_feed_gaps_repaired_total", "Gaps fully repaired over REST.", "gaps_repaired"),
             ("k2_feed_gaps_partial_total", "Gaps only partly repaired.", "gaps_partial"),
-            ("k2_feed_gaps_unrecoverable_total", "Gaps that could not be repaired.", "gaps_unrecoverable"),
-            ("k2_feed_gaps_suspicious_total", "Id jumps beyond the venue's bound, recorded and not fetched.",
-             "gaps_suspicious"),
-            ("k2_feed_suspects_rejected_total", "Trades held as suspect (id far beyond the cursor) and rejected.",
-             "suspects_rejected"),
+            (
+                "k2_feed_gaps_unrecoverable_total",
+                "Gaps that could not be repaired.",
+                "gaps_unrecoverable",
+            ),
+            (
+                "k2_feed_gaps_suspicious_total",
+                "Id jumps beyond the venue's bound, recorded and not fetched.",
+                "gaps_suspicious",
+            ),
+            (
+                "k2_feed_suspects_rejected_total",
+                "Trades held as suspect (id far beyond the cursor) and rejected.",
+                "suspects_rejected",
+            ),
             ("k2_feed_backfilled_trades_total", "Trades recovered over REST.", "backfilled"),
-            ("k2_feed_late_trades_total", "Trades that arrived out of order and filled a hole.", "late_fills"),
-            ("k2_feed_sequence_gaps_total", "Jumps in the venue's per-connection message sequence.", "sequence_gaps"),
+            (
+                "k2_feed_late_trades_total",
+                "Trades that arrived out of order and filled a hole.",
+                "late_fills",
+            ),
+            (
+                "k2_feed_sequence_gaps_total",
+                "Jumps in the venue's per-connection message sequence.",
+                "sequence_gaps",
+            ),
             ("k2_feed_rest_requests_total", "REST requests sent.", "rest_requests"),
-            ("k2_feed_rest_rate_limited_total", "REST requests answered with a rate limit.", "rest_rate_limited"),
+            (
+                "k2_feed_rest_rate_limited_total",
+                "REST requests answered with a rate limit.",
+                "rest_rate_limited",
+            ),
             ("k2_feed_rest_errors_total", "REST requests that failed.", "rest_errors"),
-        )  # fmt: skip
+        )
         for name, doc, attr in counters:
             yield _counter(name, doc, venue, [((f.venue,), getattr(f, attr)) for f, _ in feeds])
         pair = ["venue", "symbol"]
         symbols = [(f.venue, name, s) for f, _ in feeds for name, s in sorted(f.symbols.items())]
-        yield _counter("k2_feed_trades_total", "Trades accepted (new, not duplicates).", pair,
-                       [((v, n), s.trades) for v, n, s in symbols])  # fmt: skip
-        yield _counter("k2_feed_duplicates_total", "Trades received again and dropped.", pair,
-                       [((v, n), s.duplicates) for v, n, s in symbols])  # fmt: skip
-        yield _gauge("k2_feed_last_trade_age_seconds", "Seconds since the symbol's last trade was received.", pair,
-                     [((v, n), now - max(s.last_trade_recv_ns / 1e9, started)) for v, n, s in symbols])  # fmt: skip
+        yield _counter(
+            "k2_feed_trades_total",
+            "Trades accepted (new, not duplicates).",
+            pair,
+            [((v, n), s.trades) for v, n, s in symbols],
+        )
+        yield _counter(
+            "k2_feed_duplicates_total",
+            "Trades received again and dropped.",
+            pair,
+            [((v, n), s.duplicates) for v, n, s in symbols],
+        )
+        yield _gauge(
+            "k2_feed_last_trade_age_seconds",
+            "Seconds since the symbol's last trade was received.",
+            pair,
+            [((v, n), now - max(s.last_trade_recv_ns / 1e9, started)) for v, n, s in symbols],
+        )
 
     def _writer(self, w: WriterStats) -> Iterator[Metric]:
-        yield _counter("k2_writer_rows_total", "Rows written per hot table by this process.", ["table"],
-                       [((t,), n) for t, n in sorted(w.rows.items())])  # fmt: skip
-        yield _counter("k2_writer_batches_total", "Insert batches committed.", [], [((), w.batches)])
-        yield _counter("k2_writer_flush_failures_total", "Insert attempts the hot store failed as unavailable (retried).", [],
-                       [((), w.flush_failures)])  # fmt: skip
-        yield _counter("k2_writer_backpressure_seconds_total", "Time feeds spent waiting for the writer.", [],
-                       [((), w.backpressure_s)])  # fmt: skip
-        yield _gauge("k2_writer_pending_rows", "Rows accepted from the feeds, not yet written.", [], [((), w.pending)])
-        yield _gauge("k2_writer_store_up", "0 while the hot store is unavailable for inserts (the writer waits), else 1.",
-                     [], [((), 0 if w.store_down_since else 1)])  # fmt: skip
-        yield _gauge("k2_writer_store_down_seconds", "How long the hot store has been unavailable (0 while it works).",
-                     [], [((), time.time() - w.store_down_since if w.store_down_since else 0.0)])  # fmt: skip
-        yield _counter("k2_writer_refused_rows_total", "Trades the hot store refused (quarantined as rejects).", [],
-                       [((), w.refused_rows)])  # fmt: skip
-        yield _counter("k2_writer_dropped_records_total", "Gap or reject records the hot store refused (logged).", [],
-                       [((), w.dropped_records)])  # fmt: skip
-        yield _gauge("k2_writer_last_flush_timestamp_seconds", "When the writer last committed a batch.", [],
-                     [((), w.last_flush_at)])  # fmt: skip
+        yield _counter(
+            "k2_writer_rows_total",
+            "Rows written per hot table by this process.",
+            ["table"],
+            [((t,), n) for t, n in sorted(w.rows.items())],
+        )
+        yield _counter(
+            "k2_writer_batches_total", "Insert batches committed.", [], [((), w.batches)]
+        )
+        yield _counter(
+            "k2_writer_flush_failures_total",
+            "Insert attempts the hot store failed as unavailable (retried).",
+            [],
+            [((), w.flush_failures)],
+        )
+        yield _counter(
+            "k2_writer_backpressure_seconds_total",
+            "Time feeds spent waiting for the writer.",
+            [],
+            [((), w.backpressure_s)],
+        )
+        yield _gauge(
+            "k2_writer_pending_rows",
+            "Rows accepted from the feeds, not yet written.",
+            [],
+            [((), w.pending)],
+        )
+        yield _gauge(
+            "k2_writer_store_up",
+            "0 while the hot store is unavailable for inserts (the writer waits), else 1.",
+            [],
+            [((), 0 if w.store_down_since else 1)],
+        )
+        yield _gauge(
+            "k2_writer_store_down_seconds",
+            "How long the hot store has been unavailable (0 while it works).",
+            [],
+            [((), time.time() - w.store_down_since if w.store_down_since else 0.0)],
+        )
+        yield _counter(
+            "k2_writer_refused_rows_total",
+            "Trades the hot store refused (quarantined as rejects).",
+            [],
+            [((), w.refused_rows)],
+        )
+        yield _counter(
+            "k2_writer_dropped_records_total",
+            "Gap or reject records the hot store refused (logged).",
+            [],
+            [((), w.dropped_records)],
+        )
+        yield _gauge(
+            "k2_writer_last_flush_timestamp_seconds",
+            "When the writer last committed a batch.",
+            [],
+            [((), w.last_flush_at)],
+        )
 
     def _archive(self, st: ArchiveStatus) -> Iterator[Metric]:
         now = time.time()
         tables = [(spec, st.tables[spec.name]) for spec in TABLES]
         table = ["table"]
-        yield _counter("k2_offload_rows_total", "Rows archived by this process.", table,
-                       [((s.name,), t.rows) for s, t in tables])  # fmt: skip
-        yield _counter("k2_offload_failures_total", "Failed offloads of the table (all processes, from the ops log).",
-                       table, [((s.name,), t.failures) for s, t in tables])  # fmt: skip
-        yield _gauge("k2_offload_consecutive_failures", "Failed offloads of the table since its last success.", table,
-                     [((s.name,), t.consecutive_failures) for s, t in tables])  # fmt: skip
-        yield _gauge("k2_offload_last_success_timestamp_seconds", "When the table was last offloaded (0: never).",
-                     table, [((s.name,), t.last_success) for s, t in tables])  # fmt: skip
-        yield _gauge("k2_offload_lag_seconds", "Now minus the newest event (candles: window end) archived.", table,
-                     [((s.name,), now - t.newest_event_ns / 1e9) for s, t in tables if t.newest_event_ns])  # fmt: skip
-        yield _gauge("k2_offload_lag_allowance_seconds",
-                     "Lag the table has by design: a candle table archives finished windows only.", table,
-                     [((s.name,), s.window_seconds) for s, _ in tables])  # fmt: skip
-        yield _gauge("k2_offload_watermark_age_seconds", "Now minus the table's archive watermark.", table,
-                     [((s.name,), now - s.watermark_time(t.watermark)) for s, t in tables if t.watermark])  # fmt: skip
-        yield _gauge("k2_offload_last_cycle_duration_seconds", "Duration of the last offload cycle.", [],
-                     [((), st.cycle_seconds)])  # fmt: skip
-        yield _counter("k2_offload_cycles_total", "Offload cycles run by this process.", [], [((), st.cycles)])
-        yield _counter("k2_flow_runs_skipped_total", "Flow runs skipped because another run was in progress.",
-                       ["flow"], [((f,), st.skipped.get(f, 0)) for f in FLOWS])  # fmt: skip
+        yield _counter(
+            "k2_offload_rows_total",
+            "Rows archived by this process.",
+            table,
+            [((s.name,), t.rows) for s, t in tables],
+        )
+        yield _counter(
+            "k2_offload_failures_total",
+            "Failed offloads of the table (all processes, from the ops log).",
+            table,
+            [((s.name,), t.failures) for s, t in tables],
+        )
+        yield _gauge(
+            "k2_offload_consecutive_failures",
+            "Failed offloads of the table since its last success.",
+            table,
+            [((s.name,), t.consecutive_failures) for s, t in tables],
+        )
+        yield _gauge(
+            "k2_offload_last_success_timestamp_seconds",
+            "When the table was last offloaded (0: never).",
+            table,
+            [((s.name,), t.last_success) for s, t in tables],
+        )
+        yield _gauge(
+            "k2_offload_lag_seconds",
+            "Now minus the newest event (candles: window end) archived.",
+            table,
+            [((s.name,), now - t.newest_event_ns / 1e9) for s, t in tables if t.newest_event_ns],
+        )
+        yield _gauge(
+            "k2_offload_lag_allowance_seconds",
+            "Lag the table has by design: a candle table archives finished windows only.",
+            table,
+            [((s.name,), s.window_seconds) for s, _ in tables],
+        )
+        yield _gauge(
+            "k2_offload_watermark_age_seconds",
+            "Now minus the table's archive watermark.",
+            table,
+            [((s.name,), now - s.watermark_time(t.watermark)) for s, t in tables if t.watermark],
+        )
+        yield _gauge(
+            "k2_offload_last_cycle_duration_seconds",
+            "Duration of the last offload cycle.",
+            [],
+            [((), st.cycle_seconds)],
+        )
+        yield _counter(
+            "k2_offload_cycles_total", "Offload cycles run by this process.", [], [((), st.cycles)]
+        )
+        yield _counter(
+            "k2_flow_runs_skipped_total",
+            "Flow runs skipped because another run was in progress.",
+            ["flow"],
+            [((f,), st.skipped.get(f, 0)) for f in FLOWS],
+        )
         results = sorted(st.maintenance.items())
         for name, doc, attr in (
-            ("k2_maintenance_files_before", "Data files before the last maintenance run.", "files_before"),
-            ("k2_maintenance_files_after", "Data files after the last maintenance run.", "files_after"),
-            ("k2_maintenance_snapshots_expired", "Snapshots expired by the last maintenance run.", "snapshots_expired"),
-            ("k2_maintenance_orphans_removed", "Orphan files removed by the last maintenance run.", "orphans_removed"),
-            ("k2_maintenance_duration_seconds", "Duration of the last maintenance run of the table.", "seconds"),
-        ):  # fmt: skip
+            (
+                "k2_maintenance_files_before",
+                "Data files before the last maintenance run.",
+                "files_before",
+            ),
+            (
+                "k2_maintenance_files_after",
+                "Data files after the last maintenance run.",
+                "files_after",
+            ),
+            (
+                "k2_maintenance_snapshots_expired",
+                "Snapshots expired by the last maintenance run.",
+                "snapshots_expired",
+            ),
+            (
+                "k2_maintenance_orphans_removed",
+                "Orphan files removed by the last maintenance run.",
+                "orphans_removed",
+            ),
+            (
+                "k2_maintenance_duration_seconds",
+                "Duration of the last maintenance run of the table.",
+                "seconds",
+            ),
+        ):
             yield _gauge(name, doc, table, [((n,), getattr(r, attr)) for n, r in results])
-        yield _gauge("k2_maintenance_last_run_timestamp_seconds", "When maintenance last ran (0: never).", [],
-                     [((), st.maintenance_at)])  # fmt: skip
-        yield _gauge("k2_maintenance_last_success_timestamp_seconds", "When maintenance last succeeded (0: never).",
-                     [], [((), st.maintenance_success_at)])  # fmt: skip
-        yield _gauge("k2_maintenance_last_run_ok", "1 if the last maintenance run succeeded for every table.", [],
-                     [((), st.maintenance_ok)])  # fmt: skip
-        yield _counter("k2_maintenance_failures_total", "Maintenance runs with a failed table, in this process.", [],
-                       [((), st.maintenance_failures)])  # fmt: skip
+        yield _gauge(
+            "k2_maintenance_last_run_timestamp_seconds",
+            "When maintenance last ran (0: never).",
+            [],
+            [((), st.maintenance_at)],
+        )
+        yield _gauge(
+            "k2_maintenance_last_success_timestamp_seconds",
+            "When maintenance last succeeded (0: never).",
+            [],
+            [((), st.maintenance_success_at)],
+        )
+        yield _gauge(
+            "k2_maintenance_last_run_ok",
+            "1 if the last maintenance run succeeded for every table.",
+            [],
+            [((), st.maintenance_ok)],
+        )
+        yield _counter(
+            "k2_maintenance_failures_total",
+            "Maintenance runs with a failed table, in this process.",
+            [],
+            [((), st.maintenance_failures)],
+        )
         checks = sorted(st.reconcile.items())
-        yield _gauge("k2_reconcile_difference_rows", "Rows by which hot and archive differ (last run, all days).",
-                     table, [((n,), sum(abs(c.difference) for c in cs)) for n, cs in checks])  # fmt: skip
-        yield _gauge("k2_reconcile_checksum_mismatches", "Days whose content checksums differ (last run).", table,
-                     [((n,), sum(c.hot_checksum != c.archive_checksum for c in cs)) for n, cs in checks])  # fmt: skip
-        yield _gauge("k2_reconcile_days_checked", "Days compared by the last run.", table,
-                     [((n,), len(cs)) for n, cs in checks])  # fmt: skip
-        yield _gauge("k2_reconcile_last_run_timestamp_seconds", "When reconcile last ran (0: never).", [],
-                     [((), st.reconcile_at)])  # fmt: skip
+        yield _gauge(
+            "k2_reconcile_difference_rows",
+            "Rows by which hot and archive differ (last run, all days).",
+            table,
+            [((n,), sum(abs(c.difference) for c in cs)) for n, cs in checks],
+        )
+        yield _gauge(
+            "k2_reconcile_checksum_mismatches",
+            "Days whose content checksums differ (last run).",
+            table,
+            [((n,), sum(c.hot_checksum != c.archive_checksum for c in cs)) for n, cs in checks],
+        )
+        yield _gauge(
+            "k2_reconcile_days_checked",
+            "Days compared by the last run.",
+            table,
+            [((n,), len(cs)) for n, cs in checks],
+        )
+        yield _gauge(
+            "k2_reconcile_last_run_timestamp_seconds",
+            "When reconcile last ran (0: never).",
+            [],
+            [((), st.reconcile_at)],
+        )
 
 
 def build_registry(source: Source) -> CollectorRegistry:
     """A registry of its own (not the library's global one): one per running process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(K2Collector(source))  # type: ignore[arg-type]
-    ProcessCollector(namespace="k2", registry=registry)  # k2_process_resident_memory_bytes, _cpu_seconds_total, ...
+    ProcessCollector(
+        namespace="k2", registry=registry
+    )  # k2_process_resident_memory_bytes, _cpu_seconds_total, ...
     return registry
 
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
-

@@ -79,7 +79,9 @@ class BinanceSim(VenueServer):
         (message,) = self.encode_each(conn, market, trades)
         return message
 
-    def encode_each(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> list[bytes]:
+    def encode_each(
+        self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]
+    ) -> list[bytes]:
         micro = conn.params.get("timeUnit", "").upper() == "MICROSECOND"
         div = 1000 if micro else 1_000_000
         sym = market.symbol
@@ -99,7 +101,10 @@ class BinanceSim(VenueServer):
         await conn.ws.close(1000, "connection age limit")
 
     async def shutdown_notice(self, conn: SimConnection) -> None:
-        event = {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": time.time_ns() // 1_000_000}}
+        event = {
+            "stream": "!serverShutdown",
+            "data": {"e": "serverShutdown", "E": time.time_ns() // 1_000_000},
+        }
         await conn.ws.send(orjson.dumps(event), text=True)
         self.close_later(conn, 3.0, 1001, "server shutdown")
 
@@ -119,9 +124,13 @@ class BinanceSim(VenueServer):
             symbols = []
             for sym in self.markets:
                 base, quote = split(sym)
-                symbols.append({"symbol": sym, "status": "TRADING", "baseAsset": base, "quoteAsset": quote})
-            return json_reply({"timezone": "UTC", "serverTime": time.time_ns() // 10**6, "symbols": symbols},
-                              headers=self._weigh(20))  # fmt: skip
+                symbols.append(
+                    {"symbol": sym, "status": "TRADING", "baseAsset": base, "quoteAsset": quote}
+                )
+            return json_reply(
+                {"timezone": "UTC", "serverTime": time.time_ns() // 10**6, "symbols": symbols},
+                headers=self._weigh(20),
+            )
         if path in ("/api/v3/historicalTrades", "/api/v3/trades"):
             weight = self._weigh(25)
             market = self.markets.get(q.get("symbol", ""))
@@ -134,8 +143,17 @@ class BinanceSim(VenueServer):
                 rows = market.recent(limit)
             micro = headers.get("X-MBX-TIME-UNIT", "").upper() == "MICROSECOND"
             div = 1000 if micro else 1_000_000
-            body = [{"id": t.trade_id, "price": t.price_text, "qty": t.amount_text,
-                     "quoteQty": quote_text(market, t), "time": t.ts_ns // div, "isBuyerMaker": not t.taker_buy,
-                     "isBestMatch": True} for t in rows]  # fmt: skip
+            body = [
+                {
+                    "id": t.trade_id,
+                    "price": t.price_text,
+                    "qty": t.amount_text,
+                    "quoteQty": quote_text(market, t),
+                    "time": t.ts_ns // div,
+                    "isBuyerMaker": not t.taker_buy,
+                    "isBestMatch": True,
+                }
+                for t in rows
+            ]
             return json_reply(body, headers=weight)
         return json_reply({"code": -1, "msg": f"unknown endpoint {path}"}, 404)

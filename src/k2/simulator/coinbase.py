@@ -64,43 +64,74 @@ class CoinbaseSim(VenueServer):
         return True
 
     def _envelope(self, conn: SimConnection, channel: str, events: str) -> str:
-        return (f'{{"channel":"{channel}","client_id":"","timestamp":"{rfc3339_nano(time.time_ns())}",'
-                f'"sequence_num":{conn.next_sequence()},"events":[{events}]}}')  # fmt: skip
+        return (
+            f'{{"channel":"{channel}","client_id":"","timestamp":"{rfc3339_nano(time.time_ns())}",'
+            f'"sequence_num":{conn.next_sequence()},"events":[{events}]}}'
+        )
 
     async def on_client_message(self, conn: SimConnection, text: str) -> None:
         try:
             msg = orjson.loads(text)
             kind, channel = msg["type"], msg["channel"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            await conn.ws.send(orjson.dumps({"type": "error", "message": "Failed to parse request"}), text=True)
+            await conn.ws.send(
+                orjson.dumps({"type": "error", "message": "Failed to parse request"}), text=True
+            )
             return
         if kind != "subscribe" or channel not in ("market_trades", "heartbeats"):
-            await conn.ws.send(orjson.dumps({"type": "error", "message": f"unsupported {kind} {channel}"}), text=True)
+            await conn.ws.send(
+                orjson.dumps({"type": "error", "message": f"unsupported {kind} {channel}"}),
+                text=True,
+            )
             return
         if channel == "heartbeats":
             conn.params["heartbeats"] = "1"
         else:
             unknown = [p for p in msg.get("product_ids", []) if p not in self.markets]
             if unknown:
-                await conn.ws.send(orjson.dumps({"type": "error", "message": "Failed to subscribe",
-                                                 "reason": f"{unknown[0]} is not a valid product"}), text=True)  # fmt: skip
+                await conn.ws.send(
+                    orjson.dumps(
+                        {
+                            "type": "error",
+                            "message": "Failed to subscribe",
+                            "reason": f"{unknown[0]} is not a valid product",
+                        }
+                    ),
+                    text=True,
+                )
             for product in msg.get("product_ids", []):
                 if product in self.markets:
                     conn.symbols.add(product)
-        subs = {"market_trades": sorted(conn.symbols)} | ({"heartbeats": ["heartbeats"]} if conn.params.get("heartbeats") else {})
-        await conn.ws.send(self._envelope(conn, "subscriptions", orjson.dumps({"subscriptions": subs}).decode()), text=True)
+        subs = {"market_trades": sorted(conn.symbols)} | (
+            {"heartbeats": ["heartbeats"]} if conn.params.get("heartbeats") else {}
+        )
+        await conn.ws.send(
+            self._envelope(conn, "subscriptions", orjson.dumps({"subscriptions": subs}).decode()),
+            text=True,
+        )
         if channel == "market_trades":
             for product in msg.get("product_ids", []):
                 market = self.markets.get(product)
                 if market is None:
                     continue
-                data = ",".join(trade_json(market, t) for t in reversed(market.recent(SNAPSHOT_TRADES)))
-                await conn.ws.send(self._envelope(conn, "market_trades", f'{{"type":"snapshot","trades":[{data}]}}'), text=True)
+                data = ",".join(
+                    trade_json(market, t) for t in reversed(market.recent(SNAPSHOT_TRADES))
+                )
+                await conn.ws.send(
+                    self._envelope(
+                        conn, "market_trades", f'{{"type":"snapshot","trades":[{data}]}}'
+                    ),
+                    text=True,
+                )
         conn.subscribed.set()
 
     def encode(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> bytes:
-        data = ",".join(trade_json(market, t) for t in reversed(trades))  # newest first, as Coinbase does
-        return self._envelope(conn, "market_trades", f'{{"type":"update","trades":[{data}]}}').encode()
+        data = ",".join(
+            trade_json(market, t) for t in reversed(trades)
+        )  # newest first, as Coinbase does
+        return self._envelope(
+            conn, "market_trades", f'{{"type":"update","trades":[{data}]}}'
+        ).encode()
 
     def heartbeat(self, conn: SimConnection) -> bytes | None:
         if not conn.params.get("heartbeats"):
@@ -108,16 +139,24 @@ class CoinbaseSim(VenueServer):
         counter = int(conn.params.get("beats", "0")) + 1
         conn.params["beats"] = str(counter)
         now = time.time_ns()
-        current = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9:09d} +0000 UTC"
-        return self._envelope(conn, "heartbeats", orjson.dumps(
-            {"current_time": current, "heartbeat_counter": counter}).decode()).encode()  # fmt: skip
+        current = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now // 10**9))
+            + f".{now % 10**9:09d} +0000 UTC"
+        )
+        return self._envelope(
+            conn,
+            "heartbeats",
+            orjson.dumps({"current_time": current, "heartbeat_counter": counter}).decode(),
+        ).encode()
 
     def garbage(self, market: SymbolMarket) -> bytes:
         self._garbage_i += 1
         return _GARBAGE[self._garbage_i % len(_GARBAGE)]
 
     def rate_limited(self) -> HttpReply:
-        return json_reply({"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]}, 429)
+        return json_reply(
+            {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]}, 429
+        )
 
     def rest(self, path: str, query: list[tuple[str, str]], headers: Headers) -> HttpReply:
         if path == "/api/v3/brokerage/market/products":
@@ -126,18 +165,29 @@ class CoinbaseSim(VenueServer):
             for product in wanted:
                 if product in self.markets:
                     base, _, quote = product.partition("-")
-                    products.append({"product_id": product, "base_currency_id": base, "quote_currency_id": quote,
-                                     "status": "online", "trading_disabled": False})  # fmt: skip
+                    products.append(
+                        {
+                            "product_id": product,
+                            "base_currency_id": base,
+                            "quote_currency_id": quote,
+                            "status": "online",
+                            "trading_disabled": False,
+                        }
+                    )
             return json_reply({"products": products, "num_products": len(products)})
         if path.startswith(_TICKER) and path.endswith("/ticker"):
             product = path[len(_TICKER) : -len("/ticker")]
             market = self.markets.get(product)
             if market is None:
-                return json_reply({"error": "NOT_FOUND", "message": f"product {product} not found"}, 404)
+                return json_reply(
+                    {"error": "NOT_FOUND", "message": f"product {product} not found"}, 404
+                )
             q = dict(query)
             limit = max(1, min(int(q.get("limit", 100)), 1000))
             start = int(q["start"]) * 10**9 if q.get("start") else 0
-            end = (int(q["end"]) + 1) * 10**9 - 1 if q.get("end") else time.time_ns()  # `end`'s second included
+            end = (
+                (int(q["end"]) + 1) * 10**9 - 1 if q.get("end") else time.time_ns()
+            )  # `end`'s second included
             rows = market.between(start, end)[-limit:]  # the newest `limit` in the window
             data = ",".join(trade_json(market, t) for t in reversed(rows))
             body = f'{{"trades":[{data}],"best_bid":"","best_ask":""}}'.encode()

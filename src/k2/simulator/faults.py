@@ -31,7 +31,9 @@ def parse_faults(spec: str) -> frozenset[str]:
     names = frozenset(n.strip() for n in spec.split(",") if n.strip())
     unknown = sorted(names - set(FAULTS))
     if unknown:
-        raise ConfigError(f"unknown fault {unknown[0]!r}; choose from: none, all, {', '.join(FAULTS)}")
+        raise ConfigError(
+            f"unknown fault {unknown[0]!r}; choose from: none, all, {', '.join(FAULTS)}"
+        )
     return names
 
 
@@ -52,7 +54,9 @@ class Faults:
     started: float = field(default_factory=time.monotonic)
 
     def active(self) -> bool:
-        return bool(self.enabled) and (self.active_until is None or time.monotonic() < self.active_until)
+        return bool(self.enabled) and (
+            self.active_until is None or time.monotonic() < self.active_until
+        )
 
     def on(self, name: str) -> bool:
         """Return whether fault `name` is enabled (regardless of the active window)."""

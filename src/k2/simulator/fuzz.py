@@ -24,7 +24,11 @@ from k2.settings import WriterSettings
 from k2.simulator.frames import wire_frames
 from k2.simulator.mutate import Mutator
 
-SYMBOLS = {"binance": ("BTCUSDT", "ETHUSDT"), "kraken": ("BTC/USD", "ETH/USD"), "coinbase": ("BTC-USD", "ETH-USD")}
+SYMBOLS = {
+    "binance": ("BTCUSDT", "ETHUSDT"),
+    "kraken": ("BTC/USD", "ETH/USD"),
+    "coinbase": ("BTC-USD", "ETH-USD"),
+}
 PER_MESSAGE = {"binance": 1, "kraken": 3, "coinbase": 4}
 
 
@@ -38,7 +42,9 @@ class FuzzResult:
     signals: int = 0  # acks and heartbeats: nothing to store, nothing wrong
     trades: int = 0
     rejects: int = 0  # reject records (a frame may hold several rejected trades)
-    crashes: list[tuple[bytes, str]] = field(default_factory=list)  # (frame, error) outside ParseError
+    crashes: list[tuple[bytes, str]] = field(
+        default_factory=list
+    )  # (frame, error) outside ParseError
     problems: list[str] = field(default_factory=list)  # what the store check found
     parse_s: float = 0.0
     write_s: float = 0.0
@@ -48,21 +54,32 @@ class FuzzResult:
         return not self.crashes and not self.problems
 
     def line(self) -> str:
-        return (f"{self.venue}: {self.frames:,} frames, {self.with_trades:,} with trades ({self.trades:,} trades; "
-                f"{self.partly_rejected:,} of them with some trades rejected), {self.rejected:,} rejected whole, "
-                f"{self.signals:,} signals; {self.rejects:,} rejects; {len(self.crashes)} crashes; "
-                f"{len(self.problems)} store problems")  # fmt: skip
+        return (
+            f"{self.venue}: {self.frames:,} frames, {self.with_trades:,} with trades ({self.trades:,} trades; "
+            f"{self.partly_rejected:,} of them with some trades rejected), {self.rejected:,} rejected whole, "
+            f"{self.signals:,} signals; {self.rejects:,} rejects; {len(self.crashes)} crashes; "
+            f"{len(self.problems)} store problems"
+        )
 
 
 def seed_frames(venue: str, samples: Path | None = None) -> list[bytes]:
     """Real frames to mutate: the simulator's (an hour ago), then any documented samples."""
-    frames = wire_frames(venue, SYMBOLS[venue], 400, PER_MESSAGE[venue], seed=3, start_ns=time.time_ns() - 3600 * 10**9)
+    frames = wire_frames(
+        venue,
+        SYMBOLS[venue],
+        400,
+        PER_MESSAGE[venue],
+        seed=3,
+        start_ns=time.time_ns() - 3600 * 10**9,
+    )
     if samples is not None:
         frames += [p.read_bytes() for p in sorted(samples.glob(f"{venue}-*.json"))]
     return frames
 
 
-def fuzz(store: HotStore, venue: str, frames: int, seed: int, samples: Path | None = None) -> FuzzResult:
+def fuzz(
+    store: HotStore, venue: str, frames: int, seed: int, samples: Path | None = None
+) -> FuzzResult:
     """Run `frames` mutated frames of `venue` through its adapter and the writer into `store`
     (whose bronze and rejects tables should start empty), and check what was stored."""
     result = FuzzResult(venue, frames)
@@ -94,22 +111,37 @@ def fuzz(store: HotStore, venue: str, frames: int, seed: int, samples: Path | No
     result.write_s = time.perf_counter() - started
     s = writer.stats
     if s.refused_rows or s.unwritten_rows or s.dropped_records or writer.buffered():
-        result.problems.append(f"writer: {s.refused_rows} refused, {s.unwritten_rows} unwritten, "
-                               f"{s.dropped_records} dropped")  # fmt: skip
-    stored = store.rows(f"SELECT symbol, trade_id, toString(price), toString(amount), toString(taker_side), "
-                        f"toUnixTimestamp64Nano(ts_event), raw FROM k2.bronze_trades_{venue}")  # fmt: skip
-    got = Counter((s_, i, Decimal(p), Decimal(a), side, ts, raw) for s_, i, p, a, side, ts, raw in stored)
-    want = Counter((t.symbol, t.trade_id, t.price, t.amount, t.taker_side, t.ts_event, t.raw.decode()) for t in trades)
+        result.problems.append(
+            f"writer: {s.refused_rows} refused, {s.unwritten_rows} unwritten, "
+            f"{s.dropped_records} dropped"
+        )
+    stored = store.rows(
+        f"SELECT symbol, trade_id, toString(price), toString(amount), toString(taker_side), "
+        f"toUnixTimestamp64Nano(ts_event), raw FROM k2.bronze_trades_{venue}"
+    )
+    got = Counter(
+        (s_, i, Decimal(p), Decimal(a), side, ts, raw) for s_, i, p, a, side, ts, raw in stored
+    )
+    want = Counter(
+        (t.symbol, t.trade_id, t.price, t.amount, t.taker_side, t.ts_event, t.raw.decode())
+        for t in trades
+    )
     if got != want:
-        result.problems.append(f"bronze differs from what the adapter emitted: {sum((want - got).values())} "
-                               f"missing, {sum((got - want).values())} unexpected, e.g. {list(want - got)[:2]}")  # fmt: skip
+        result.problems.append(
+            f"bronze differs from what the adapter emitted: {sum((want - got).values())} "
+            f"missing, {sum((got - want).values())} unexpected, e.g. {list(want - got)[:2]}"
+        )
     ((n_rejects, no_reason),) = store.rows("SELECT count(), countIf(reason = '') FROM k2.rejects")
     if n_rejects != len(rejects) or no_reason:
-        result.problems.append(f"rejects: {n_rejects} stored of {len(rejects)}, {no_reason} without a reason")
+        result.problems.append(
+            f"rejects: {n_rejects} stored of {len(rejects)}, {no_reason} without a reason"
+        )
     return result
 
 
-async def _write(store: HotStore, venue: str, trades: list[Trade], rejects: list[Reject]) -> StoreWriter:
+async def _write(
+    store: HotStore, venue: str, trades: list[Trade], rejects: list[Reject]
+) -> StoreWriter:
     writer = StoreWriter(store, WriterSettings(), 0)
     for i in range(0, len(trades), 2000):
         chunk = trades[i : i + 2000]

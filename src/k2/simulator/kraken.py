@@ -63,8 +63,18 @@ class KrakenSim(VenueServer):
         self._garbage_i = 0
 
     async def on_open(self, conn: SimConnection) -> bool:
-        status = {"channel": "status", "type": "update", "data": [
-            {"api_version": "v2", "connection_id": id(conn) % 10**12, "system": "online", "version": "2.0.10"}]}
+        status = {
+            "channel": "status",
+            "type": "update",
+            "data": [
+                {
+                    "api_version": "v2",
+                    "connection_id": id(conn) % 10**12,
+                    "system": "online",
+                    "version": "2.0.10",
+                }
+            ],
+        }
         await conn.ws.send(orjson.dumps(status), text=True)
         return True
 
@@ -74,25 +84,54 @@ class KrakenSim(VenueServer):
             msg = orjson.loads(text)
             method = msg["method"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            await conn.ws.send(orjson.dumps({"error": "Malformed request", "success": False}), text=True)
+            await conn.ws.send(
+                orjson.dumps({"error": "Malformed request", "success": False}), text=True
+            )
             return
         req = {"req_id": msg["req_id"]} if "req_id" in msg else {}
         if method == "ping":
-            await conn.ws.send(orjson.dumps({"method": "pong", **req, "time_in": now, "time_out": now}), text=True)
+            await conn.ws.send(
+                orjson.dumps({"method": "pong", **req, "time_in": now, "time_out": now}), text=True
+            )
             return
         params = msg.get("params", {})
         if method not in ("subscribe", "unsubscribe") or params.get("channel") != "trade":
-            await conn.ws.send(orjson.dumps({"error": "Unsupported request", "method": method,
-                                             "success": False, **req}), text=True)  # fmt: skip
+            await conn.ws.send(
+                orjson.dumps(
+                    {"error": "Unsupported request", "method": method, "success": False, **req}
+                ),
+                text=True,
+            )
             return
         for symbol in params.get("symbol", []):
             if symbol not in self.markets:
-                await conn.ws.send(orjson.dumps({"error": f"Currency pair not supported {symbol}",
-                                                 "method": method, "success": False, "symbol": symbol,
-                                                 "time_in": now, "time_out": now, **req}), text=True)  # fmt: skip
+                await conn.ws.send(
+                    orjson.dumps(
+                        {
+                            "error": f"Currency pair not supported {symbol}",
+                            "method": method,
+                            "success": False,
+                            "symbol": symbol,
+                            "time_in": now,
+                            "time_out": now,
+                            **req,
+                        }
+                    ),
+                    text=True,
+                )
                 continue
-            ack = {"method": method, "result": {"channel": "trade", "snapshot": bool(params.get("snapshot")),
-                   "symbol": symbol}, "success": True, "time_in": now, "time_out": now, **req}  # fmt: skip
+            ack = {
+                "method": method,
+                "result": {
+                    "channel": "trade",
+                    "snapshot": bool(params.get("snapshot")),
+                    "symbol": symbol,
+                },
+                "success": True,
+                "time_in": now,
+                "time_out": now,
+                **req,
+            }
             await conn.ws.send(orjson.dumps(ack), text=True)
             if method == "unsubscribe":
                 conn.symbols.discard(symbol)
@@ -101,7 +140,9 @@ class KrakenSim(VenueServer):
             if params.get("snapshot"):
                 recent = market.recent(SNAPSHOT_TRADES)
                 data = ",".join(trade_json(market, t) for t in recent)
-                await conn.ws.send(f'{{"channel":"trade","type":"snapshot","data":[{data}]}}', text=True)
+                await conn.ws.send(
+                    f'{{"channel":"trade","type":"snapshot","data":[{data}]}}', text=True
+                )
             conn.symbols.add(symbol)
         conn.subscribed.set()
 
@@ -117,7 +158,9 @@ class KrakenSim(VenueServer):
         return _GARBAGE[self._garbage_i % len(_GARBAGE)]
 
     def rate_limited(self) -> HttpReply:
-        return json_reply({"error": ["EAPI:Rate limit exceeded"]})  # Kraken answers 200 with an error
+        return json_reply(
+            {"error": ["EAPI:Rate limit exceeded"]}
+        )  # Kraken answers 200 with an error
 
     def rest(self, path: str, query: list[tuple[str, str]], headers: Headers) -> HttpReply:
         q = dict(query)
@@ -126,7 +169,13 @@ class KrakenSim(VenueServer):
             for symbol in self.markets:
                 key, alt, ws = legacy(symbol)
                 base, _, quote = ws.partition("/")
-                result[key] = {"altname": alt, "wsname": ws, "base": base, "quote": quote, "status": "online"}
+                result[key] = {
+                    "altname": alt,
+                    "wsname": ws,
+                    "base": base,
+                    "quote": quote,
+                    "status": "online",
+                }
             return json_reply({"error": [], "result": result})
         if path == "/0/public/Trades":
             symbol = self._by_rest_name.get(q.get("pair", ""))
@@ -138,9 +187,18 @@ class KrakenSim(VenueServer):
                 since *= 10**9  # seconds form
             count = max(1, min(int(q.get("count", 1000)), 1000))
             rows = market.after_time(since, count)
-            body = [[t.price_text, t.amount_text, t.ts_ns / 1e9,
-                     "b" if t.taker_buy else "s", "m" if t.trade_id % 3 else "l", "", t.trade_id]
-                    for t in rows]  # fmt: skip
+            body = [
+                [
+                    t.price_text,
+                    t.amount_text,
+                    t.ts_ns / 1e9,
+                    "b" if t.taker_buy else "s",
+                    "m" if t.trade_id % 3 else "l",
+                    "",
+                    t.trade_id,
+                ]
+                for t in rows
+            ]
             last = str(rows[-1].ts_ns if rows else since)
             return json_reply({"error": [], "result": {legacy(symbol)[0]: body, "last": last}})
         return json_reply({"error": ["EGeneral:Unknown method"]}, 404)

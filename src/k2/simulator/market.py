@@ -15,10 +15,20 @@ import msgspec
 
 # Start prices (in quote units) and price decimals by base asset; others start at 100.00.
 _START = {
-    "BTC": ("60000", 2), "ETH": ("3000", 2), "BNB": ("600", 2), "SOL": ("150", 2),
-    "XRP": ("0.5", 4), "ADA": ("0.4", 4), "DOT": ("7", 3), "LINK": ("15", 3), "DOGE": ("0.15", 5),
-    "LTC": ("80", 2), "AVAX": ("35", 2), "ATOM": ("9", 3), "MATIC": ("0.5", 4),
-}  # fmt: skip
+    "BTC": ("60000", 2),
+    "ETH": ("3000", 2),
+    "BNB": ("600", 2),
+    "SOL": ("150", 2),
+    "XRP": ("0.5", 4),
+    "ADA": ("0.4", 4),
+    "DOT": ("7", 3),
+    "LINK": ("15", 3),
+    "DOGE": ("0.15", 5),
+    "LTC": ("80", 2),
+    "AVAX": ("35", 2),
+    "ATOM": ("9", 3),
+    "MATIC": ("0.5", 4),
+}
 AMOUNT_DECIMALS = 8
 
 # Price moves in ticks per trade, roughly normal; sizes exponential with this mean.
@@ -58,7 +68,9 @@ def poisoned(t: SimTrade) -> SimTrade:
     if kind == "past":
         return msgspec.structs.replace(t, ts_ns=_PAST_NS)
     if kind == "price":
-        return msgspec.structs.replace(t, price_text="123456789012345678901234.5")  # > Decimal(38, 18)
+        return msgspec.structs.replace(
+            t, price_text="123456789012345678901234.5"
+        )  # > Decimal(38, 18)
     if kind == "amount":
         return msgspec.structs.replace(t, amount_text="0.0000000000000000001")  # 19 decimals
     if kind == "negative":
@@ -106,7 +118,9 @@ class SymbolMarket:
         self._price_texts: dict[int, str] = {}  # a random walk revisits its price levels
         start, self.price_decimals = _START.get(base.upper(), ("100", 2))
         whole, _, frac = start.partition(".")
-        self._price = int(whole) * 10**self.price_decimals + int((frac or "0").ljust(self.price_decimals, "0"))
+        self._price = int(whole) * 10**self.price_decimals + int(
+            (frac or "0").ljust(self.price_decimals, "0")
+        )
         self._rng = random.Random(f"{seed}:{venue}:{symbol}")
         self._fate_rng = random.Random(f"{seed}:{venue}:{symbol}:faults")
         self._next_id = self._first_id = first_id
@@ -121,17 +135,30 @@ class SymbolMarket:
 
     def generate(self, n: int, start_ns: int, end_ns: int, faults_on: bool) -> list[SimTrade]:
         """Create the next `n` trades, timed evenly in (start_ns, end_ns] at µs precision."""
-        rnd, fate_rnd, text, pd = self._rng.random, self._fate_rng.random, self._text, self.price_decimals
+        rnd, fate_rnd, text, pd = (
+            self._rng.random,
+            self._fate_rng.random,
+            self._text,
+            self.price_decimals,
+        )
         price_texts = self._price_texts
         if len(price_texts) > 100_000:
             price_texts.clear()
         out = []
         step = (end_ns - start_ns) / n if n else 0
-        drop_p, dup_p, delay_p, garbage_p, poison_p = self.p if faults_on else (0.0, 0.0, 0.0, 0.0, 0.0)
+        drop_p, dup_p, delay_p, garbage_p, poison_p = (
+            self.p if faults_on else (0.0, 0.0, 0.0, 0.0, 0.0)
+        )
         dup_at, delay_at = drop_p + dup_p, drop_p + dup_p + delay_p
         poison_at = delay_at + poison_p
         price, last_ts, next_id = self._price, self._last_ts, self._next_id
-        first_id, step_max, moves, n_moves, log = self._first_id, self._id_step_max, _MOVES, len(_MOVES), math.log
+        first_id, step_max, moves, n_moves, log = (
+            self._first_id,
+            self._id_step_max,
+            _MOVES,
+            len(_MOVES),
+            math.log,
+        )
         for i in range(n):
             price += moves[int(rnd() * n_moves)]
             if price < 1:
@@ -145,8 +172,17 @@ class SymbolMarket:
             last_ts = ts
             # The same draws per trade whatever is enabled: fates are deterministic for a seed.
             u, g = fate_rnd(), fate_rnd()
-            fate = (DROPPED if u < drop_p else DUPLICATED if u < dup_at else DELAYED if u < delay_at
-                    else POISONED if u < poison_at else SENT)  # fmt: skip
+            fate = (
+                DROPPED
+                if u < drop_p
+                else DUPLICATED
+                if u < dup_at
+                else DELAYED
+                if u < delay_at
+                else POISONED
+                if u < poison_at
+                else SENT
+            )
             if next_id == first_id:
                 # A symbol's very first trade always goes out: no client could tell a lost first
                 # trade from no trade at all, and every scripted fault must be recoverable.
@@ -154,8 +190,19 @@ class SymbolMarket:
             price_text = price_texts.get(price)
             if price_text is None:
                 price_text = price_texts[price] = text(price, pd)
-            out.append(SimTrade(next_id, price, amount, taker_buy, ts, price_text,
-                                text(amount, AMOUNT_DECIMALS), fate, g < garbage_p))  # fmt: skip
+            out.append(
+                SimTrade(
+                    next_id,
+                    price,
+                    amount,
+                    taker_buy,
+                    ts,
+                    price_text,
+                    text(amount, AMOUNT_DECIMALS),
+                    fate,
+                    g < garbage_p,
+                )
+            )
             next_id += 1 if step_max == 1 else 1 + int(rnd() * step_max)
         self._price, self._last_ts, self._next_id = price, last_ts, next_id
         self.trades.extend(out)
@@ -178,7 +225,9 @@ class SymbolMarket:
 
     def between(self, start_ns: int, end_ns: int) -> list[SimTrade]:
         """Trades with start_ns <= ts <= end_ns, oldest first."""
-        return self.trades[bisect.bisect_left(self._ts, start_ns) : bisect.bisect_right(self._ts, end_ns)]
+        return self.trades[
+            bisect.bisect_left(self._ts, start_ns) : bisect.bisect_right(self._ts, end_ns)
+        ]
 
     def recent(self, n: int) -> list[SimTrade]:
         return self.trades[-n:] if n else []

@@ -15,18 +15,62 @@ from typing import Any
 # Values a field may be swapped for: other types, and numbers (as JSON numbers and as strings)
 # at and past every limit the stores have.
 ODD_VALUES: tuple[Any, ...] = (
-    None, True, False, 0, -1, 1, [], {}, "", "x", "[/]",
-    2**63, 2**64, 2**70, -(2**63), 10**40,
-    1.5e300, 1e-300, 6.0e4, 1e-7,
-    "0", "-1", "-0.5", "1e5", "6.0E+4", "1E-7", "1E-19", "0.0000000000000000001",
-    "123456789012345678901234.5", "99999999999999999999.999999999999999999", "NaN", "Infinity", "-Infinity",
-    "sNaN", "1e999999999", "9" * 60,
-    "9999-12-31T23:59:59.999999Z", "1970-01-01T00:00:00Z", "2010-01-01T00:00:00Z", "not a time",
-    99999999999999999000, 253402300799000000, -5,
-)  # fmt: skip
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    [],
+    {},
+    "",
+    "x",
+    "[/]",
+    2**63,
+    2**64,
+    2**70,
+    -(2**63),
+    10**40,
+    1.5e300,
+    1e-300,
+    6.0e4,
+    1e-7,
+    "0",
+    "-1",
+    "-0.5",
+    "1e5",
+    "6.0E+4",
+    "1E-7",
+    "1E-19",
+    "0.0000000000000000001",
+    "123456789012345678901234.5",
+    "99999999999999999999.999999999999999999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "sNaN",
+    "1e999999999",
+    "9" * 60,
+    "9999-12-31T23:59:59.999999Z",
+    "1970-01-01T00:00:00Z",
+    "2010-01-01T00:00:00Z",
+    "not a time",
+    99999999999999999000,
+    253402300799000000,
+    -5,
+)
 # Numbers written into the text itself (json.dumps cannot write these).
-RAW_NUMBERS = (b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-0", b"1E-19", b"0.00000000000000000001",
-               b"123456789012345678901234.5", b"1" + b"0" * 5000)  # fmt: skip
+RAW_NUMBERS = (
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e400",
+    b"-0",
+    b"1E-19",
+    b"0.00000000000000000001",
+    b"123456789012345678901234.5",
+    b"1" + b"0" * 5000,
+)
 
 
 class Mutator:
@@ -36,9 +80,17 @@ class Mutator:
         self.frames = list(frames)
         self.rng = random.Random(seed)
         self.kinds: tuple[Callable[[bytes], bytes], ...] = (
-            self.truncate, self.flip_bytes, self.swap_value, self.swap_value, self.swap_value, self.raw_number,
-            self.deep_nesting, self.drop_field, self.extra_field, self.keep,
-        )  # fmt: skip
+            self.truncate,
+            self.flip_bytes,
+            self.swap_value,
+            self.swap_value,
+            self.swap_value,
+            self.raw_number,
+            self.deep_nesting,
+            self.drop_field,
+            self.extra_field,
+            self.keep,
+        )
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -64,11 +116,15 @@ class Mutator:
         return bytes(data)
 
     def raw_number(self, frame: bytes) -> bytes:
-        return self._replace(frame, lambda: "__RAW__").replace(b'"__RAW__"', self.rng.choice(RAW_NUMBERS))
+        return self._replace(frame, lambda: "__RAW__").replace(
+            b'"__RAW__"', self.rng.choice(RAW_NUMBERS)
+        )
 
     def deep_nesting(self, frame: bytes) -> bytes:
         depth = self.rng.choice((50, 1_500, 10_000))  # msgspec gives up past ~1,000 levels
-        return self._replace(frame, lambda: "__DEEP__").replace(b'"__DEEP__"', b"[" * depth + b"]" * depth)
+        return self._replace(frame, lambda: "__DEEP__").replace(
+            b'"__DEEP__"', b"[" * depth + b"]" * depth
+        )
 
     # -- JSON level ---------------------------------------------------------------------------
     def swap_value(self, frame: bytes) -> bytes:
@@ -78,7 +134,9 @@ class Mutator:
         return self._edit(frame, lambda node, key: node.pop(key))
 
     def extra_field(self, frame: bytes) -> bytes:
-        return self._edit(frame, lambda node, key: node.__setitem__(f"extra_{self.rng.randrange(99)}", "x"))
+        return self._edit(
+            frame, lambda node, key: node.__setitem__(f"extra_{self.rng.randrange(99)}", "x")
+        )
 
     def _replace(self, frame: bytes, value: Callable[[], Any]) -> bytes:
         def swap(node: dict[str, Any] | list[Any], key: Any) -> None:

@@ -22,7 +22,16 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from k2.simulator.faults import Faults
-from k2.simulator.market import DELAYED, DROPPED, DUPLICATED, POISONED, SimTrade, SymbolMarket, fmt_min, poisoned
+from k2.simulator.market import (
+    DELAYED,
+    DROPPED,
+    DUPLICATED,
+    POISONED,
+    SimTrade,
+    SymbolMarket,
+    fmt_min,
+    poisoned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,9 @@ class VenueServer:
     cuts_connections = False  # the venue closes connections at a maximum age (the rotation fault)
     ws_path = ""  # the WebSocket endpoint's path
     first_id = 1  # every market's first trade id
-    id_step_max = 1  # ids advance by 1..id_step_max (venues that do not promise contiguous ids skip)
+    id_step_max = (
+        1  # ids advance by 1..id_step_max (venues that do not promise contiguous ids skip)
+    )
 
     @staticmethod
     def text(units: int, decimals: int) -> str:
@@ -79,7 +90,9 @@ class VenueServer:
         base, _, quote = symbol.replace("-", "/").partition("/")
         return base, quote
 
-    def __init__(self, markets: dict[str, SymbolMarket], faults: Faults, host: str, port: int) -> None:
+    def __init__(
+        self, markets: dict[str, SymbolMarket], faults: Faults, host: str, port: int
+    ) -> None:
         self.markets, self.faults = markets, faults
         self.host, self.bind_port = host, port  # 0: any free port (see `port`)
         self.conns: set[SimConnection] = set()
@@ -106,7 +119,9 @@ class VenueServer:
     def encode(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> bytes:
         raise NotImplementedError
 
-    def encode_each(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> list[bytes]:
+    def encode_each(
+        self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]
+    ) -> list[bytes]:
         """One message per trade (venues that do not batch); override to share per-call work."""
         return [self.encode(conn, market, [t]) for t in trades]
 
@@ -131,10 +146,17 @@ class VenueServer:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         self._server = await websockets.serve(
-            self._handle, self.host, self.bind_port, process_request=self._http,
-            ping_interval=self.faults.ping_interval_s, ping_timeout=self.faults.ping_interval_s * 3,
-            compression=None, max_size=2**20, max_queue=16, write_limit=2**22,
-        )  # fmt: skip
+            self._handle,
+            self.host,
+            self.bind_port,
+            process_request=self._http,
+            ping_interval=self.faults.ping_interval_s,
+            ping_timeout=self.faults.ping_interval_s * 3,
+            compression=None,
+            max_size=2**20,
+            max_queue=16,
+            write_limit=2**22,
+        )
         self._tasks.append(asyncio.create_task(self._timers()))
 
     async def stop(self) -> None:
@@ -157,7 +179,9 @@ class VenueServer:
         try:
             async for message in ws:
                 if not conn.stalled:
-                    await self.on_client_message(conn, message if isinstance(message, str) else message.decode())
+                    await self.on_client_message(
+                        conn, message if isinstance(message, str) else message.decode()
+                    )
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -225,16 +249,24 @@ class VenueServer:
                 elif wire:
                     if self.batching:
                         for i in range(0, len(wire), self.max_batch):
-                            await conn.ws.send(self.encode(conn, market, wire[i : i + self.max_batch]), text=True)
+                            await conn.ws.send(
+                                self.encode(conn, market, wire[i : i + self.max_batch]), text=True
+                            )
                     else:
                         # One frame per trade, written in one go: a firehose of small messages
                         # through send() one by one would measure the simulator, not the client.
                         # Writing to the transport skips websockets' own state checks: do them here.
                         transport = conn.ws.transport
-                        if conn.ws.state is not State.OPEN or transport is None or transport.is_closing():
+                        if (
+                            conn.ws.state is not State.OPEN
+                            or transport is None
+                            or transport.is_closing()
+                        ):
                             self.conns.discard(conn)
                             continue
-                        transport.write(b"".join(map(text_frame, self.encode_each(conn, market, wire))))
+                        transport.write(
+                            b"".join(map(text_frame, self.encode_each(conn, market, wire)))
+                        )
                         await conn.ws.drain()
                 if garbage:
                     await conn.ws.send(self.garbage(market), text=True)
@@ -268,7 +300,11 @@ class VenueServer:
                 abrupt = not abrupt
                 for conn in list(self.conns):
                     self._drop(conn, abrupt)
-            if f.on("stall") and self.stall_supported and now - last_stall >= f.disconnect_every_s * 1.7:
+            if (
+                f.on("stall")
+                and self.stall_supported
+                and now - last_stall >= f.disconnect_every_s * 1.7
+            ):
                 last_stall = now
                 victims = [c for c in self.conns if not c.stalled]
                 if victims:
@@ -295,7 +331,9 @@ class VenueServer:
 
         self._tasks.append(asyncio.create_task(later()))
 
-    def close_later(self, conn: SimConnection, seconds: float, code: int = 1000, reason: str = "") -> None:
+    def close_later(
+        self, conn: SimConnection, seconds: float, code: int = 1000, reason: str = ""
+    ) -> None:
         async def later() -> None:
             await asyncio.sleep(seconds)
             self.conns.discard(conn)

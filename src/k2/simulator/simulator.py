@@ -59,11 +59,20 @@ class Simulator:
             server = SERVERS.get(venue)
             if server is None:
                 # Skipping it would leave that feed pointed at the real venue: not offline at all.
-                raise ConfigError(f"the simulator cannot serve venue {venue!r} (it serves "
-                                  f"{', '.join(SIMULATED_VENUES)}); disable the venue or remove its symbols")  # fmt: skip
+                raise ConfigError(
+                    f"the simulator cannot serve venue {venue!r} (it serves "
+                    f"{', '.join(SIMULATED_VENUES)}); disable the venue or remove its symbols"
+                )
             markets = {
                 s: SymbolMarket(
-                    venue, s, server.split(s)[0], seed, server.first_id, server.id_step_max, history, text=server.text,
+                    venue,
+                    s,
+                    server.split(s)[0],
+                    seed,
+                    server.first_id,
+                    server.id_step_max,
+                    history,
+                    text=server.text,
                     drop_p=f.drop_p if f.on("gaps") else 0.0,
                     duplicate_p=f.duplicate_p if f.on("duplicates") else 0.0,
                     delay_p=f.delay_p if f.on("reorder") else 0.0,
@@ -71,7 +80,7 @@ class Simulator:
                     poison_p=f.poison_p if f.on("poison") else 0.0,
                 )
                 for s in symbols
-            }  # fmt: skip
+            }
             self.servers[venue] = server(markets, f, host, (ports or {}).get(venue, 0))
         self._record_path = record
         self._record: IO[bytes] | None = None
@@ -119,8 +128,11 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """The same settings as `K2_` environment variables."""
-        return {f"K2_VENUES__{venue.upper()}__{key.upper()}": str(value)
-                for venue, values in self.venue_settings().items() for key, value in values.items()}  # fmt: skip
+        return {
+            f"K2_VENUES__{venue.upper()}__{key.upper()}": str(value)
+            for venue, values in self.venue_settings().items()
+            for key, value in values.items()
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -132,9 +144,15 @@ class Simulator:
                 await server.start()
             except OSError as err:
                 await self.stop()
-                why = "the port is already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
-                raise InputError(f"the simulator cannot serve {venue} on {server.host}:{server.bind_port}: {why} "
-                                 "(choose other ports with --port)") from None  # fmt: skip
+                why = (
+                    "the port is already in use"
+                    if err.errno == errno.EADDRINUSE
+                    else (err.strerror or str(err))
+                )
+                raise InputError(
+                    f"the simulator cannot serve {venue} on {server.host}:{server.bind_port}: {why} "
+                    "(choose other ports with --port)"
+                ) from None
         self.faults.started = time.monotonic()
         self._clock_task = asyncio.create_task(self._clock())
 
@@ -184,11 +202,25 @@ class Simulator:
         assert self._record is not None
         base, quote = self.servers[venue].split(market.symbol)
         canonical = f"{base}/{quote}"
-        self._record.write(b"".join(orjson.dumps({
-            "exchange": venue, "symbol": market.symbol, "canonical_symbol": canonical,
-            "trade_id": t.trade_id, "price": t.price_text, "amount": t.amount_text,
-            "taker_side": "buy" if t.taker_buy else "sell", "ts_event": ns_to_rfc3339(t.ts_ns),
-        } | ({"poisoned": poison_kind(t)} if t.fate == POISONED else {})) + b"\n" for t in trades))  # fmt: skip
+        self._record.write(
+            b"".join(
+                orjson.dumps(
+                    {
+                        "exchange": venue,
+                        "symbol": market.symbol,
+                        "canonical_symbol": canonical,
+                        "trade_id": t.trade_id,
+                        "price": t.price_text,
+                        "amount": t.amount_text,
+                        "taker_side": "buy" if t.taker_buy else "sell",
+                        "ts_event": ns_to_rfc3339(t.ts_ns),
+                    }
+                    | ({"poisoned": poison_kind(t)} if t.fate == POISONED else {})
+                )
+                + b"\n"
+                for t in trades
+            )
+        )
 
     def truth(self) -> Iterator[tuple[str, SymbolMarket, SimTrade]]:
         """Every trade generated (within each market's history), venue by venue."""
@@ -220,10 +252,20 @@ def from_settings(
         connection_max_age_s=sim_cfg.connection_max_age_s,
         ping_interval_s=sim_cfg.ping_interval_s,
     )
-    enabled = {venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled}
+    enabled = {
+        venue: symbols for venue, symbols in instruments.items() if settings.venue(venue).enabled
+    }
     ports = {v: base_port + i for i, v in enumerate(SERVERS)} if base_port else None
-    sim = Simulator(enabled, seed=seed, trades_per_second=sim_cfg.trades_per_second, faults=spec,
-                    host=sim_cfg.host, ports=ports, record=record or sim_cfg.record_file,
-                    history=sim_cfg.history_per_symbol, tick_s=tick_s)  # fmt: skip
+    sim = Simulator(
+        enabled,
+        seed=seed,
+        trades_per_second=sim_cfg.trades_per_second,
+        faults=spec,
+        host=sim_cfg.host,
+        ports=ports,
+        record=record or sim_cfg.record_file,
+        history=sim_cfg.history_per_symbol,
+        tick_s=tick_s,
+    )
     sim.fault_seconds = sim_cfg.fault_seconds
     return sim
