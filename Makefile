@@ -5,13 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test bench tools clean
+.PHONY: run test lint bench tools clean
 
 run: $(STAMP)            ## run the platform (embedded shape): make run [ARGS=--simulate]
 	$(BIN)/k2 up $(ARGS)
 
-test: $(STAMP) tools     ## run the whole test suite
+test: $(STAMP) tools lint ## run the whole test suite (after the lint, format and type checks)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)           ## ruff's lint and format checks, and mypy over src/
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)          ## run every benchmark script
 	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done

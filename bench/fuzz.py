@@ -34,8 +34,8 @@ def main() -> None:
             store.close()
         print(result.line())
         print(
-            f"  {args.frames / result.parse_s:,.0f} frames/s parsed, {result.trades / result.write_s:,.0f} trades/s "
-            f"written and checked"
+            f"  {args.frames / result.parse_s:,.0f} frames/s parsed, "
+            f"{result.trades / result.write_s:,.0f} trades/s written and checked"
         )
         for frame, error in result.crashes[:5]:
             print(f"  crash: {error} on {frame[:120]!r}")

@@ -115,7 +115,7 @@ def pipeline_phase(
         nonlocal measuring
         stop = asyncio.Event()
         task = asyncio.create_task(platform.run(stop))
-        while (
+        while (  # noqa: ASYNC110 - the platform exposes a state, not an event
             platform.writer is None
             or not platform.feeds
             or not all(f.stats.state == LIVE for f in platform.feeds)
@@ -177,7 +177,8 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     store.execute(f"""
         INSERT INTO k2.ingest_trades
         SELECT 'binance', {names}[number % {n} + 1], {canon}[number % {n} + 1], intDiv(number, {n}),
-               toDecimal128(6000000 + number % 1000, 18) / 100, toDecimal128('0.01', 18), 'true', number % 2 = 0,
+               toDecimal128(6000000 + number % 1000, 18) / 100, toDecimal128('0.01', 18), 'true',
+               number % 2 = 0,
                fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
                fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
                'bench', false, '', number + 1
@@ -210,7 +211,11 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
 
 def run_phase(args: list[str]) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, str(HERE), "--phase", *args], capture_output=True, text=True, timeout=1800
+        [sys.executable, str(HERE), "--phase", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"phase {args} failed:\n{out.stderr[-3000:]}")
@@ -271,38 +276,44 @@ def main() -> None:
             fire = run_phase(["pipeline", FIREHOSE, "20", mode, str(args.seconds), "firehose"])
             fires[mode].append(fire)
             print(
-                f"[metrics {mode}] round {i + 1}: {fire['silver_rows_per_s']:,.0f} trades/s committed "
-                f"(backpressure {fire['backpressure_s']:.1f} s, peak RSS {fire['rss_peak_mb']:.0f} MB)"
+                f"[metrics {mode}] round {i + 1}: "
+                f"{fire['silver_rows_per_s']:,.0f} trades/s committed "
+                f"(backpressure {fire['backpressure_s']:.1f} s, "
+                f"peak RSS {fire['rss_peak_mb']:.0f} MB)"
             )
     throughput = {
         m: statistics.median(float(f["silver_rows_per_s"]) for f in fires[m]) for m in modes
     }  # type: ignore[arg-type]
     for mode in modes:
         print(
-            f"[metrics {mode}] throughput: {throughput[mode]:,.0f} trades/s committed (median of {args.rounds})"
+            f"[metrics {mode}] throughput: {throughput[mode]:,.0f} trades/s committed "
+            f"(median of {args.rounds})"
         )
         steady = run_phase(
             ["pipeline", str(5000 / symbols), "1", mode, str(args.seconds), "latency"]
         )
         print(
-            f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: p50 {steady['p50_ms']:.1f} ms, "
-            f"p99 {steady['p99_ms']:.1f} ms (peak RSS {steady['rss_peak_mb']:.0f} MB)"
+            f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: "
+            f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms "
+            f"(peak RSS {steady['rss_peak_mb']:.0f} MB)"
         )
     if len(modes) == 2:
         loss = 1 - throughput["on"] / throughput["off"]
         print(
-            f"metrics overhead: {loss * 100:.1f} % throughput ({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)"
+            f"metrics overhead: {loss * 100:.1f} % throughput "
+            f"({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)"
         )
     if args.offload:
         fire = run_phase(["pipeline", FIREHOSE, "20", modes[0], str(args.seconds), "offload"])
         print(
             f"firehose with an offload cycle ({fire.get('offloaded_rows', 0):,} rows archived): "
-            f"{fire['silver_rows_per_s']:,.0f} trades/s committed, peak RSS {fire['rss_peak_mb']:.0f} MB"
+            f"{fire['silver_rows_per_s']:,.0f} trades/s committed, "
+            f"peak RSS {fire['rss_peak_mb']:.0f} MB"
         )
     q = run_phase(["query", str(args.trades)])
     print(
-        f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: p50 {q['p50_ms']:.1f} ms, "
-        f"p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)"
+        f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: "
+        f"p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)"
     )
     print(f"ingest_throughput: {throughput[modes[0]]:.0f} trades/s")
 

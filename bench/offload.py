@@ -42,9 +42,13 @@ def insert_trades(
     k = len(pairs)
     store.execute(f"""
         INSERT INTO k2.ingest_trades
-        SELECT {venues}[number % {k} + 1], {symbols}[number % {k} + 1], 'X/' || toString(number % {k}),
-               {first_seq} + number, toDecimal128(toString(100 + (number % 997) / 100), 18), toDecimal128('0.25', 18), 'true',
-               number % 2 = 0, fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // max(n, 1)}), 'UTC'),
+        SELECT {venues}[number % {k} + 1], {symbols}[number % {k} + 1],
+               'X/' || toString(number % {k}), {first_seq} + number,
+               toDecimal128(toString(100 + (number % 997) / 100), 18), toDecimal128('0.25', 18),
+               'true', number % 2 = 0,
+               fromUnixTimestamp64Nano(
+                   toInt64({start_ns} + number * {span_ns // max(n, 1)}), 'UTC'
+               ),
                now64(9), 'bench', false, '{{"bench":true}}', {first_seq} + number
         FROM numbers({n})""")
     return first_seq + n
@@ -106,8 +110,9 @@ def cycle() -> tuple[float, float]:
         offload_table(store, lake, spec, chunk_rows=1_000_000, lookback_minutes=180)
     bare = time.perf_counter() - started
     print(
-        f"cycle: 15 minutes at 100 trades/s ({rows:,} rows over ten tables) in {with_prefect:.2f} s as a "
-        f"Prefect flow run; {bare:.2f} s for the same work without Prefect"
+        f"cycle: 15 minutes at 100 trades/s ({rows:,} rows over ten tables) "
+        f"in {with_prefect:.2f} s as a Prefect flow run; "
+        f"{bare:.2f} s for the same work without Prefect"
     )
     lake.close()
     store.close()
@@ -123,7 +128,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(
-        f"machine: {os.cpu_count()} cores; cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
+        f"machine: {os.cpu_count()} cores; "
+        f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
     )
     rate = throughput(args.rows)
     cycle()

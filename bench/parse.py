@@ -123,7 +123,8 @@ def main() -> None:
         os.sched_setaffinity(0, {0})  # one core
     results = {}
     print(
-        f"{'venue':10} {'trades/msg':>10} {'k2 trades/s':>14} {'baseline trades/s':>18} {'ratio':>7}"
+        f"{'venue':10} {'trades/msg':>10} {'k2 trades/s':>14} "
+        f"{'baseline trades/s':>18} {'ratio':>7}"
     )
     for venue in ("binance", "kraken", "coinbase"):
         msgs = messages(venue)
@@ -131,7 +132,8 @@ def main() -> None:
         ours, base = measure([adapter.parse, baseline(venue)], msgs, 2 * args.seconds)
         results[venue] = ours
         print(
-            f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} {base:>18,.0f} {ours / base:>6.2f}x"
+            f"{venue:10} {PER_MESSAGE[venue]:>10} {ours:>14,.0f} "
+            f"{base:>18,.0f} {ours / base:>6.2f}x"
         )
     print(f"parse_binance: {results['binance']:.0f} trades/s")
 

@@ -40,7 +40,7 @@ def postgres_available() -> str | None:
         psycopg2.connect(
             host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
         ).close()
-    except Exception as err:  # any failure to connect means: skip, saying why
+    except Exception as err:  # noqa: BLE001 - any failure to connect means: skip, saying why
         return f"no PostgreSQL at 127.0.0.1:5432 ({err})"
     return None
 

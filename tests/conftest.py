@@ -23,7 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
     own). Every test makes a new data directory, and a new home costs Prefect's temporary API
     server its ~100 database migrations (20-30 s here) on the first flow; a shared one pays once.
     """
-    global _PREFECT_HOME
+    global _PREFECT_HOME  # noqa: PLW0603 - shared by the configure and unconfigure hooks
     if "PREFECT_HOME" not in os.environ:
         _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="k2-test-prefect-"))
         os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)

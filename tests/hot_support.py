@@ -106,9 +106,9 @@ def expected_candles(
 
 def read_candles(store: HotStore, tf: str) -> dict[tuple[str, str, int], dict[str, Any]]:
     rows = store.rows(
-        "SELECT exchange, canonical_symbol, toUnixTimestamp(window_start), toString(open), toString(high), "
-        "toString(low), toString(close), toString(volume), toString(quote_volume), trade_count, "
-        f"toString(taker_buy_volume), toString(vwap) FROM k2.candles_{tf}"
+        "SELECT exchange, canonical_symbol, toUnixTimestamp(window_start), toString(open), "
+        "toString(high), toString(low), toString(close), toString(volume), toString(quote_volume), "
+        f"trade_count, toString(taker_buy_volume), toString(vwap) FROM k2.candles_{tf}"
     )
     names = (
         "open",
@@ -149,7 +149,8 @@ def assert_candles_equal(store: HotStore, silver: dict[Key, Row]) -> int:
 
 @contextlib.contextmanager
 def small_filesystem(path: Path, size_mb: int = 256) -> Iterator[Path]:
-    """A tmpfs of `size_mb` mounted at `path`: a disk K2 can be made to fill, never the machine's own."""
+    """A tmpfs of `size_mb` mounted at `path`: a disk K2 can be made to fill,
+    never the machine's own."""
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "k2-test", str(path)],

@@ -46,7 +46,10 @@ class CollectingSink:
 
 
 async def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, step: float = 0.1
+    check: Callable[[], bool],
+    timeout: float,  # noqa: ASYNC109 - the error names the timeout; used by many tests
+    what: str,
+    step: float = 0.1,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -132,7 +135,7 @@ async def capture(
     return Capture(sim, feeds, sink, settings)
 
 
-async def drain(feeds: Sequence[Feed], quiet_s: float = 1.0, timeout: float = 120) -> None:
+async def drain(feeds: Sequence[Feed], quiet_s: float = 1.0, timeout: float = 120) -> None:  # noqa: ASYNC109 - passed on to wait_until
     """Wait until no feed has a gap repair queued or running for `quiet_s`."""
     quiet_since: float | None = None
 

@@ -30,7 +30,7 @@ def in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
         try:
             result: Any = fn()
             ok = True
-        except BaseException as err:  # handed to the awaiting side, which decides
+        except BaseException as err:  # noqa: BLE001 - handed to the awaiting side, which decides
             result, ok = err, False
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
             loop.call_soon_threadsafe(settle, ok, result)

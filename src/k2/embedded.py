@@ -163,14 +163,18 @@ class Embedded:
         rows.append(
             (
                 "writer",
-                f"{self.writer.stats.batches:,} batches, {self.writer.stats.pending:,} pending, "
-                f"backpressure {self.writer.stats.backpressure_s:.1f} s",
+                (
+                    f"{self.writer.stats.batches:,} batches, "
+                    f"{self.writer.stats.pending:,} pending, "
+                    f"backpressure {self.writer.stats.backpressure_s:.1f} s"
+                ),
             )
         )
         return rows
 
     async def _refresh_table_rows(self, stop: asyncio.Event) -> None:
-        """Keep `table_rows` and `hot_newest` current (every 2 s, and once more after the last write)."""
+        """Keep `table_rows` and `hot_newest` current (every 2 s,
+        and once more after the last write)."""
         assert self.store is not None
         venues = self.venues()
         while True:
@@ -209,14 +213,19 @@ class Embedded:
         finally:
             await api.stop(timeout=1.0)  # (already stopped unless the run failed)
             owner, lake, clean = self._owner, self.lake, self.report.clean
-            await self._bounded(
-                lambda: (owner.close(clean), lake.close() if lake else None), "closing the store"
-            )
+
+            def close() -> None:
+                owner.close(clean)
+                if lake is not None:
+                    lake.close()
+
+            await self._bounded(close, "closing the store")
         if self.report.clean:
             log.info("k2 up: stopped cleanly in %.1f s", self.report.seconds())
 
     async def _bounded(self, fn: Callable[[], Any], what: str, slack_s: float = 5.0) -> bool:
-        """Run blocking `fn` in a daemon thread, waiting until the grace period ends (plus `slack_s`)."""
+        """Run blocking `fn` in a daemon thread,
+        waiting until the grace period ends (plus `slack_s`)."""
         until = self.report.deadline + slack_s if self.report.deadline else time.monotonic() + 60
         try:
             await asyncio.wait_for(
@@ -271,7 +280,8 @@ class Embedded:
                 report.started = time.monotonic()
                 report.deadline = report.started + settings.shutdown_grace_s
                 log.info("k2 up: stopping (within %.0f s)", settings.shutdown_grace_s)
-                schedule_stop.set()  # no new flow runs; one in progress stops at its next safe point
+                # No new flow runs; one in progress stops at its next safe point.
+                schedule_stop.set()
                 self.archive.stop_requested.set()
                 if self.simulator is not None:
                     self.simulator.paused = True

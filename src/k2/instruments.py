@@ -57,7 +57,7 @@ def catalog(instruments: Instruments) -> list[Instrument]:
     """Every instrument in the file, with its canonical symbol, in file order."""
     from k2.exchanges import make_adapter
 
-    out = []
+    out: list[Instrument] = []
     for venue, symbols in instruments.items():
         adapter = make_adapter(venue)
         out.extend(Instrument(venue, s, adapter.canonical(s)) for s in symbols)
@@ -106,6 +106,7 @@ def resolve_symbol(given: str, instruments: Instruments, venue: str | None = Non
 def resolve_filters(
     instruments: Instruments, venue: str | None, symbol: str | None
 ) -> tuple[str | None, str | None]:
-    """A query's --venue and --symbol, checked against the instruments: (venue, canonical symbol)."""
+    """A query's --venue and --symbol, checked against the instruments:
+    (venue, canonical symbol)."""
     venue = resolve_venue(venue, instruments) if venue else None
     return venue, resolve_symbol(symbol, instruments, venue) if symbol else None

@@ -298,7 +298,7 @@ def with_venues(settings: Settings, overrides: dict[str, dict[str, Any]]) -> Set
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the TOML file (if any), `K2_` variables and explicit overrides."""
-    global _TOML_PATH
+    global _TOML_PATH  # noqa: PLW0603 - pydantic's source hook takes no argument to pass it in
     path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = Path(DEFAULT_CONFIG_FILE)

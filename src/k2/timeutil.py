@@ -10,10 +10,12 @@ import time
 from k2.errors import InputError, ParseError
 
 _NS = 1_000_000_000
-_SCALE = tuple(10 ** (9 - n) for n in range(10))  # ns per unit of an n-digit fraction
+# ns per unit of an n-digit fraction
+_SCALE: tuple[int, ...] = tuple(10 ** (9 - n) for n in range(10))
 _day_cache: dict[str, int] = {}
 # "YYYY-MM-DDTHH:MM:SS." -> that second in ns (and a whole "YYYY-MM-DDTHH:MM:SSZ" -> its ns):
-# trades arrive many per second, so only the fraction is parsed, and the slow path runs once a second.
+# trades arrive many per second, so only the fraction is parsed, and the slow path runs
+# once a second.
 _second_cache: dict[str, int] = {}
 
 
@@ -105,9 +107,11 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def user_time(text: str, what: str = "time", now: int | None = None) -> int:
     """Parse a time a user typed into UTC ns: RFC 3339, a date (midnight UTC), or a duration ago
-    (90s, 15m, 2h, 1d). Anything else, or a time outside 1677-09-21..2262-04-11, is an InputError."""
+    (90s, 15m, 2h, 1d). Anything else, or a time outside 1677-09-21..2262-04-11, is an
+    InputError."""
     now = time.time_ns() if now is None else now
     value = text.strip()
+    ns: int
     match = _AGO.match(value)
     if match:
         whole, _, frac = match.group(1).partition(".")

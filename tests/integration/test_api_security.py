@@ -1,4 +1,5 @@
-"""The HTTP API lets in only whom it should: token, Host names, same-origin JSON posts, TLS, docs offline.
+"""The HTTP API lets in only whom it should: token, Host names, same-origin JSON posts, TLS, docs
+offline.
 
 Every test goes through the real FastAPI app (`create_app`) over a real chDB store, or through the
 real uvicorn server on loopback.
@@ -139,16 +140,16 @@ def test_token_settings_are_checked() -> None:
         load_settings(None, api={"token": "short"})
     with pytest.raises(ConfigError, match="not both"):
         load_settings(None, api={"token": TOKEN, "token_file": "/etc/hostname"})
-    with pytest.raises(ConfigError, match="both api.tls_cert_file and api.tls_key_file"):
+    with pytest.raises(ConfigError, match=r"both api\.tls_cert_file and api\.tls_key_file"):
         load_settings(None, api={"tls_cert_file": "/x.pem"})
     with pytest.raises(ConfigError, match="token_file /nonexistent/token: No such file"):
         ApiSettings(token_file=Path("/nonexistent/token")).bearer_token()
 
 
 def test_a_non_loopback_bind_needs_a_token_and_names() -> None:
-    with pytest.raises(ConfigError, match="is not loopback: set api.token_file"):
+    with pytest.raises(ConfigError, match=r"is not loopback: set api\.token_file"):
         ApiServer(ApiSettings(host="0.0.0.0", port=0))
-    with pytest.raises(ConfigError, match="list the names clients use in api.allowed_hosts"):
+    with pytest.raises(ConfigError, match=r"list the names clients use in api\.allowed_hosts"):
         ApiServer(ApiSettings(host="0.0.0.0", port=0, token=TOKEN))
     server = ApiServer(
         ApiSettings(host="0.0.0.0", port=0, token=TOKEN, allowed_hosts=["k2.example"])
@@ -295,7 +296,7 @@ def test_a_busy_port_or_a_bad_host_is_one_line_before_anything_starts() -> None:
             ApiSettings(host="no-such-host.invalid", port=0, token=TOKEN, allowed_hosts=["x"])
         )
     with pytest.raises(
-        InputError, match="no interface of this machine has the address '192.0.2.1'"
+        InputError, match=r"no interface of this machine has the address '192\.0\.2\.1'"
     ):
         ApiServer(ApiSettings(host="192.0.2.1", port=0, token=TOKEN))
 

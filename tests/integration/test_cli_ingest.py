@@ -35,7 +35,13 @@ def k2(
 ) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     return subprocess.run(
-        [*K2, *args], input=stdin, capture_output=True, timeout=timeout, cwd=cwd, env=env
+        [*K2, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        check=False,
     )
 
 

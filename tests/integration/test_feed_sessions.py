@@ -1,4 +1,5 @@
-"""Feed sessions against the simulator: the emitted stream equals the venue's ground truth exactly."""
+"""Feed sessions against the simulator:
+the emitted stream equals the venue's ground truth exactly."""
 
 from __future__ import annotations
 
@@ -287,7 +288,8 @@ def test_without_internet_the_feed_says_so_and_keeps_retrying() -> None:
 
 
 def test_restart_resumes_from_cursors_without_duplicates() -> None:
-    """A second feed that resumes from the first one's cursors repairs the downtime, duplicates nothing."""
+    """A second feed that resumes from the first one's cursors repairs the downtime,
+    duplicates nothing."""
     from k2.ingest.state import SymbolCursor
 
     async def main() -> None:

@@ -309,7 +309,10 @@ def test_maintain_prints_a_line_per_table(offloaded: Offloaded, harness: str) ->
     assert out.returncode == 0, out.stderr[-3000:]
     found = table_lines(out.stdout, "maintenance")
     assert list(found) == NAMES, out.stdout
-    what = r"files \d+ -> \d+  \d+ partitions? compacted  \d+ snapshots? expired  \d+ orphan files? removed"
+    what = (
+        r"files \d+ -> \d+  \d+ partitions? compacted  \d+ snapshots? expired"
+        r"  \d+ orphan files? removed"
+    )
     assert all(re.search(rf"  {what}  [\d.]+ s$", line) for line in found.values()), out.stdout
     assert "  files 1 -> 1  " in found["silver_trades"]  # one offload: one file per day
     header, _ = assert_readable(out.stdout, "maintenance")
@@ -339,7 +342,10 @@ def test_offload_through_k2_up_prints_the_streamed_tables(
 ) -> None:
     Market(runtime.store).write(5)
     monkeypatch.setattr(archive_cli, "running_api", lambda data_dir: "http://127.0.0.1")
-    reach = lambda url, settings, timeout=None: TestClient(api.app, base_url=url)
+
+    def reach(url: str, settings: Any, timeout: float | None = None) -> TestClient:
+        return TestClient(api.app, base_url=url)
+
     monkeypatch.setattr(archive_cli, "client", reach)
     tty = "1" if terminal else None  # as on a terminal (CliRunner's stdout is not one)
     env = {"COLUMNS": "80", "TTY_COMPATIBLE": tty, "TTY_INTERACTIVE": tty, "TERM": "xterm"}

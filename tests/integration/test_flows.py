@@ -52,10 +52,7 @@ def runtime(harness: str, store: ClickHouseStore, tmp_path: Path) -> Iterator[Ar
 def test_offload_flow_archives_every_table_and_records_it(runtime: ArchiveRuntime) -> None:
     Market(runtime.store).write(25)
     results = offload.offload_flow()
-    assert (
-        set(results) == {t for t in runtime.status.tables}
-        and results["silver_trades"]["rows"] == 100
-    )
+    assert set(results) == set(runtime.status.tables) and results["silver_trades"]["rows"] == 100
     for spec_name, status in runtime.status.tables.items():
         assert status.last_success > 0 and status.consecutive_failures == 0, spec_name
     from k2.archive.tables import BY_NAME
@@ -117,7 +114,8 @@ def test_maintenance_and_reconcile_flows_audit_what_they_did(runtime: ArchiveRun
     done = maintenance.maintenance_flow(["silver_trades", "ohlcv_1m"])
     assert done["silver_trades"]["partitions_compacted"] >= 1
     audit = runtime.store.rows(
-        "SELECT table_name, toString(status), files_before, files_after FROM k2.ops_maintenance_audit"
+        "SELECT table_name, toString(status), files_before, files_after "
+        "FROM k2.ops_maintenance_audit"
     )
     assert sorted(r[0] for r in audit) == ["ohlcv_1m", "silver_trades"] and all(
         r[1] == "ok" for r in audit
@@ -174,6 +172,7 @@ def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert made.returncode == 0, made.stderr[-2000:]
     out = subprocess.run(
@@ -183,6 +182,7 @@ def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(
         text=True,
         timeout=300,
         cwd=ROOT,
+        check=False,
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
 

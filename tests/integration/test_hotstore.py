@@ -110,7 +110,8 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
 
 
 def test_the_store_returns_freed_memory_promptly(store: ClickHouseStore) -> None:
-    # jemalloc's default 5 s decay held 100-250 MB of freed pages under a firehose (bench/ingest.py).
+    # jemalloc's default 5 s decay held 100-250 MB of freed pages under a firehose
+    # (bench/ingest.py).
     stats = store.rows("SELECT stats FROM system.jemalloc_stats")[0][0]
     assert "opt.dirty_decay_ms: 250 " in stats
 
@@ -340,9 +341,12 @@ def test_recovery_after_an_unclean_stop_rebuilds_candles_and_bronze_from_silver(
     store.execute("DELETE FROM k2.ohlcv_5m WHERE window_start >= toDateTime(0)")
     store.execute("DELETE FROM k2.bronze_trades_coinbase WHERE trade_id > 50")
     store.execute(
-        f"INSERT INTO k2.ohlcv_1m SELECT 'coinbase', 'BTC-USD', toStartOfMinute(toDateTime({NOW // 10**9}, 'UTC')), "
-        "argMinState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('1', 18), toDecimal128('1', 18), "
-        "argMaxState(toDecimal128('1', 18), (now64(9), toUInt64(1))), toDecimal128('9', 18), toDecimal128('9', 18), 1, toDecimal128('0', 18)"
+        "INSERT INTO k2.ohlcv_1m SELECT 'coinbase', 'BTC-USD', "
+        f"toStartOfMinute(toDateTime({NOW // 10**9}, 'UTC')), "
+        "argMinState(toDecimal128('1', 18), (now64(9), toUInt64(1))), "
+        "toDecimal128('1', 18), toDecimal128('1', 18), "
+        "argMaxState(toDecimal128('1', 18), (now64(9), toUInt64(1))), "
+        "toDecimal128('9', 18), toDecimal128('9', 18), 1, toDecimal128('0', 18)"
     )
     hot = tmp_path / "hot"
     assert not recovery.was_clean(hot)

@@ -58,7 +58,13 @@ def test_promtool_checks_the_rules_and_the_prometheus_config() -> None:
         ["check", "rules", str(RULES)],
         ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
     ):
-        out = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
+        out = subprocess.run(
+            [PROMTOOL, *args],  # type: ignore[list-item]
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -66,7 +72,11 @@ def test_promtool_checks_the_rules_and_the_prometheus_config() -> None:
 def test_promtool_unit_tests_fire_and_stay_silent_for_every_alert() -> None:
     tests = DEPLOY / "prometheus" / "tests" / "k2.rules.test.yml"
     out = subprocess.run(
-        [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=120
+        [PROMTOOL, "test", "rules", str(tests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )  # type: ignore[list-item]
     assert out.returncode == 0, out.stdout + out.stderr
     cases = [
@@ -113,6 +123,7 @@ def k2(config: Path, *args: str, timeout: float = 180) -> subprocess.CompletedPr
         text=True,
         timeout=timeout,
         env=env_without_k2(),
+        check=False,
     )
 
 
@@ -164,28 +175,30 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         tmp, f"[archive]\nschedule_enabled = false\nretries = 0\n[health]\n{NOT_ABOUT_DISK}"
     )
     config.write_text(config.read_text().replace("port = 0", f"port = {port}"))
-    up = subprocess.Popen(
-        [*K2, "--config", str(config), "up", "--simulate"],
-        env=env_without_k2(),
-        stdout=open(tmp / "up.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(tmp / "up.log", "wb") as up_log:  # (the child has its own copy)
+        up = subprocess.Popen(
+            [*K2, "--config", str(config), "up", "--simulate"],
+            env=env_without_k2(),
+            stdout=up_log,
+            stderr=subprocess.STDOUT,
+        )
     prom_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     prom_config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     prom_config["rule_files"] = [str(DEPLOY / "prometheus" / r) for r in prom_config["rule_files"]]
     prom_config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
     prom_port = free_port()
-    prom = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=open(tmp / "prometheus.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(tmp / "prometheus.log", "wb") as prom_log:
+        prom = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=prom_log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         api = wait_for_api(tmp / "data")
         assert api.endswith(f":{port}")

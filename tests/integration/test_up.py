@@ -48,7 +48,9 @@ def write_config(tmp: Path, body: str) -> Path:
     (tmp / "instruments.toml").write_text(INSTRUMENTS)
     config = tmp / "k2.toml"
     config.write_text(
-        f'data_dir = "{tmp / "data"}"\ninstruments_file = "{tmp / "instruments.toml"}"\n{FAST_INGEST}{body}'
+        f'data_dir = "{tmp / "data"}"\n'
+        f'instruments_file = "{tmp / "instruments.toml"}"\n'
+        f"{FAST_INGEST}{body}"
     )
     return config
 
@@ -90,6 +92,7 @@ record_file = "{truth_file}"
         capture_output=True,
         timeout=180,
         env=env_without_k2(),
+        check=False,
     )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     log = out.stderr.decode()
@@ -155,6 +158,7 @@ record_file = "{truth_file}"
         capture_output=True,
         timeout=120,
         env=env_without_k2(),
+        check=False,
     )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     assert time.monotonic() - started < 22 + 30  # start-up plus at most the 15 s grace
@@ -191,6 +195,7 @@ def run_jsonl(config: Path, *args: str) -> list[dict[str, object]]:
         text=True,
         timeout=120,
         env=env_without_k2(),
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
@@ -229,7 +234,7 @@ def test_kill_minus_9_and_restart_never_duplicates_and_repairs_the_downtime(tmp_
         for line in (sim.stdout.readline() for _ in range(6))
     )
     up_env = env | exports
-    logs = [open(tmp_path / f"up{i}.log", "wb") for i in range(2)]
+    logs = [open(tmp_path / f"up{i}.log", "wb") for i in range(2)]  # noqa: SIM115 - closed in the finally below
     try:
         first = subprocess.Popen(
             [*K2, "--config", str(config), "up"], env=up_env, stdout=logs[0], stderr=logs[0]
@@ -277,6 +282,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             capture_output=True,
             timeout=60,
             env=env_without_k2(),
+            check=False,
         )
         assert second.returncode == 2
         assert b"is in use by k2 up (pid" in second.stderr
@@ -297,6 +303,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             capture_output=True,
             timeout=60,
             env=env_without_k2(),
+            check=False,
         )
         assert rows.returncode == 0, rows.stderr
         trades = [json.loads(line) for line in rows.stdout.splitlines()]
@@ -307,6 +314,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             capture_output=True,
             timeout=60,
             env=env_without_k2(),
+            check=False,
         )
         assert candles.returncode == 0, candles.stderr
         header, *lines = candles.stdout.decode().splitlines()
@@ -323,6 +331,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
         capture_output=True,
         timeout=60,
         env=env_without_k2(),
+        check=False,
     )
     assert rows.returncode == 0 and len(rows.stdout.splitlines()) == 3
     bad = subprocess.run(
@@ -330,6 +339,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
         capture_output=True,
         timeout=60,
         env=env_without_k2(),
+        check=False,
     )
     assert bad.returncode == 2 and b"unknown timeframe '2m'" in bad.stderr
 
@@ -353,6 +363,7 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
             capture_output=True,
             timeout=300,
             env=env,
+            check=False,
         )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         first = json.loads(out.stdout)
@@ -364,6 +375,7 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
             capture_output=True,
             timeout=300,
             env=env,
+            check=False,
         )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         checked = json.loads(out.stdout)
@@ -374,12 +386,14 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
     # Stopped: the commands open the data directory themselves; the rest of the trades go now.
-    # (Reconcile on a stopped directory takes the same path as offload and maintain: tested above inside.)
+    # (Reconcile on a stopped directory takes the same path as offload and maintain:
+    # tested above inside.)
     out = subprocess.run(
         [*K2, "--config", str(config), "offload", "--json"],
         capture_output=True,
         timeout=300,
         env=env,
+        check=False,
     )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     second = json.loads(out.stdout)
@@ -389,6 +403,7 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         capture_output=True,
         timeout=300,
         env=env,
+        check=False,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["silver_trades"]["files_after"] >= 1
     bad = subprocess.run(
@@ -396,5 +411,6 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         capture_output=True,
         timeout=120,
         env=env,
+        check=False,
     )
     assert bad.returncode == 2 and b"unknown archive table 'gold'" in bad.stderr

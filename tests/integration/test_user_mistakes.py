@@ -145,7 +145,7 @@ def test_a_read_only_data_directory_is_one_line_and_untouched(data: Path) -> Non
     assert sorted(p.name for p in (data / "data").iterdir()) == before
 
 
-# -- the simulator ----------------------------------------------------------------------------------
+# -- the simulator ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_the_simulator_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert f"cannot serve kraken on 127.0.0.1:{port}: the port is already in use" in line
 
 
-# -- k2 up: bind first, then open the store ---------------------------------------------------------
+# -- k2 up: bind first, then open the store --------------------------------------------------------
 
 
 def test_k2_up_on_a_busy_port_is_one_line_and_leaves_the_store_untouched(data: Path) -> None:
@@ -213,7 +213,7 @@ def test_k2_up_with_a_bad_host_or_an_open_bind_is_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "data" / HOT_DIR).exists()
 
 
-# -- times, venues, symbols -------------------------------------------------------------------------
+# -- times, venues, symbols ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -277,7 +277,7 @@ def test_k2_symbols_lists_every_instrument(data: Path) -> None:
     assert "BTC/USDT" in table.stdout and "instruments (34)" in table.stdout
 
 
-# -- the command line itself -------------------------------------------------------------------------
+# -- the command line itself -----------------------------------------------------------------------
 
 
 def test_help_config_anywhere_log_level_and_completion(tmp_path: Path, data: Path) -> None:
@@ -317,6 +317,6 @@ def test_the_example_config_file_is_valid_and_complete(tmp_path: Path) -> None:
     assert settings.data_dir == Path("data")
     text = example.read_text()
     for section in Settings.model_fields:
-        if section not in ("venues",):
+        if section != "venues":
             assert section in text, f"k2.example.toml does not mention {section}"
     assert settings == Settings(), "k2.example.toml must show the defaults"

@@ -47,7 +47,8 @@ def count(store: ClickHouseStore, sql: str) -> int:
 def test_rows_the_store_refuses_go_to_rejects_and_every_other_row_is_written(
     store: ClickHouseStore,
 ) -> None:
-    # Values no adapter would emit (they bypass the limits): the store's own refusal is what is tested.
+    # Values no adapter would emit (they bypass the limits):
+    # the store's own refusal is what is tested.
     batch = trades(5000)
     batch[1234] = trades(1, 1235, price="123456789012345678901234.5")[
         0
@@ -151,7 +152,8 @@ def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(
             writer = asyncio.run(run())
             assert writer.stats.store_down_since == 0 and writer.stats.store_error == ""
             rows = store.rows(
-                "SELECT count(), uniqExact(trade_id), min(trade_id), max(trade_id) FROM k2.silver_trades"
+                "SELECT count(), uniqExact(trade_id), min(trade_id), max(trade_id) "
+                "FROM k2.silver_trades"
             )
             assert rows == [
                 (4000, 4000, 1, 4000)

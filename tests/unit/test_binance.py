@@ -66,7 +66,10 @@ def test_a_reply_with_a_result_is_information_not_an_error(adapter: BinanceAdapt
 
 
 def test_a_bad_combined_payload_is_reported_by_its_own_fault(adapter: BinanceAdapter) -> None:
-    raw = b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1","T":1,"m":true}}'
+    raw = (
+        b'{"stream":"btcusdt@trade",'
+        b'"data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1","T":1,"m":true}}'
+    )
     with pytest.raises(ParseError, match="`q`"):
         adapter.parse(raw, RECV)
 

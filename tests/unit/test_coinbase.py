@@ -44,7 +44,10 @@ def test_nanosecond_times_and_maker_sell(adapter: CoinbaseAdapter) -> None:
 def test_heartbeats_and_subscriptions(adapter: CoinbaseAdapter) -> None:
     parsed = adapter.parse(sample_raw("coinbase-heartbeats.json"), RECV)
     assert parsed.signal is Signal.HEARTBEAT and parsed.sequence == 0
-    subs = b'{"channel":"subscriptions","client_id":"","timestamp":"2024-01-01T00:00:00Z","sequence_num":1,"events":[{"subscriptions":{}}]}'
+    subs = (
+        b'{"channel":"subscriptions","client_id":"","timestamp":"2024-01-01T00:00:00Z",'
+        b'"sequence_num":1,"events":[{"subscriptions":{}}]}'
+    )
     assert adapter.parse(subs, RECV).signal is Signal.SUBSCRIBED
     err = b'{"type":"error","message":"Failed to subscribe"}'
     parsed = adapter.parse(err, RECV)

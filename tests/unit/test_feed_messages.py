@@ -269,14 +269,15 @@ def test_a_jump_the_stream_confirms_is_recorded_as_suspicious_and_never_fetched(
 
 
 def test_a_suspect_still_unconfirmed_at_stop_is_a_reject() -> None:
-    feed, sink = run_binance([10, 11, 9_000_000_000], max_id_jump=1_000_000)
+    _feed, sink = run_binance([10, 11, 9_000_000_000], max_id_jump=1_000_000)
     assert [t.trade_id for t in sink.accepted] == [10, 11]
     (reject,) = sink.rejects
     assert "never confirmed before the feed stopped" in reject.reason
 
 
 def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
-    # Coinbase ids may skip, so no later id reveals a rejected trade as missing: its window is repaired.
+    # Coinbase ids may skip, so no later id reveals a rejected trade as missing:
+    # its window is repaired.
     good = coinbase(1, 10, "2026-11-29T10:00:00.000001Z")
     bad = coinbase(2, 11, "2026-11-29T10:00:01.000001Z").replace(
         b'"price": "100.5"', b'"price": "-1"'

@@ -54,7 +54,10 @@ def test_heartbeat_pong_status(adapter: KrakenAdapter) -> None:
 
 
 def test_subscribe_ack_and_failure(adapter: KrakenAdapter) -> None:
-    ok = b'{"method":"subscribe","result":{"channel":"trade","symbol":"BTC/USD","snapshot":true},"success":true}'
+    ok = (
+        b'{"method":"subscribe",'
+        b'"result":{"channel":"trade","symbol":"BTC/USD","snapshot":true},"success":true}'
+    )
     assert adapter.parse(ok, RECV).signal is Signal.SUBSCRIBED
     bad = b'{"error":"Currency pair not supported XX/YY","method":"subscribe","success":false}'
     parsed = adapter.parse(bad, RECV)

@@ -129,20 +129,20 @@ NOT_ABOUT_DISK = HealthSettings(disk_warn_pct=0.0, disk_fail_pct=0.0)
 
 
 def _inputs(**kw: object) -> HealthInputs:
-    base = dict(
-        now=NOW,
-        running=True,
-        venues=["venue_a"],
-        data_dir=Path("."),
-        archive=ArchiveStatus(),
-        hot_rows={},
-        hot_newest={
+    base = {
+        "now": NOW,
+        "running": True,
+        "venues": ["venue_a"],
+        "data_dir": Path("."),
+        "archive": ArchiveStatus(),
+        "hot_rows": {},
+        "hot_newest": {
             "silver_trades": NOW - 1,
             "bronze_trades_venue_a": NOW - 1,
             "ohlcv_1m": NOW - 30,
         },
-        started_at=NOW - 60,
-    )
+        "started_at": NOW - 60,
+    }
     base.update(kw)
     return HealthInputs(**base)  # type: ignore[arg-type]
 

@@ -14,7 +14,8 @@ from k2.records import REPAIRED, UNRECOVERABLE, Gap, Trade
 
 
 class BuggyThenFine:
-    """Backfill raises KeyError (a parsing bug) on its first call, then returns the ids asked for."""
+    """Backfill raises KeyError (a parsing bug) on its first call,
+    then returns the ids asked for."""
 
     name = "testvenue"
 

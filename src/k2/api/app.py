@@ -30,20 +30,18 @@ from k2.hotstore import queries
 from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, resolve_filters
 from k2.observe.health import FAIL, HealthInputs, evaluate, report
-from k2.observe.metrics import PipelineMetrics, build_registry, render
-from k2.settings import Settings
+from k2.observe.metrics import Source, build_registry, render
 from k2.timeutil import user_time
 
 log = logging.getLogger(__name__)
 
 
-class Context(Protocol):
-    """What the API needs from the running process (also the metrics collector's `Source`)."""
+class Context(Source, Protocol):
+    """What the API needs from the running process: what the metrics collector reads, and the
+    store (None until it is open), the instruments and the health inputs."""
 
-    store: HotStore
-    settings: Settings
+    store: HotStore | None
     instruments: Instruments
-    metrics: PipelineMetrics
 
     def health_inputs(self) -> HealthInputs: ...
 
@@ -82,14 +80,19 @@ def create_app(ctx: Context) -> FastAPI:
         )
 
     app.add_route("/docs", docs, include_in_schema=False)
-    registry = build_registry(ctx) if ctx.settings.metrics.enabled else None  # type: ignore[arg-type]
+    registry = build_registry(ctx) if ctx.settings.metrics.enabled else None
+
+    def store() -> HotStore:
+        if ctx.store is None:
+            raise HTTPException(status_code=503, detail="the hot store is not open yet")
+        return ctx.store
 
     if registry is not None:
 
         @app.middleware("http")
         async def observe(request: Request, call_next: Any) -> Response:
             started = time.perf_counter()
-            response = await call_next(request)
+            response: Response = await call_next(request)
             route = request.scope.get("route")
             path = getattr(route, "path", "unmatched")  # the route template: bounded label values
             ctx.metrics.api_request(path, response.status_code, time.perf_counter() - started)
@@ -139,7 +142,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         """Latest trades matching the filters, oldest first."""
         return {
-            "rows": guarded(queries.trades, ctx.store, *filters(venue, symbol, start, end), limit)
+            "rows": guarded(queries.trades, store(), *filters(venue, symbol, start, end), limit)
         }
 
     @app.get("/api/candles")
@@ -155,7 +158,7 @@ def create_app(ctx: Context) -> FastAPI:
         guarded(queries.timeframe, timeframe)
         return {
             "rows": guarded(
-                queries.candles, ctx.store, timeframe, *filters(venue, symbol, start, end), limit
+                queries.candles, store(), timeframe, *filters(venue, symbol, start, end), limit
             )
         }
 
@@ -169,7 +172,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         """Latest detected gaps with their repair outcome, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
-        return {"rows": guarded(queries.gaps, ctx.store, venue, outcome, start_ns, end_ns, limit)}
+        return {"rows": guarded(queries.gaps, store(), venue, outcome, start_ns, end_ns, limit)}
 
     @app.get("/api/rejects")
     def rejects(
@@ -177,12 +180,13 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         """Latest quarantined (rejected) messages with the reason, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
-        return {"rows": guarded(queries.rejects, ctx.store, venue, start_ns, end_ns, limit)}
+        return {"rows": guarded(queries.rejects, store(), venue, start_ns, end_ns, limit)}
 
     @app.get("/api/symbols")
     def symbols() -> dict[str, Any]:
-        """Every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
-        return {"rows": queries.symbols(ctx.store, ctx.instruments)}
+        """Every instrument: venue, venue symbol, canonical symbol, trades stored,
+        first and last trade."""
+        return {"rows": queries.symbols(store(), ctx.instruments)}
 
     @app.post(
         "/api/flows/{name}",

@@ -22,7 +22,8 @@ _bearer = HTTPBearer(auto_error=False, description="The API token (api.token or 
 
 
 def allowed_hosts(settings: ApiSettings) -> list[str]:
-    """The Host header values (without port) this API answers: loopback, api.host, api.allowed_hosts."""
+    """The Host header values (without port) this API answers:
+    loopback, api.host, api.allowed_hosts."""
     names = [
         f"[{h}]" if ":" in h else h
         for h in (*LOOPBACK_HOSTS, settings.host, *settings.allowed_hosts)

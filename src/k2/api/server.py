@@ -87,7 +87,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class ApiServer:
-    """The API on its own socket: `ApiServer(settings)` binds, `start(app)` serves, `stop()` ends."""
+    """The API on its own socket: `ApiServer(settings)` binds,
+    `start(app)` serves, `stop()` ends."""
 
     def __init__(self, settings: ApiSettings) -> None:
         check_exposure(settings)
@@ -100,6 +101,7 @@ class ApiServer:
 
     @staticmethod
     def _check_tls(settings: ApiSettings) -> None:
+        assert settings.tls_cert_file is not None and settings.tls_key_file is not None
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
                 settings.tls_cert_file, settings.tls_key_file
@@ -140,8 +142,9 @@ class ApiServer:
             await asyncio.sleep(0.02)
         return self.url
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving: requests in flight get a second, the whole stop at most `timeout` seconds."""
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - public signature; callers pass their budget
+        """Stop serving: requests in flight get a second,
+        the whole stop at most `timeout` seconds."""
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:

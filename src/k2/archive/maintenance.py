@@ -12,15 +12,15 @@ import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 from pyarrow import fs as pafs
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 from k2.archive.lake import Lake, watermark
-from k2.archive.tables import WATERMARK, ArchiveTable, partition_ordinal
+from k2.archive.tables import WATERMARK, ArchiveTable, partition_ordinal, time_range
 from k2.errors import ArchiveError
 from k2.settings import ArchiveSettings
 
@@ -51,17 +51,13 @@ def _partition_range(spec: ArchiveTable, value: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def _iso(epoch_s: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat()
-
-
 def compact(
     table: Table, spec: ArchiveTable, settings: ArchiveSettings, result: MaintenanceResult
 ) -> None:
     """Rewrite every partition with two or more small files into target-size files."""
     files = table.inspect.data_files().to_pylist()
     small = settings.small_file_mb * 2**20
-    by_partition: dict[int, list[dict]] = defaultdict(list)
+    by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for f in files:
         by_partition[partition_ordinal(next(iter(f["partition"].values())))].append(f)
     mark = watermark(table)
@@ -69,15 +65,13 @@ def compact(
         if len(members) < 2 or not any(m["file_size_in_bytes"] < small for m in members):
             continue
         start, end = _partition_range(spec, value)
-        where = And(
-            GreaterThanOrEqual(spec.partition_by, _iso(start)),
-            LessThan(spec.partition_by, _iso(end)),
-        )
+        where = time_range(spec.partition_by, start, end)
         data = table.scan(row_filter=where).to_arrow()
         expected = sum(m["record_count"] for m in members)
         if data.num_rows != expected:  # never rewrite what we did not read whole
             raise ArchiveError(
-                f"{spec.name}: partition {value} read {data.num_rows} rows, manifests say {expected}"
+                f"{spec.name}: partition {value} read {data.num_rows} rows, "
+                f"manifests say {expected}"
             )
         data = data.sort_by([(c, "ascending") for c in spec.sort_by])
         props = {"k2.operation": "compaction"} | (
@@ -127,7 +121,8 @@ def referenced_files(table: Table) -> set[str]:
 def remove_orphans(
     table: Table, settings: ArchiveSettings, result: MaintenanceResult, now: float
 ) -> None:
-    """Delete files under the table that nothing references and that are older than the safety age."""
+    """Delete files under the table that nothing references and that are older than
+    the safety age."""
     filesystem, root = pafs.FileSystem.from_uri(table.location())
     keep = referenced_files(table)
     cutoff = now - settings.orphan_min_age_hours * 3600
@@ -164,8 +159,8 @@ def maintain_table(
         result.files_after = len(lake.table(spec).inspect.data_files())
     result.seconds = time.monotonic() - started
     log.info(
-        "maintenance %s: files %d -> %d (%d partitions compacted), %d snapshots expired, %d orphans removed "
-        "(%.1f MB), %.2f s",
+        "maintenance %s: files %d -> %d (%d partitions compacted), %d snapshots expired, "
+        "%d orphans removed (%.1f MB), %.2f s",
         spec.name,
         result.files_before,
         result.files_after,

@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 from k2.archive.lake import Lake, snapshot_property, watermark
-from k2.archive.tables import SILVER_SEQUENCE, WATERMARK, ArchiveTable
+from k2.archive.tables import SILVER_SEQUENCE, WATERMARK, ArchiveTable, time_range
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
 
@@ -51,10 +50,6 @@ class OffloadResult:
 
 def _no_checkpoint(table: str, point: str) -> None:
     return None
-
-
-def _iso(epoch_s: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat()
 
 
 def offload_table(
@@ -104,9 +99,7 @@ def _commit(
     checkpoint(spec.name, "before_write")
     tx = table.transaction()
     start, end = window
-    where = And(
-        GreaterThanOrEqual(spec.partition_by, _iso(start)), LessThan(spec.partition_by, _iso(end))
-    )
+    where = time_range(spec.partition_by, start, end)
     with warnings.catch_warnings():  # a range with nothing archived yet is the usual case
         warnings.filterwarnings("ignore", "Delete operation did not match any records")
         tx.overwrite(data, overwrite_filter=where, snapshot_properties=props)
@@ -124,9 +117,12 @@ def _commit(
 # JSON sit in memory at once (`k2 up` under a firehose peaked at 1.55 GB during an offload,
 # 1.2-1.3 GB with this).
 _PARQUET = (
-    " SETTINGS output_format_parquet_compression_method = 'zstd', output_format_compression_level = 1, "
-    "output_format_parquet_string_as_string = 1, output_format_parquet_row_group_size = 1048576, "
-    "output_format_parquet_write_bloom_filter = 0, output_format_parquet_row_group_size_bytes = 67108864"
+    " SETTINGS output_format_parquet_compression_method = 'zstd', "
+    "output_format_compression_level = 1, "
+    "output_format_parquet_string_as_string = 1, "
+    "output_format_parquet_row_group_size = 1048576, "
+    "output_format_parquet_write_bloom_filter = 0, "
+    "output_format_parquet_row_group_size_bytes = 67108864"
 )
 
 
@@ -143,7 +139,7 @@ def _chunk_ends(
     ((cuts,),) = store.rows(
         f"SELECT quantilesExactLow({levels})(ingest_seq) FROM {DATABASE}.{spec.name} WHERE {where}"
     )
-    return sorted({int(c) for c in cuts if after < c < high}) + [high]
+    return [*sorted({int(c) for c in cuts if after < c < high}), high]
 
 
 def _rows(
@@ -169,7 +165,10 @@ def _rows(
         for day, _count, _newest in days:  # one file per day partition: its partition value
             blob = store.query_bytes(spec.select_range(mark, upper, day) + _PARQUET, "Parquet")
             date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
-            path = f"{table.location()}/data/{spec.partition_by}_day={date.isoformat()}/{uuid.uuid4().hex}.parquet"
+            path = (
+                f"{table.location()}/data/{spec.partition_by}_day={date.isoformat()}/"
+                f"{uuid.uuid4().hex}.parquet"
+            )
             with table.io.new_output(path).create() as out:
                 out.write(blob)
             files.append(path)
@@ -191,7 +190,8 @@ def _rows(
 
 
 def _ranges(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
-    """Merge overlapping or touching [start, end) spans, then cut them into pieces <= `limit` long."""
+    """Merge overlapping or touching [start, end) spans,
+    then cut them into pieces <= `limit` long."""
     merged: list[list[int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -218,7 +218,8 @@ def _candles(
     step = tf.seconds
     closed = int(now) // step * step  # windows starting before this have closed
     ((hot_start, markets),) = store.rows(
-        f"SELECT toUnixTimestamp(min(window_start)), uniqExact(exchange, canonical_symbol) FROM {DATABASE}.{spec.name}"
+        "SELECT toUnixTimestamp(min(window_start)), uniqExact(exchange, canonical_symbol) "
+        f"FROM {DATABASE}.{spec.name}"
     )
     if not markets:
         return
@@ -232,7 +233,8 @@ def _candles(
         spans.append((start, closed))
     if result.watermark_before is not None and high > seen:
         for (window,) in store.rows(
-            f"SELECT DISTINCT toUnixTimestamp(toStartOfInterval(toDateTime(ts_event, 'UTC'), INTERVAL {tf.interval})) "
+            "SELECT DISTINCT toUnixTimestamp("
+            f"toStartOfInterval(toDateTime(ts_event, 'UTC'), INTERVAL {tf.interval})) "
             f"FROM {DATABASE}.silver_trades WHERE ingest_seq > {seen} AND ingest_seq <= {high}"
         ):
             if hot_start <= window < closed:

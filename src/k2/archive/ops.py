@@ -144,10 +144,12 @@ def load_status(store: HotStore, status: ArchiveStatus, specs: Sequence[ArchiveT
     ) in store.rows(f"""
         WITH last AS (SELECT table_name, maxIf(finished_at, status = 'ok') AS ok_at
                       FROM {DATABASE}.ops_flow_runs WHERE flow = 'offload' GROUP BY table_name)
-        SELECT r.table_name, toUnixTimestamp64Milli(min(r.started_at)), toUnixTimestamp64Milli(any(l.ok_at)), toUnixTimestamp64Milli(max(r.finished_at)),
+        SELECT r.table_name, toUnixTimestamp64Milli(min(r.started_at)),
+               toUnixTimestamp64Milli(any(l.ok_at)), toUnixTimestamp64Milli(max(r.finished_at)),
                toUnixTimestamp64Nano(maxIf(r.newest_event, r.status = 'ok')),
                argMaxIf(r.watermark, r.finished_at, r.status = 'ok'),
-               countIf(r.status = 'failed' AND r.finished_at > l.ok_at), countIf(r.status = 'failed'),
+               countIf(r.status = 'failed' AND r.finished_at > l.ok_at),
+               countIf(r.status = 'failed'),
                argMaxIf(r.detail, r.finished_at, r.status = 'failed')
         FROM {DATABASE}.ops_flow_runs AS r INNER JOIN last AS l ON r.table_name = l.table_name
         WHERE r.flow = 'offload' GROUP BY r.table_name"""):
@@ -165,15 +167,25 @@ def load_status(store: HotStore, status: ArchiveStatus, specs: Sequence[ArchiveT
         )
     for name, run_at, ok, *values in store.rows(f"""
         SELECT table_name, toUnixTimestamp64Milli(max(run_at)), argMax(status = 'ok', run_at),
-               argMax(files_before, run_at), argMax(files_after, run_at), argMax(partitions_compacted, run_at),
-               argMax(rows_rewritten, run_at), argMax(snapshots_expired, run_at), argMax(orphans_removed, run_at),
+               argMax(files_before, run_at), argMax(files_after, run_at),
+               argMax(partitions_compacted, run_at), argMax(rows_rewritten, run_at),
+               argMax(snapshots_expired, run_at), argMax(orphans_removed, run_at),
                argMax(orphan_bytes, run_at), argMax(seconds, run_at)
         FROM {DATABASE}.ops_maintenance_audit GROUP BY table_name"""):
         if name not in by_name:
             continue
         at = int(run_at) / 1000
+        before, after, compacted, rewritten, expired, orphans, orphan_bytes, seconds = values
         status.maintenance[name] = MaintenanceResult(
-            name, *(int(v) for v in values[:-1]), seconds=float(values[-1])
+            name,
+            files_before=int(before),
+            files_after=int(after),
+            partitions_compacted=int(compacted),
+            rows_rewritten=int(rewritten),
+            snapshots_expired=int(expired),
+            orphans_removed=int(orphans),
+            orphan_bytes=int(orphan_bytes),
+            seconds=float(seconds),
         )
         status.maintenance_at = max(status.maintenance_at, at)
         status.maintenance_ok = status.maintenance_ok and bool(ok)
@@ -187,7 +199,8 @@ def load_status(store: HotStore, status: ArchiveStatus, specs: Sequence[ArchiveT
         SELECT table_name, toString(day), hot_rows, archive_rows, hot_checksum, archive_checksum,
                toUnixTimestamp64Milli(checked_at)
         FROM {DATABASE}.ops_reconcile
-        WHERE (table_name, checked_at) IN (SELECT table_name, max(checked_at) FROM {DATABASE}.ops_reconcile
+        WHERE (table_name, checked_at) IN (SELECT table_name, max(checked_at)
+                                           FROM {DATABASE}.ops_reconcile
                                            GROUP BY table_name)"""):
         if name in by_name:
             checks.setdefault(name, []).append(

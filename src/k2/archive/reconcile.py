@@ -2,8 +2,8 @@
 
 The archive should hold exactly the hot rows at or below its watermark (trade tables), or the
 windows before it (candles). That is what is compared, per day, for every day hot still holds
-whole (none of it expired by TTL), including today up to the watermark. Silver also gets a content checksum per day (see _HOT_SUM), so a changed
-value is caught, not only a missing row.
+whole (none of it expired by TTL), including today up to the watermark. Silver also gets a
+content checksum per day (see _HOT_SUM), so a changed value is caught, not only a missing row.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 from k2.archive.lake import Lake, watermark
-from k2.archive.tables import ArchiveTable, partition_ordinal
+from k2.archive.tables import ArchiveTable, partition_ordinal, time_range
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 
@@ -32,8 +31,9 @@ DAY = 86400
 # little-endian UInt64 (mod 2**64). ClickHouse computes the hot side; Python the archive side
 # from a pyiceberg scan, so the check needs no engine that can reach the warehouse.
 _HOT_ROW = (
-    "concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), '|', toString(amount), "
-    "'|', toString(taker_side), '|', toString(toUnixTimestamp64Nano(ts_event)))"
+    "concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), "
+    "'|', toString(amount), '|', toString(taker_side), "
+    "'|', toString(toUnixTimestamp64Nano(ts_event)))"
 )
 _HOT_SUM = f"sum(reinterpretAsUInt64(substring(MD5({_HOT_ROW}), 1, 8)))"
 
@@ -44,11 +44,8 @@ def _decimal_text(value: Decimal) -> str:
 
 
 def _archive_checksums(table: Table, lo_day: int, hi_day: int) -> dict[int, int]:
-    iso = [
-        dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (lo_day * DAY, (hi_day + 1) * DAY)
-    ]
     data = table.scan(
-        row_filter=And(GreaterThanOrEqual("ts_event", iso[0]), LessThan("ts_event", iso[1])),
+        row_filter=time_range("ts_event", lo_day * DAY, (hi_day + 1) * DAY),
         selected_fields=(
             "exchange",
             "symbol",
@@ -111,11 +108,8 @@ def _archive_days_from_metadata(table: Table) -> dict[int, int]:
 
 
 def _archive_candle_days(table: Table, start_s: int, end_s: int) -> dict[int, int]:
-    iso = [dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (start_s, end_s)]
     data = table.scan(
-        row_filter=And(
-            GreaterThanOrEqual("window_start", iso[0]), LessThan("window_start", iso[1])
-        ),
+        row_filter=time_range("window_start", start_s, end_s),
         selected_fields=("window_start",),
     ).to_arrow()
     if data.num_rows == 0:
@@ -146,8 +140,10 @@ def reconcile_table(
     if spec.is_candles:
         assert spec.timeframe is not None
         rows = store.rows(
-            f"SELECT toUInt32(toDate(window_start)), uniqExact(exchange, canonical_symbol, window_start) "
-            f"FROM {DATABASE}.{spec.name} WHERE window_start < toDateTime({int(mark)}, 'UTC') GROUP BY 1 ORDER BY 1"
+            "SELECT toUInt32(toDate(window_start)), "
+            "uniqExact(exchange, canonical_symbol, window_start) "
+            f"FROM {DATABASE}.{spec.name} WHERE window_start < toDateTime({int(mark)}, 'UTC') "
+            "GROUP BY 1 ORDER BY 1"
         )
         if not rows:
             return []
@@ -176,7 +172,8 @@ def reconcile_table(
         hot = dict(
             store.rows(
                 f"SELECT toUInt32(toDate(ts_event)), {_HOT_SUM} FROM {DATABASE}.{spec.name} "
-                f"WHERE ingest_seq <= {int(mark)} AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"
+                f"WHERE ingest_seq <= {int(mark)} "
+                f"AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"
             )
         )
         archived = _archive_checksums(table, lo, hi)

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
-from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, Transform
 from pyiceberg.types import (
     BooleanType,
     DecimalType,
+    IcebergType,
     LongType,
     NestedField,
     StringType,
     TimestamptzType,
 )
 
-from k2.errors import InputError
+from k2.errors import ArchiveError, InputError
 from k2.exchanges import VENUE_NAMES
 from k2.hotstore.queries import CANDLE_MERGE
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
@@ -34,7 +37,7 @@ SILVER_SEQUENCE = "k2.silver_seq"  # candles: silver rows up to this sequence ar
 DEC = DecimalType(38, 18)
 
 
-def _fields(*spec: tuple[str, object]) -> Schema:
+def _fields(*spec: tuple[str, IcebergType]) -> Schema:
     return Schema(
         *(NestedField(i, name, kind, required=True) for i, (name, kind) in enumerate(spec, 1))
     )
@@ -110,12 +113,22 @@ def _times(table: str, *columns: str) -> list[str]:
     return [_TIMES.format(t=f"{DATABASE}.{table}", c=c) for c in columns]
 
 
+def time_range(column: str, start_s: int, end_s: int) -> BooleanExpression:
+    """An Iceberg row filter: `column` in [start_s, end_s), both epoch seconds."""
+    lo, hi = (dt.datetime.fromtimestamp(x, dt.UTC).isoformat() for x in (start_s, end_s))
+    # pyiceberg's predicates take (term, literal) positionally; the pydantic mypy plugin reads
+    # their model fields instead and expects other arguments.
+    return And(GreaterThanOrEqual(column, lo), LessThan(column, hi))  # type: ignore[call-arg]
+
+
 def partition_ordinal(value: object) -> int:
     """A partition value as an integer: days since 1970 (day partitions come back as dates) or
     months since 1970 (month partitions come back as ints)."""
     if isinstance(value, dt.date):
         return (value - dt.date(1970, 1, 1)).days
-    return int(value)  # type: ignore[call-overload]
+    if isinstance(value, int):
+        return value
+    raise ArchiveError(f"unexpected partition value {value!r} ({type(value).__name__})")
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ class ArchiveTable:
 
     def partition_spec(self) -> PartitionSpec:
         field = self.schema.find_field(self.partition_by)
-        transform = MonthTransform() if self.monthly else DayTransform()
+        transform: Transform[Any, int] = MonthTransform() if self.monthly else DayTransform()
         suffix = "month" if self.monthly else "day"
         return PartitionSpec(
             PartitionField(field.field_id, 1000, transform, f"{self.partition_by}_{suffix}")
@@ -206,24 +219,30 @@ class ArchiveTable:
         )
         return (
             f"SELECT {', '.join(cols)} FROM {DATABASE}.{self.name} "
-            f"WHERE ingest_seq > {int(after)} AND ingest_seq <= {int(upto)}{in_day} ORDER BY {', '.join(self.sort_by)}"
+            f"WHERE ingest_seq > {int(after)} AND ingest_seq <= {int(upto)}{in_day} "
+            f"ORDER BY {', '.join(self.sort_by)}"
         )
 
     def select_windows(self, start_s: int, end_s: int) -> str:
-        """Finished candles with window_start in [start_s, end_s) (epoch seconds), in archive form."""
+        """Finished candles with window_start in [start_s, end_s) (epoch seconds),
+        in archive form."""
         assert self.timeframe is not None
-        # Aggregate under neutral aliases, rename outside: `sum(volume) AS volume` beside a VWAP that
-        # calls sum(volume) would nest the aggregate in itself.
+        # Aggregate under neutral aliases, rename outside: `sum(volume) AS volume` beside a VWAP
+        # that calls sum(volume) would nest the aggregate in itself.
         inner = ", ".join(f"{expr} AS v_{name}" for name, expr in CANDLE_MERGE)
         outer = ", ".join(
             f"toInt64(v_{n}) AS {n}" if n == "trade_count" else f"v_{n} AS {n}"
             for n, _ in CANDLE_MERGE
         )
         return (
-            f"SELECT exchange, canonical_symbol, toDateTime64(w, 6, 'UTC') AS window_start, {outer} "
-            f"FROM (SELECT exchange, canonical_symbol, window_start AS w, {inner} FROM {DATABASE}.{self.name} "
-            f"WHERE window_start >= toDateTime({int(start_s)}, 'UTC') AND window_start < toDateTime({int(end_s)}, 'UTC') "
-            "GROUP BY exchange, canonical_symbol, window_start) ORDER BY canonical_symbol, window_start"
+            f"SELECT exchange, canonical_symbol, toDateTime64(w, 6, 'UTC') AS window_start, "
+            f"{outer} "
+            f"FROM (SELECT exchange, canonical_symbol, window_start AS w, {inner} "
+            f"FROM {DATABASE}.{self.name} "
+            f"WHERE window_start >= toDateTime({int(start_s)}, 'UTC') "
+            f"AND window_start < toDateTime({int(end_s)}, 'UTC') "
+            "GROUP BY exchange, canonical_symbol, window_start) "
+            "ORDER BY canonical_symbol, window_start"
         )
 
 

@@ -98,7 +98,8 @@ def global_options_first(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """The `k2` entry point: a bad flag or value is one line on stderr and exit 2, as any K2 error is."""
+    """The `k2` entry point: a bad flag or value is one line on stderr and exit 2,
+    as any K2 error is."""
     try:
         code = app(args=global_options_first(sys.argv[1:]), prog_name="k2", standalone_mode=False)
     except NoArgsIsHelpError as err:

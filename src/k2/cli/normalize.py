@@ -40,8 +40,8 @@ def normalize(
     assert stream is not None
     out = sys.stdout.buffer
     lines = failed = 0
-    for number, line in enumerate(stream, 1):
-        line = line.rstrip(b"\r\n")
+    for number, raw_line in enumerate(stream, 1):
+        line = raw_line.rstrip(b"\r\n")
         if not line.strip():
             continue
         lines += 1
@@ -51,8 +51,8 @@ def normalize(
             failed += 1
             print(f"line {number}: {err.reason}", file=sys.stderr)
             continue
-        for err in parsed.rejected:
-            print(f"line {number}: {err.reason}", file=sys.stderr)
+        for rejected in parsed.rejected:
+            print(f"line {number}: {rejected.reason}", file=sys.stderr)
         for trade in parsed.trades:
             out.write(orjson.dumps(trade_json(trade)) + b"\n")
     out.flush()

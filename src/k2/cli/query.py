@@ -1,10 +1,11 @@
-"""`k2 trades` and `k2 candles`: read the hot store, through the running `k2 up` when there is one."""
+"""`k2 trades` and `k2 candles`: read the hot store,
+through the running `k2 up` when there is one."""
 
 from __future__ import annotations
 
 import csv
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.owner import HOT_DIR
 from k2.hotstore.store import DataDirLock, HotStore
 from k2.instruments import Instruments, load_instruments, resolve_filters
+from k2.records import TRADE_KEYS
 from k2.settings import Settings
 from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns, user_time
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     jsonl = "jsonl"
@@ -136,7 +138,7 @@ def trades(
     with reported():
         cfg = settings()
         params = {**_filters(cfg, venue, symbol, start, end), "limit": limit}
-        emit(fetch("trades", cfg, params, data_dir), queries.TRADE_KEYS, format, "trades")
+        emit(fetch("trades", cfg, params, data_dir), TRADE_KEYS, format, "trades")
 
 
 def candles(
@@ -203,7 +205,8 @@ def rejects(
 
 
 def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:
-    """List every instrument: venue, venue symbol, canonical symbol, trades stored, first and last trade."""
+    """List every instrument: venue, venue symbol, canonical symbol, trades stored,
+    first and last trade."""
     with reported():
         cfg = settings()
         emit(fetch("symbols", cfg, {}, data_dir), queries.SYMBOL_KEYS, format, "instruments")

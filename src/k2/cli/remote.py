@@ -33,7 +33,8 @@ def running_api(data_dir: Path) -> str | None:
 
 
 def client(url: str, settings: ApiSettings, timeout: float | None = 30.0) -> httpx.Client:
-    """An HTTP client for the API at `url`, sending the token and trusting the configured certificate."""
+    """An HTTP client for the API at `url`,
+    sending the token and trusting the configured certificate."""
     token = settings.bearer_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     verify: ssl.SSLContext | bool = True

@@ -48,7 +48,8 @@ def simulate(
         None, help="No new trades after this many seconds; the APIs keep serving."
     ),
 ) -> None:
-    """Serve Binance, Kraken and Coinbase WebSocket and REST APIs on loopback, in their wire formats.
+    """Serve Binance, Kraken and Coinbase WebSocket and REST APIs on loopback, in their wire
+    formats.
 
     The first lines printed are `export K2_...` lines that point K2 at the simulator.
     """

@@ -116,7 +116,8 @@ class StatusView:
 
 
 async def show_status(view: StatusView, stop: asyncio.Event, live: bool | None = None) -> None:
-    """Refresh the table twice a second on a terminal, else log a summary every 10 s, until `stop`."""
+    """Refresh the table twice a second on a terminal,
+    else log a summary every 10 s, until `stop`."""
     live = sys.stdout.isatty() if live is None else live
     if live:
         console = Console()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from k2.errors import ConfigError
 from k2.exchanges.base import VenueAdapter
 from k2.exchanges.binance import BinanceAdapter
@@ -9,7 +11,7 @@ from k2.exchanges.coinbase import CoinbaseAdapter
 from k2.exchanges.kraken import KrakenAdapter
 from k2.exchanges.limits import DEFAULT_LIMITS, Limits
 
-_REGISTRY: dict[str, type] = {
+_REGISTRY: dict[str, Callable[[Limits], VenueAdapter]] = {
     BinanceAdapter.name: BinanceAdapter,
     KrakenAdapter.name: KrakenAdapter,
     CoinbaseAdapter.name: CoinbaseAdapter,

@@ -1,4 +1,5 @@
-"""What every venue adapter declares and provides. Generic code talks to venues only through this."""
+"""What every venue adapter declares and provides. Generic code talks to venues
+only through this."""
 
 from __future__ import annotations
 
@@ -154,7 +155,8 @@ class VenueAdapter(Protocol):
 
 
 def parse_trade_id(text: str | int, raw: bytes) -> int:
-    """Return a trade id from an int or a string of digits (limits.trade_problem checks its range)."""
+    """Return a trade id from an int or a string of digits (limits.trade_problem
+    checks its range)."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
     if isinstance(text, str) and len(text) <= 40 and text.isascii() and text.isdigit():
@@ -199,13 +201,15 @@ ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 
 
 def canonical_pair(base: str, quote: str) -> str:
-    """Return `BASE/QUOTE` in upper case with legacy asset codes mapped (XBT -> BTC, XDG -> DOGE)."""
+    """Return `BASE/QUOTE` in upper case with legacy asset codes mapped (XBT -> BTC,
+    XDG -> DOGE)."""
     base, quote = base.upper(), quote.upper()
     return f"{ALIASES.get(base, base)}/{ALIASES.get(quote, quote)}"
 
 
 class SymbolNames:
-    """Venue symbol -> canonical BASE/QUOTE: the venue's listing once read, else the venue's own rule.
+    """Venue symbol -> canonical BASE/QUOTE: the venue's listing once read, else the venue's own
+    rule.
 
     Adapters inherit `canonical`, `names`, `expect` and `use_listing` from here, define
     `split_symbol`, and keep the `limits` their trades are checked against. Once `expect(symbols)`
@@ -219,7 +223,7 @@ class SymbolNames:
         self._names: dict[str, tuple[str, str]] = {}
 
     @staticmethod
-    def split_symbol(symbol: str) -> str:
+    def split_symbol(symbol: str, /) -> str:
         raise NotImplementedError
 
     def expect(self, symbols: Iterable[str]) -> None:

@@ -151,9 +151,9 @@ class BinanceAdapter(SymbolNames):
     # Trade ids are contiguous per symbol in practice (the public archive shows no holes).
     contiguous_ids = True
     # No app heartbeat: the server pings every 20 s; the websocket layer answers and pings too.
-    heartbeat_timeout_s = None
+    heartbeat_timeout_s: float | None = None
     # "A single connection to stream.binance.com is only valid for 24 hours."
-    max_connection_age_s = 24 * 3600.0
+    max_connection_age_s: float | None = 24 * 3600.0
     # BTCUSDT, the busiest spot market, prints a few million trades on a heavy day.
     max_id_jump = 20_000_000
     # REQUEST_WEIGHT 6000/min per IP; historicalTrades weighs 25.

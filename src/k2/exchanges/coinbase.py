@@ -106,8 +106,8 @@ class CoinbaseAdapter(SymbolNames):
     # Trade ids are not documented as contiguous: dedupe by id, repair by time window.
     contiguous_ids = False
     max_id_jump = 20_000_000  # BTC-USD prints about a million trades on a heavy day; ids may skip
-    heartbeat_timeout_s = 10.0  # the heartbeats channel ticks every second
-    max_connection_age_s = None
+    heartbeat_timeout_s: float | None = 10.0  # the heartbeats channel ticks every second
+    max_connection_age_s: float | None = None
     rest_policy = RestPolicy(requests_per_second=8.0, burst=8)  # public REST ~10 req/s per IP
     page_limit = 1000
 

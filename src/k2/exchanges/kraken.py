@@ -102,7 +102,8 @@ def _canonical_v2(symbol: str) -> str:
 
 
 def rest_pair_guess(symbol: str) -> str:
-    """Return the REST pair name for a v2 symbol when AssetPairs is unreachable (BTC/USD -> XBTUSD)."""
+    """Return the REST pair name for a v2 symbol when AssetPairs is unreachable
+    (BTC/USD -> XBTUSD)."""
     legacy = {"BTC": "XBT", "DOGE": "XDG"}
     base, _, quote = symbol.partition("/")
     return legacy.get(base, base) + legacy.get(quote, quote)
@@ -116,7 +117,7 @@ def check_response(body: bytes) -> dict[str, msgspec.Raw]:
         raise ParseError(f"unexpected Kraken REST response: {err}", body) from None
     # https://support.kraken.com/articles/206548367 : errors arrive with HTTP 200 in `error`.
     for error in resp.error:
-        if error.startswith("EAPI:Rate limit") or error.startswith("EService:Throttled"):
+        if error.startswith(("EAPI:Rate limit", "EService:Throttled")):
             raise RateLimited(f"kraken: {error}", retry_after=2.0)
         if error.startswith(("EService:", "EGeneral:Temporary")):
             raise VenueRequestError(f"kraken: {error}")
@@ -134,8 +135,8 @@ class KrakenAdapter(SymbolNames):
     default_rest_url = "https://api.kraken.com"
     contiguous_ids = True  # "Trade identifier is a sequence number, unique per book."
     max_id_jump = 5_000_000  # XBT/USD, Kraken's busiest book, prints well under a million a day
-    heartbeat_timeout_s = 10.0  # heartbeats arrive ~1/s when nothing else is sent
-    max_connection_age_s = None
+    heartbeat_timeout_s: float | None = 10.0  # heartbeats arrive ~1/s when nothing else is sent
+    max_connection_age_s: float | None = None
     # "Calling the public endpoints at a frequency of 1 per second (or less) would remain within
     # the rate limits" (support.kraken.com/articles/206548367).
     rest_policy = RestPolicy(requests_per_second=1.0, burst=2)
@@ -301,7 +302,8 @@ class KrakenAdapter(SymbolNames):
         side = _REST_SIDES.get(r.side)
         if side is None:
             raise ParseError(f"unknown REST side {r.side!r}", raw)
-        # Seconds as a JSON number: bounded before it becomes an int (1e999999999 is a valid decimal).
+        # Seconds as a JSON number: bounded before it becomes an int
+        # (1e999999999 is a valid decimal).
         if not r.time.is_finite() or r.time.adjusted() > 11:
             raise ParseError(f"REST trade time must be a number of seconds, got {r.time}", raw)
         micros = (r.time / _MICRO).to_integral_value(ROUND_HALF_EVEN)
@@ -325,7 +327,8 @@ class KrakenAdapter(SymbolNames):
     async def backfill(
         self, fetch: Fetch, request: BackfillRequest, recv_ns: Callable[[], int]
     ) -> Backfill:
-        """Fetch ids `first_id..last_id` by walking `since` forward from the trade before the hole."""
+        """Fetch ids `first_id..last_id` by walking `since` forward from the trade
+        before the hole."""
         pair = self._rest_pair.get(request.symbol) or rest_pair_guess(request.symbol)
         since = request.ts_from - 1_000 if request.ts_from else max(request.ts_to - 60 * 10**9, 0)
         out: list[Trade] = []

@@ -91,12 +91,18 @@ def trade_problem(trade: Trade, limits: Limits, price_checked: bool = False) -> 
         price.adjusted() + amount.adjusted() >= INTEGER_DIGITS - 1
         and _EXACT.multiply(price, amount) >= _QUOTE_MAX
     ):
-        return f"price x amount ({price} x {amount}) needs more than {INTEGER_DIGITS} digits before the point"
+        return (
+            f"price x amount ({price} x {amount}) needs more than {INTEGER_DIGITS} digits "
+            "before the point"
+        )
     ts = trade.ts_event
     if ts < MIN_EVENT_NS:
         return f"event time {ts} ns is before 2010-01-01"
     if ts > trade.ts_recv + limits.max_skew_ns:
-        return f"event time {ts} ns is more than {limits.max_skew_ns / 1e9:.0f} s ahead of the local clock"
+        return (
+            f"event time {ts} ns is more than {limits.max_skew_ns / 1e9:.0f} s "
+            "ahead of the local clock"
+        )
     if not 0 <= trade.trade_id <= MAX_TRADE_ID:
         return f"trade id {trade.trade_id} is outside 0..{MAX_TRADE_ID}"
     raw = trade.raw

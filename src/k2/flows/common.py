@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy
 from prefect import Task
@@ -11,6 +11,9 @@ from pyiceberg.exceptions import CommitFailedException
 
 from k2.errors import PermanentError, StoreError, TransientError
 from k2.flows.runtime import ArchiveRuntime
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # A retry can fix these: a commit raced by another writer, a busy catalog, a store that is
 # unavailable (StoreUnavailable is a TransientError) or failed in a way it did not explain, I/O.
@@ -34,12 +37,12 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
         return False
     except TRANSIENT:
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any other failure is not retried
         return False
     return False
 
 
-def with_retries(task: Task, runtime: ArchiveRuntime) -> Task:
+def with_retries(task: Task[P, R], runtime: ArchiveRuntime) -> Task[P, R]:
     settings = runtime.settings.archive
     return task.with_options(
         retries=settings.retries,

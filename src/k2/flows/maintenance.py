@@ -50,8 +50,8 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
                 rt.status.maintenance[name] = result
                 ops.record_maintenance(rt.store, result, "ok")
                 log.info(
-                    "audit %s: files %d -> %d, %d partitions compacted (%d rows), %d snapshots expired, "
-                    "%d orphan files removed (%d bytes)",
+                    "audit %s: files %d -> %d, %d partitions compacted (%d rows), "
+                    "%d snapshots expired, %d orphan files removed (%d bytes)",
                     name,
                     result.files_before,
                     result.files_after,

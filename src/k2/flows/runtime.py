@@ -93,7 +93,7 @@ _active: ArchiveRuntime | None = None
 @contextlib.contextmanager
 def using(runtime: ArchiveRuntime) -> Iterator[ArchiveRuntime]:
     """Make `runtime` the one flows use, for the duration of the block."""
-    global _active
+    global _active  # noqa: PLW0603 - the process-wide runtime that flows look up
     with _lock:
         previous, _active = _active, runtime
     try:

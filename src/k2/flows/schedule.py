@@ -3,8 +3,8 @@
 Prefect's `serve` and workers run each flow in a new process, which could not open the chDB data
 directory `k2 up` owns; so the flows are called in this process, each in a daemon thread, on
 schedules computed here. A run still going when its next time comes is skipped (and logged). When
-the schedule stops it starts nothing more; runs in progress are the caller's to wait for (`running`),
-within its grace period.
+the schedule stops it starts nothing more; runs in progress are the caller's to wait for
+(`running`), within its grace period.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class Schedule:
                     )
                     continue
                 future = in_daemon_thread(job.run, f"k2-flow-{job.name}")
-                future.add_done_callback(lambda f, name=job.name: _report(name, f))
+                future.add_done_callback(functools.partial(_report, job.name))
                 self._running[job.name] = future
 
 

@@ -64,7 +64,8 @@ UNAVAILABLE_CODES = frozenset(
 
 
 def classify(err: BaseException, what: str) -> StoreError:
-    """Turn a clickhouse-connect (or engine) error into StoreRefused, StoreUnavailable or StoreError."""
+    """Turn a clickhouse-connect (or engine) error into StoreRefused,
+    StoreUnavailable or StoreError."""
     from clickhouse_connect.driver.exceptions import (
         DatabaseError,
         OperationalError,
@@ -127,7 +128,8 @@ class ClickHouseStore:
         if ours:
             os.environ["JE_MALLOC_CONF"] = JEMALLOC_CONF
         try:
-            import clickhouse_connect  # with a chdb:// URL this loads chDB (~300 MB), on this thread
+            # With a chdb:// URL this loads chDB (~300 MB), on this thread.
+            import clickhouse_connect
 
             return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0})
         except Exception as err:
@@ -136,7 +138,7 @@ class ClickHouseStore:
             if ours:
                 del os.environ["JE_MALLOC_CONF"]
 
-    # -- threading ----------------------------------------------------------------------------------
+    # -- threading --------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run `fn(*args)` on the owner thread; `fn` may call this store's methods directly."""
         return self._executor.submit(fn, *args)
@@ -157,7 +159,7 @@ class ClickHouseStore:
         except RuntimeError as err:  # the executor was shut down: the store is closed
             raise StoreUnavailable(f"{what}: the hot store is closed") from err
 
-    # -- the HotStore interface ---------------------------------------------------------------------
+    # -- the HotStore interface -------------------------------------------------------------------
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(lambda: self._client.command(sql, parameters=params), _what(sql))
 
@@ -181,7 +183,7 @@ class ClickHouseStore:
     ) -> int:
         def run() -> int:
             self._client.insert_arrow(table, data, settings=settings)
-            return data.num_rows
+            return int(data.num_rows)
 
         return self._run(run, f"insert into {table}")
 

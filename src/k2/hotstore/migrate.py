@@ -40,7 +40,7 @@ def statements(text: str) -> list[str]:
 
 def render(name: str, text: str, settings: HotStoreSettings) -> list[str]:
     """Return the statements of one DDL file, expanded per venue or timeframe where it applies."""
-    values = {
+    values: dict[str, int | str] = {
         "bronze_ttl_days": settings.bronze_ttl_days,
         "silver_ttl_days": settings.silver_ttl_days,
     }
@@ -74,7 +74,8 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
             store.execute(statement)
         if version not in done:
             store.execute(
-                f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')"
+                f"INSERT INTO {DATABASE}.schema_migrations (version, name) "
+                f"VALUES ({version}, '{name}')"
             )
             applied.append(name)
             log.info("hot store: applied %s", name)
@@ -97,6 +98,7 @@ def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
     for table, (column, days) in _ttl_tables(settings).items():
         if f"toIntervalDay({days})" not in current.get(table, ""):
             store.execute(
-                f"ALTER TABLE {DATABASE}.{table} MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"
+                f"ALTER TABLE {DATABASE}.{table} "
+                f"MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"
             )
             log.info("hot store: %s TTL set to %d days", table, days)

@@ -34,7 +34,8 @@ MAX_LIMIT = 1_000_000
 def _filters(
     venue: str | None, symbol: str | None, column: str, start_ns: int | None, end_ns: int | None
 ) -> tuple[str, dict[str, Any]]:
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, Any] = {}
     if venue:
         where.append("exchange = {venue:String}")
         params["venue"] = venue
@@ -64,12 +65,14 @@ def trades(
     end_ns: int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Return the latest `limit` trades matching the filters, oldest first, as `k2 normalize` rows."""
+    """Return the latest `limit` trades matching the filters, oldest first,
+    as `k2 normalize` rows."""
     where, params = _filters(venue, symbol, "ts_event", start_ns, end_ns)
     rows = store.rows(
         "SELECT exchange, symbol, canonical_symbol, trade_id, toString(price), toString(amount), "
         "toString(taker_side), toUnixTimestamp64Nano(ts_event), toUnixTimestamp64Nano(ts_recv) "
-        f"FROM {DATABASE}.silver_trades{where} ORDER BY ts_event DESC, trade_id DESC LIMIT {_limit(limit)}",
+        f"FROM {DATABASE}.silver_trades{where} "
+        f"ORDER BY ts_event DESC, trade_id DESC LIMIT {_limit(limit)}",
         params,
     )
     return _records(rows, TRADE_KEYS, ("ts_event", "ts_recv"))
@@ -78,7 +81,8 @@ def trades(
 def _records(
     rows: list[tuple[Any, ...]], keys: tuple[str, ...], times: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    """Rows fetched newest first, returned oldest first as dicts; `times` (ns) as RFC 3339 ("" for 0)."""
+    """Rows fetched newest first, returned oldest first as dicts; `times` (ns)
+    as RFC 3339 ("" for 0)."""
     out = []
     for row in reversed(rows):
         item = dict(zip(keys, row, strict=True))
@@ -113,7 +117,8 @@ def merged_candles_sql(tf: str, where: str, order: str, limit: str = "") -> str:
     """SELECT finished candles of one timeframe from its table."""
     values = ", ".join(expr for _, expr in CANDLE_MERGE)
     return (
-        f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), {values} "
+        f"SELECT exchange, canonical_symbol, '{timeframe(tf)}', toUnixTimestamp(window_start), "
+        f"{values} "
         f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
         f"ORDER BY {order}{limit}"
     )
@@ -128,7 +133,8 @@ def candles(
     end_ns: int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Return the latest `limit` candles (merged, with VWAP; the current window as it stands), oldest first."""
+    """Return the latest `limit` candles (merged, with VWAP;
+    the current window as it stands), oldest first."""
     seconds = TIMEFRAME_BY_NAME[timeframe(tf)].seconds
     if start_ns is None and venue and symbol:
         # "The last N candles of one market": merge N windows' states, not the market's whole
@@ -171,7 +177,9 @@ def _candles(
     )
     out = []
     for line in reversed(store.query_bytes(sql, "TabSeparated", params).decode().splitlines()):
-        item = dict(zip(CANDLE_KEYS, map(_tsv_unescape, line.split("\t")), strict=True))
+        item: dict[str, Any] = dict(
+            zip(CANDLE_KEYS, map(_tsv_unescape, line.split("\t")), strict=True)
+        )
         item["window_start"] = ns_to_rfc3339(int(item["window_start"]) * 1_000_000_000)
         item["trade_count"] = int(item["trade_count"])
         out.append(item)
@@ -234,8 +242,9 @@ def gaps(
     if gap_outcome(outcome) is not None:
         where = (where + " AND" if where else " WHERE") + f" outcome = '{outcome}'"
     rows = store.rows(
-        "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, toString(outcome), "
-        "toUnixTimestamp64Nano(detected_at), toUnixTimestamp64Nano(resolved_at), gap_id, detail "
+        "SELECT exchange, symbol, toString(kind), first_id, last_id, missing, recovered, "
+        "toString(outcome), toUnixTimestamp64Nano(detected_at), "
+        "toUnixTimestamp64Nano(resolved_at), gap_id, detail "
         f"FROM {DATABASE}.feed_gaps FINAL{where} ORDER BY detected_at DESC LIMIT {_limit(limit)}",
         params,
     )
@@ -249,10 +258,12 @@ def rejects(
     end_ns: int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """The latest quarantined messages with why they were rejected (raw text cut to 500 bytes), oldest first."""
+    """The latest quarantined messages with why they were rejected (raw text cut to 500 bytes),
+    oldest first."""
     where, params = _filters(venue, None, "ts_recv", start_ns, end_ns)
     rows = store.rows(
-        "SELECT exchange, toUnixTimestamp64Nano(ts_recv), reason, conn_id, toValidUTF8(substring(raw, 1, 500)) "
+        "SELECT exchange, toUnixTimestamp64Nano(ts_recv), reason, conn_id, "
+        "toValidUTF8(substring(raw, 1, 500)) "
         f"FROM {DATABASE}.rejects{where} ORDER BY ts_recv DESC LIMIT {_limit(limit)}",
         params,
     )

@@ -45,7 +45,8 @@ def mark_clean(hot_dir: Path) -> None:
 
 
 def was_clean(hot_dir: Path) -> bool:
-    """Return whether the last owner stopped cleanly (and forget it: this run must mark it again)."""
+    """Return whether the last owner stopped cleanly (and forget it:
+    this run must mark it again)."""
     marker = hot_dir / MARKER
     clean = marker.exists()
     marker.unlink(missing_ok=True)
@@ -109,15 +110,19 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
     found = []
     for exchange, symbol, canonical, lo, hi, lo_ts in spans:
         market = {"c": canonical, "e": exchange, "s": symbol, "lo": lo, "hi": hi, "lo_ts": lo_ts}
-        where = "WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String}"  # silver's key
-        # Jumps between consecutive ids across the span (rows written earlier count: they fill holes).
+        where = (  # silver's key
+            "WHERE canonical_symbol = {c:String} AND exchange = {e:String} AND symbol = {s:String}"
+        )
+        # Jumps between consecutive ids across the span
+        # (rows written earlier count: they fill holes).
         holes = [
             (prev + 1, tid - 1, prev_ts, ts)
             for prev, tid, prev_ts, ts in store.rows(
                 "SELECT prev_id, trade_id, prev_ts, ts FROM ("
                 " SELECT trade_id, toUnixTimestamp64Nano(ts_event) AS ts, row_number() OVER w AS n,"
                 "  lagInFrame(trade_id) OVER w AS prev_id, lagInFrame(ts) OVER w AS prev_ts"
-                f" FROM {DATABASE}.silver_trades {where} AND trade_id BETWEEN {{lo:UInt64}} AND {{hi:UInt64}}"
+                f" FROM {DATABASE}.silver_trades {where}"
+                " AND trade_id BETWEEN {lo:UInt64} AND {hi:UInt64}"
                 " WINDOW w AS (ORDER BY trade_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW))"
                 " WHERE n > 1 AND trade_id > prev_id + 1 ORDER BY trade_id",
                 market,
@@ -126,8 +131,10 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
         # Below the span: the last trade before it, read backwards along silver's sorting key
         # (these venues' ids rise with time), however long ago that was.
         before = store.rows(
-            f"SELECT trade_id, toUnixTimestamp64Nano(ts_event) FROM {DATABASE}.silver_trades {where} "
-            "AND ts_event <= fromUnixTimestamp64Nano({lo_ts:Int64}, 'UTC') AND trade_id < {lo:UInt64} "
+            "SELECT trade_id, toUnixTimestamp64Nano(ts_event) "
+            f"FROM {DATABASE}.silver_trades {where} "
+            "AND ts_event <= fromUnixTimestamp64Nano({lo_ts:Int64}, 'UTC') "
+            "AND trade_id < {lo:UInt64} "
             "ORDER BY ts_event DESC, trade_id DESC LIMIT 1",
             market,
         )
@@ -152,7 +159,8 @@ def recover(store: HotStore) -> dict[str, int]:
         table = bronze_table(venue)
         ((before,),) = store.rows(f"SELECT count() FROM {DATABASE}.{table}")
         store.execute(
-            f"INSERT INTO {DATABASE}.{table} SELECT symbol, canonical_symbol, trade_id, price, amount, '', "
+            f"INSERT INTO {DATABASE}.{table} "
+            "SELECT symbol, canonical_symbol, trade_id, price, amount, '', "
             "taker_side, ts_event, ts_recv, 'recovered', 'ws', false, '', ingest_seq "
             f"FROM {DATABASE}.silver_trades WHERE exchange = {{venue:String}} "
             "AND ts_recv >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
@@ -175,12 +183,14 @@ def recover(store: HotStore) -> dict[str, int]:
         "fromUnixTimestamp64Nano({since:Int64}, 'UTC')"
     )
     ((day,),) = store.rows(
-        f"SELECT toUnixTimestamp(toStartOfDay(min(t))) FROM ({' UNION ALL '.join(parts)}) WHERE t > 0",
+        "SELECT toUnixTimestamp(toStartOfDay(min(t))) "
+        f"FROM ({' UNION ALL '.join(parts)}) WHERE t > 0",
         {"since": since},
     )
     for tf in TIMEFRAMES:
         store.execute(
-            f"DELETE FROM {DATABASE}.{ohlcv_table(tf.name)} WHERE window_start >= toDateTime({int(day)}, 'UTC')"
+            f"DELETE FROM {DATABASE}.{ohlcv_table(tf.name)} "
+            f"WHERE window_start >= toDateTime({int(day)}, 'UTC')"
         )
     rebuild = re.sub(
         rf"FROM {DATABASE}\.silver_trades\n",
@@ -188,16 +198,18 @@ def recover(store: HotStore) -> dict[str, int]:
         _one_minute_select(),
     )
     store.execute(
-        f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} SETTINGS parallel_view_processing = 1 {rebuild}"
+        f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} "
+        f"SETTINGS parallel_view_processing = 1 {rebuild}"
     )
     ((windows,),) = store.rows(
-        f"SELECT count() FROM {DATABASE}.candles_1m WHERE window_start >= toDateTime({int(day)}, 'UTC')"
+        f"SELECT count() FROM {DATABASE}.candles_1m "
+        f"WHERE window_start >= toDateTime({int(day)}, 'UTC')"
     )
     done["candle_windows_rebuilt_1m"] = windows
     restored = sum(v for k, v in done.items() if k.startswith("bronze"))
     log.warning(
-        "hot store: the last stop was not clean; rebuilt candles from %s on from silver, restored %d "
-        "bronze rows",
+        "hot store: the last stop was not clean; rebuilt candles from %s on from silver, "
+        "restored %d bronze rows",
         ns_to_rfc3339(int(day) * 1_000_000_000),
         restored,
     )
@@ -206,8 +218,8 @@ def recover(store: HotStore) -> dict[str, int]:
         store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps), {"async_insert": 0})
         done["gaps_recorded"] = len(gaps)
         log.warning(
-            "hot store: %d holes in silver had no gap record (lost with the last batch); recorded them "
-            "as pending, for the next k2 up to repair: %s",
+            "hot store: %d holes in silver had no gap record (lost with the last batch); "
+            "recorded them as pending, for the next k2 up to repair: %s",
             len(gaps),
             ", ".join(g.gap_id for g in gaps[:10]),
         )

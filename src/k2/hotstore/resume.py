@@ -33,7 +33,8 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
     """Return per-venue cursors from silver and the gaps that were still pending."""
     state = ResumeState()
     for exchange, symbol, high, high_ts in store.rows(
-        f"SELECT exchange, symbol, max(trade_id), toUnixTimestamp64Nano(argMax(ts_event, trade_id)) "
+        "SELECT exchange, symbol, max(trade_id), "
+        "toUnixTimestamp64Nano(argMax(ts_event, trade_id)) "
         f"FROM {DATABASE}.silver_trades GROUP BY exchange, symbol"
     ):
         state.cursors.setdefault(exchange, {})[symbol] = SymbolCursor(high, high_ts)
@@ -41,9 +42,11 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
     if windowed:
         # Venues deduplicated by a window of recent ids need that window back.
         for exchange, symbol, ids in store.rows(
-            f"SELECT exchange, symbol, groupArray(trade_id) FROM (SELECT exchange, symbol, trade_id "
+            "SELECT exchange, symbol, groupArray(trade_id) "
+            "FROM (SELECT exchange, symbol, trade_id "
             f"FROM {DATABASE}.silver_trades WHERE exchange IN {{venues:Array(String)}} "
-            f"ORDER BY trade_id DESC LIMIT {int(recent_ids)} BY exchange, symbol) GROUP BY exchange, symbol",
+            f"ORDER BY trade_id DESC LIMIT {int(recent_ids)} BY exchange, symbol) "
+            "GROUP BY exchange, symbol",
             {"venues": windowed},
         ):
             cursor = state.cursors.setdefault(exchange, {}).setdefault(symbol, SymbolCursor())

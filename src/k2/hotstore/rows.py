@@ -25,7 +25,7 @@ def decimal_texts(values: Sequence[Decimal]) -> pa.Array:
     if pc.any(exponent).as_py():
         fixed = texts.to_pylist()
         for i in np.flatnonzero(exponent.to_numpy(zero_copy_only=False)):
-            fixed[i] = format(values[i], "f")
+            fixed[i] = format(values[int(i)], "f")
         texts = pa.array(fixed, pa.string())
     return texts
 

@@ -26,7 +26,8 @@ class HotStore(Protocol):
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
 
     def query_bytes(self, sql: str, fmt: str, params: dict[str, Any] | None = None) -> bytes:
-        """Run `sql` and return its result encoded in ClickHouse format `fmt` (e.g. Parquet, TSV)."""
+        """Run `sql` and return its result encoded in ClickHouse format `fmt`
+        (e.g. Parquet, TSV)."""
         ...
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
@@ -80,7 +81,8 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self, role: str, api_url: str | None = None) -> None:
-        """Take the lock or raise StoreLocked saying who holds it (InputError: not a usable directory)."""
+        """Take the lock or raise StoreLocked saying who holds it (InputError:
+        not a usable directory)."""
         check_data_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -115,7 +117,8 @@ class DataDirLock:
     def holder(self) -> dict[str, Any] | None:
         """Return what the holder wrote about itself (pid, role, api_url), if anything."""
         try:
-            return json.loads(self.path.read_text() or "null")
+            found = json.loads(self.path.read_text() or "null")
+            return found if isinstance(found, dict) else None
         except (OSError, ValueError):
             return None
 

@@ -1,4 +1,5 @@
-"""The writer: the feeds' sink in the embedded shape. Batches by size and time, one insert per table.
+"""The writer: the feeds' sink in the embedded shape. Batches by size and time, one insert
+per table.
 
 Every received trade becomes a bronze row (duplicates flagged). A batch is one insert into the
 Null table `ingest_trades`; materialized views inside that insert fan it out to the bronze tables,
@@ -280,7 +281,8 @@ class StoreWriter:
         if now - self._logged_down_at >= LOG_EVERY_S:
             self._logged_down_at = now
             log.error(
-                "writer: the hot store is unavailable for %.0f s (%s); %d rows wait; retrying in %.1f s",
+                "writer: the hot store is unavailable for %.0f s (%s); %d rows wait; "
+                "retrying in %.1f s",
                 now - s.store_down_since,
                 err,
                 s.pending,
@@ -316,7 +318,8 @@ class StoreWriter:
         s.pending -= w.rows
 
     def _quarantine(self, refused: list[tuple[str, pa.Table, str]]) -> None:
-        """Refused trades become rejects (written with the next batch); K2's own records are logged."""
+        """Refused trades become rejects (written with the next batch);
+        K2's own records are logged."""
         for table, row, message in refused:
             if table == INGEST_TABLE:
                 r = row.to_pylist()[0]
@@ -407,7 +410,7 @@ class StoreWriter:
         self._last_seq = first + len(trades) - 1
         return table
 
-    # -- on the store's owner thread ----------------------------------------------------------------
+    # -- on the store's owner thread --------------------------------------------------------------
     def _write(self, w: _Write) -> None:
         """Insert what is left of `w`: bronze first (silver and candles follow inside each insert),
         then gap records, so a gap is never marked repaired before its trades exist.
@@ -508,8 +511,8 @@ class StoreWriter:
         self.stats.unwritten_rows = left
         if left or self.buffered():
             log.error(
-                "writer: stopping with %d trades, %d gap records and %d rejects unwritten (the hot store: %s); "
-                "the next start repairs the trades from the venues",
+                "writer: stopping with %d trades, %d gap records and %d rejects unwritten "
+                "(the hot store: %s); the next start repairs the trades from the venues",
                 left,
                 len(self._batch.gaps),
                 len(self._batch.rejects),

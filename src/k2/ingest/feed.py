@@ -64,8 +64,8 @@ class Feed:
         for symbol in self.symbols:
             self.stats.symbol(symbol)
             self._tracker(symbol, (cursors or {}).get(symbol))
-        # Per symbol: trades whose id jumped beyond the bound (with their connection), held until the
-        # stream says which they were.
+        # Per symbol: trades whose id jumped beyond the bound (with their connection), held until
+        # the stream says which they were.
         self._suspects: dict[str, list[tuple[Trade, str]]] = {}
         self.repairer = GapRepairer(
             adapter,
@@ -147,7 +147,8 @@ class Feed:
         return keep
 
     async def run(self, stop: asyncio.Event, repair_stop: asyncio.Event | None = None) -> None:
-        """Run the feed until `stop` is set; gap repairs go on until `repair_stop` (default: `stop`)."""
+        """Run the feed until `stop` is set;
+        gap repairs go on until `repair_stop` (default: `stop`)."""
         repair_stop = repair_stop or stop
         symbols = await self.check_listing() if self.ingest.check_listing else self.symbols
         for gap, holes in self._pending:
@@ -212,14 +213,13 @@ class Feed:
                 try:
                     parsed = parse(raw, recv_ns)
                 except ParseError as err:
-                    if (
-                        run and not self.adapter.contiguous_ids
-                    ):  # the window repair starts after these
+                    # The window repair starts after these.
+                    if run and not self.adapter.contiguous_ids:
                         await self._ingest(run, conn.conn_id, live=True)
                         run = []
                     await self._reject(err.reason, raw, recv_ns, conn.conn_id)
                     continue
-                if type(parsed) is Trade:  # a message that was exactly one trade
+                if isinstance(parsed, Trade):  # a message that was exactly one trade
                     run.append(parsed)
                     delivered = True
                     continue
@@ -254,8 +254,8 @@ class Feed:
                     if run and not self.adapter.contiguous_ids:
                         await self._ingest(run, conn.conn_id, live=True)
                         run = []
-                    for err in parsed.rejected:
-                        await self._reject(err.reason, raw, recv_ns, conn.conn_id)
+                    for rejected in parsed.rejected:
+                        await self._reject(rejected.reason, raw, recv_ns, conn.conn_id)
                 signal = parsed.signal
                 if signal is not None:
                     if signal is Signal.SHUTDOWN:
@@ -269,7 +269,8 @@ class Feed:
                             parsed.detail,
                         )
         finally:
-            # Even if something above fails (an adapter bug), what was parsed before it is passed on.
+            # Even if something above fails (an adapter bug),
+            # what was parsed before it is passed on.
             if run:
                 await self._ingest(run, conn.conn_id, live=True)
         return Delivered(delivered, shutdown)
@@ -431,7 +432,8 @@ class Feed:
             await self._reject_suspect(trade, conn_id, why)
 
     async def _reject_suspect(self, trade: Trade, conn_id: str, why: str) -> None:
-        # A venue whose ids skip cannot see the true trade missing by id: _reject reads its window back.
+        # A venue whose ids skip cannot see the true trade missing by id:
+        # _reject reads its window back.
         high = self.trackers[trade.symbol].high
         self.stats.suspects_rejected += 1
         await self._reject(

@@ -44,7 +44,8 @@ class _Job:
 
 
 def id_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int) -> Gap:
-    """Return a new pending gap for missing ids first..last (a deterministic id makes it idempotent)."""
+    """Return a new pending gap for missing ids first..last (a deterministic id
+    makes it idempotent)."""
     return Gap(
         f"{venue}:{symbol}:{first}-{last}",
         venue,
@@ -65,7 +66,8 @@ def id_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: 
 def suspicious_gap(
     venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int, detail: str
 ) -> Gap:
-    """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond the venue's bound)."""
+    """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond
+    the venue's bound)."""
     now = time.time_ns()
     return Gap(
         f"{venue}:{symbol}:{first}-{last}",
@@ -86,7 +88,8 @@ def suspicious_gap(
 
 
 def window_gap(venue: str, symbol: str, after_id: int, ts_from: int) -> Gap:
-    """Return a new pending gap for "whatever traded after `ts_from`" (venues without contiguous ids)."""
+    """Return a new pending gap for "whatever traded after `ts_from`" (venues
+    without contiguous ids)."""
     return Gap(
         f"{venue}:{symbol}:w{ts_from}",
         venue,
@@ -136,7 +139,8 @@ class GapRepairer:
         return self._queue.qsize() + (0 if self.idle.is_set() else 1)
 
     def open_gaps(self) -> list[Gap]:
-        """The gaps queued or being repaired, oldest first (what a stop leaves for the next start)."""
+        """The gaps queued or being repaired,
+        oldest first (what a stop leaves for the next start)."""
         return list(self._open.values())
 
     async def submit(self, gap: Gap, record: bool = True) -> None:

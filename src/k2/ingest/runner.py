@@ -119,7 +119,7 @@ async def stop_feeds(
     (a gap not repaired stays pending in its record). Suspects never confirmed become rejects.
     """
     stop.set()
-    while any(f.repairer.pending() for f in feeds) and time.monotonic() < until and not task.done():
+    while any(f.repairer.pending() for f in feeds) and time.monotonic() < until and not task.done():  # noqa: ASYNC110 - repairers expose no "queue empty" event
         await asyncio.sleep(0.05)
     repair_stop.set()
     try:

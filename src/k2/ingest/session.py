@@ -109,7 +109,7 @@ class FeedSession:
                 self.stats.set_state(st.CONNECTING if not ever_connected else st.RECONNECTING)
                 try:
                     conn = await self._open()
-                except Exception as err:  # any failure to connect is retried with backoff
+                except Exception as err:  # noqa: BLE001 - any failure to connect is retried with backoff
                     state, reason = describe_failure(err, self.url)
                     delay = self._backoff.next_delay()
                     self._report_down(state, reason, delay)
@@ -118,7 +118,8 @@ class FeedSession:
                 self._backoff.connected()
                 if ever_connected:
                     self.stats.reconnects += 1
-                # Every connection opened here follows an outage (or the start): repair from cursors.
+                # Every connection opened here follows an outage (or the start):
+                # repair from cursors.
                 await self._on_connected(conn, True)
                 ever_connected = True
                 reason = await self._serve(conn)
@@ -209,9 +210,7 @@ class FeedSession:
         try:
             while True:
                 waiters = {reader, stop_wait} | ({opening} if opening else set())
-                done, _ = await asyncio.wait(
-                    waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 if self._stop.is_set():
                     for c in (current, nxt):
                         if c is not None:
@@ -223,7 +222,7 @@ class FeedSession:
                         nxt = opening.result()
                         nxt_reader = asyncio.create_task(self._read(nxt))
                         self.stats.set_state(st.LIVE, "rotating")
-                    except Exception as err:
+                    except Exception as err:  # noqa: BLE001 - a failed rotation keeps the old connection
                         log.warning("%s: rotation connection failed: %s", self.venue, err)
                     opening = None
                 if reader.done():

@@ -1,4 +1,5 @@
-"""Live counters per venue and symbol. The hot path bumps plain ints; metrics read them on scrape."""
+"""Live counters per venue and symbol. The hot path bumps plain ints;
+metrics read them on scrape."""
 
 from __future__ import annotations
 

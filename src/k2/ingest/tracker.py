@@ -1,4 +1,5 @@
-"""Per (venue, symbol) trade-id bookkeeping: what is new, what is a duplicate, where the holes are."""
+"""Per (venue, symbol) trade-id bookkeeping: what is new, what is a duplicate,
+where the holes are."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ class ContiguousTracker:
         self.max_jump = max_jump
 
     def offer(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
-        """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi) it opens."""
+        """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi)
+        it opens."""
         high = self.high
         if high is None or trade_id > high:
             if high is None or trade_id == high + 1:
@@ -108,7 +110,8 @@ class ContiguousTracker:
         return _DUPLICATE
 
     def adopt(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
-        """Take `trade_id` (above the high mark) as new, whatever the jump; return the hole it opens."""
+        """Take `trade_id` (above the high mark) as new, whatever the jump;
+        return the hole it opens."""
         high = self.high
         self.high, self.high_ts = trade_id, ts_event
         if high is None or trade_id == high + 1:
@@ -151,7 +154,8 @@ class SeenTracker:
         return self.adopt(trade_id, ts_event)
 
     def adopt(self, trade_id: int, ts_event: int) -> tuple[Verdict, tuple[int, int] | None]:
-        """Take `trade_id` as seen, whatever its distance from the highest id (never a hole here)."""
+        """Take `trade_id` as seen,
+        whatever its distance from the highest id (never a hole here)."""
         seen = self._seen
         seen.add(trade_id)  # remember it; the oldest leaves the window
         order = self._order

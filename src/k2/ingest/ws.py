@@ -26,7 +26,8 @@ RECV_BUFFER = 2**20
 
 
 class ConnectionClosed(Exception):
-    """The connection ended: `code` and `reason` from the peer's close frame, or None if it just dropped."""
+    """The connection ended: `code` and `reason` from the peer's close frame,
+    or None if it just dropped."""
 
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(
@@ -35,7 +36,7 @@ class ConnectionClosed(Exception):
         self.code, self.reason = code, reason
 
 
-class _Listener(WSListener):  # type: ignore[misc]
+class _Listener(WSListener):
     def __init__(self, conn: WsConnection) -> None:
         self._conn = conn
         self._parts: list[bytes] = []
@@ -53,7 +54,7 @@ class _Listener(WSListener):  # type: ignore[misc]
                 self._conn._push(b"".join(self._parts))
                 self._parts = []
         elif kind is WSMsgType.CLOSE:
-            code = int(frame.get_close_code())
+            code = int(frame.get_close_code().value)
             self._conn._peer_closed = ConnectionClosed(
                 code, frame.get_close_message().decode("utf-8", "replace")
             )
@@ -65,7 +66,8 @@ class _Listener(WSListener):  # type: ignore[misc]
 
 
 class WsConnection:
-    """Receive whole messages with `await recv_many(limit)`; `send(text)`; `close()` or `abort()`."""
+    """Receive whole messages with `await recv_many(limit)`; `send(text)`;
+    `close()` or `abort()`."""
 
     def __init__(self) -> None:
         self._messages: deque[bytes] = deque()
@@ -151,7 +153,7 @@ class WsConnection:
         assert self._transport is not None
         self._transport.send(WSMsgType.TEXT, text.encode())
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - public signature; bounds only the handshake
         """Close with a close frame; drop the connection if the peer does not answer in time."""
         if self._transport is None or self._closed is not None:
             return

@@ -127,14 +127,18 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         unrepaired = f.gaps_unrecoverable + f.gaps_partial + f.gaps_suspicious
         gaps = (
             f"{f.gaps_found} gaps found, {f.gaps_repaired} repaired, {f.gaps_partial} partly, "
-            f"{f.gaps_unrecoverable} unrecoverable, {f.gaps_suspicious} suspicious, {open_gaps} being repaired"
+            f"{f.gaps_unrecoverable} unrecoverable, {f.gaps_suspicious} suspicious, "
+            f"{open_gaps} being repaired"
         )
         checks.append(Check(f"gaps {f.venue}", WARN if unrepaired else OK, gaps))
     w = inp.writer
     if w is not None:
         backlog = w.pending >= inp.max_pending_rows > 0
         stale = w.pending and w.last_flush_at and inp.now - w.last_flush_at > 30
-        detail = f"{w.batches:,} batches, {w.pending:,} rows pending, backpressure {w.backpressure_s:.1f} s in all"
+        detail = (
+            f"{w.batches:,} batches, {w.pending:,} rows pending, "
+            f"backpressure {w.backpressure_s:.1f} s in all"
+        )
         checks.append(Check("writer", WARN if backlog or stale else OK, detail))
         if w.store_down_since:
             checks.append(

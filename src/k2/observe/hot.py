@@ -21,11 +21,13 @@ def hot_state(store: HotStore, venues: list[str]) -> tuple[dict[str, int], dict[
     rows = {
         str(t): int(n)
         for t, n in store.rows(
-            f"SELECT table, sum(rows) FROM system.parts WHERE database = '{DATABASE}' AND active GROUP BY table"
+            "SELECT table, sum(rows) FROM system.parts "
+            f"WHERE database = '{DATABASE}' AND active GROUP BY table"
         )
     }
     parts = [
-        f"SELECT '{t}' AS t, toFloat64(toUnixTimestamp64Milli(toDateTime64(max({col}), 3))) / 1000 AS ts "
+        f"SELECT '{t}' AS t, "
+        f"toFloat64(toUnixTimestamp64Milli(toDateTime64(max({col}), 3))) / 1000 AS ts "
         f"FROM {DATABASE}.{t}"
         for t, col in freshness_tables(venues).items()
     ]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from k2 import __version__
 from k2.archive.tables import TABLES
@@ -113,12 +114,12 @@ class Source(Protocol):
 
 
 def _family(
-    kind: type[Metric],
+    kind: type[GaugeMetricFamily | CounterMetricFamily],
     name: str,
     doc: str,
     labels: Sequence[str],
     samples: Iterable[tuple[Sequence[str], float]],
-) -> Metric:
+) -> GaugeMetricFamily | CounterMetricFamily:
     family = kind(name, doc, labels=list(labels))
     for values, value in samples:
         family.add_metric(list(values), value)
@@ -151,7 +152,7 @@ def memory_limit_bytes(configured: int | None) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-class K2Collector:
+class K2Collector(Collector):
     """Turns the live state of `k2 up` into metric families on every scrape."""
 
     def __init__(self, source: Source) -> None:
@@ -529,7 +530,7 @@ class K2Collector:
 def build_registry(source: Source) -> CollectorRegistry:
     """A registry of its own (not the library's global one): one per running process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(K2Collector(source))  # type: ignore[arg-type]
+    registry.register(K2Collector(source))
     ProcessCollector(
         namespace="k2", registry=registry
     )  # k2_process_resident_memory_bytes, _cpu_seconds_total, ...

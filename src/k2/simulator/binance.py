@@ -85,7 +85,10 @@ class BinanceSim(VenueServer):
         micro = conn.params.get("timeUnit", "").upper() == "MICROSECOND"
         div = 1000 if micro else 1_000_000
         sym = market.symbol
-        head = f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{time.time_ns() // div},"s":"{sym}","t":'
+        head = (
+            f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade",'
+            f'"E":{time.time_ns() // div},"s":"{sym}","t":'
+        )
         return [
             f'{head}{t.trade_id},"p":"{t.price_text}","q":"{t.amount_text}",'
             f'"T":{t.ts_ns // div},"m":{"false" if t.taker_buy else "true"},"M":true}}}}'.encode()

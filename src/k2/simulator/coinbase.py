@@ -18,10 +18,17 @@ SUBSCRIBE_DEADLINE_S = 5.0  # "a subscribe must arrive within 5 seconds or you a
 _TICKER = "/api/v3/brokerage/market/products/"
 _GARBAGE = (
     b'{"channel":"market_trades","client_id":"","timestamp":"2026-01-01T00:00:00Z","sequence_num":',
-    b'{"channel":"market_trades","client_id":"","events":[{"type":"update","trades":[{"trade_id":"x1",'
-    b'"product_id":"BTC-USD","price":"1","size":"1","side":"BUY","time":"2026-01-01T00:00:00Z"}]}]}',
-    b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1",'
-    b'"product_id":"BTC-USD","price":"NaN","size":"1","side":"BUY","time":"2026-01-01T00:00:00Z"}]}]}',
+    (
+        b'{"channel":"market_trades","client_id":"",'
+        b'"events":[{"type":"update","trades":[{"trade_id":"x1",'
+        b'"product_id":"BTC-USD","price":"1","size":"1","side":"BUY",'
+        b'"time":"2026-01-01T00:00:00Z"}]}]}'
+    ),
+    (
+        b'{"channel":"market_trades","events":[{"type":"update","trades":[{"trade_id":"1",'
+        b'"product_id":"BTC-USD","price":"NaN","size":"1","side":"BUY",'
+        b'"time":"2026-01-01T00:00:00Z"}]}]}'
+    ),
     b'{"channel":"market_trades","events":[{"type":"weird","trades":[]}]}',
     b'"just a string"',
 )

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from k2.errors import ConfigError
 
 FAULTS = {
-    "disconnect": "close every connection every N seconds (clean close and abrupt drop, alternating)",
+    "disconnect": (
+        "close every connection every N seconds (clean close and abrupt drop, alternating)"
+    ),
     "gaps": "drop trades from the live stream (REST still serves them)",
     "duplicates": "send trades twice",
     "reorder": "deliver trades after later ones",
     "malformed": "inject malformed frames and malformed trades",
-    "poison": "change one field of a trade on the stream to a value no store can hold (REST keeps the true one)",
+    "poison": (
+        "change one field of a trade on the stream to a value no store can hold "
+        "(REST keeps the true one)"
+    ),
     "ratelimit": "answer REST with 429/Retry-After (Kraken: EAPI:Rate limit exceeded)",
     "shutdown": "Binance serverShutdown notices, then close",
     "rotation": "cut connections at a compressed '24-hour' age",

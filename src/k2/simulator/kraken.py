@@ -17,10 +17,15 @@ _X_ASSETS = {"XBT", "ETH", "LTC", "XRP", "XDG", "XLM", "ETC", "XMR", "ZEC"}
 _FIAT = {"USD", "EUR", "GBP", "JPY", "CAD"}
 _GARBAGE = (
     b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":',
-    b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"sideways","price":1,'
-    b'"qty":1,"ord_type":"limit","trade_id":1,"timestamp":"2026-01-01T00:00:00.000000Z"}]}',
-    b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":1,'
-    b'"qty":1,"ord_type":"limit","trade_id":1,"timestamp":"yesterday"}]}',
+    (
+        b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"sideways",'
+        b'"price":1,"qty":1,"ord_type":"limit","trade_id":1,'
+        b'"timestamp":"2026-01-01T00:00:00.000000Z"}]}'
+    ),
+    (
+        b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":1,'
+        b'"qty":1,"ord_type":"limit","trade_id":1,"timestamp":"yesterday"}]}'
+    ),
     b'{"channel":"book","type":"update","data":[]}',
     b'{"channel":"trade","type":"sideways","data":[]}',
 )
@@ -55,7 +60,7 @@ class KrakenSim(VenueServer):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self._by_rest_name = {}
+        self._by_rest_name: dict[str, str] = {}
         for symbol in self.markets:
             key, alt, ws = legacy(symbol)
             for name in (key, alt, ws, symbol, symbol.replace("/", "")):
@@ -158,9 +163,8 @@ class KrakenSim(VenueServer):
         return _GARBAGE[self._garbage_i % len(_GARBAGE)]
 
     def rate_limited(self) -> HttpReply:
-        return json_reply(
-            {"error": ["EAPI:Rate limit exceeded"]}
-        )  # Kraken answers 200 with an error
+        # Kraken answers 200 with an error.
+        return json_reply({"error": ["EAPI:Rate limit exceeded"]})
 
     def rest(self, path: str, query: list[tuple[str, str]], headers: Headers) -> HttpReply:
         q = dict(query)
@@ -178,10 +182,10 @@ class KrakenSim(VenueServer):
                 }
             return json_reply({"error": [], "result": result})
         if path == "/0/public/Trades":
-            symbol = self._by_rest_name.get(q.get("pair", ""))
-            if symbol is None:
+            listed = self._by_rest_name.get(q.get("pair", ""))
+            if listed is None:
                 return json_reply({"error": ["EQuery:Unknown asset pair"]})
-            market = self.markets[symbol]
+            market = self.markets[listed]
             since = int(q.get("since", "0") or 0)
             if since < 10**12:
                 since *= 10**9  # seconds form
@@ -200,5 +204,5 @@ class KrakenSim(VenueServer):
                 for t in rows
             ]
             last = str(rows[-1].ts_ns if rows else since)
-            return json_reply({"error": [], "result": {legacy(symbol)[0]: body, "last": last}})
+            return json_reply({"error": [], "result": {legacy(listed)[0]: body, "last": last}})
         return json_reply({"error": ["EGeneral:Unknown method"]}, 404)

@@ -106,7 +106,7 @@ class VenueServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     # -- wire format hooks ------------------------------------------------------------------------
     async def on_open(self, conn: SimConnection) -> bool:
@@ -214,9 +214,13 @@ class VenueServer:
         Held trades carry a count of publishes to wait: a delayed trade waits until a batch of
         later trades has gone out, so it arrives in a later message than trades newer than it.
         """
-        held, release = [], []
+        held: list[tuple[SimTrade, int]] = []
+        release: list[SimTrade] = []
         for t, wait in self._held.pop(market.symbol, []):
-            (release if wait <= 0 else held).append((t, wait - 1) if wait > 0 else t)
+            if wait > 0:
+                held.append((t, wait - 1))
+            else:
+                release.append(t)
         out: list[SimTrade] = []
         lost = False
         for t in trades:
@@ -344,7 +348,8 @@ class VenueServer:
 
 
 def text_frame(payload: bytes) -> bytes:
-    """Serialize one unfragmented, unmasked (server-to-client) WebSocket text frame (RFC 6455 5.2)."""
+    """Serialize one unfragmented, unmasked (server-to-client)
+    WebSocket text frame (RFC 6455 5.2)."""
     n = len(payload)
     if n < 126:
         return bytes((0x81, n)) + payload

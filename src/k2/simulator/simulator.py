@@ -1,4 +1,5 @@
-"""The simulator: every simulated venue on loopback, one market clock, optional ground-truth record."""
+"""The simulator: every simulated venue on loopback, one market clock,
+optional ground-truth record."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class Simulator:
         self.fault_seconds: float | None = None
 
     def open_market(self) -> None:
-        """Start trading (after starting paused); faults run for `fault_seconds` from now, if set."""
+        """Start trading (after starting paused);
+        faults run for `fault_seconds` from now, if set."""
         if self.fault_seconds is not None:
             self.faults.active_until = time.monotonic() + self.fault_seconds
         self.paused = False
@@ -98,7 +100,7 @@ class Simulator:
     async def open_when(self, ready: Callable[[], bool], stop: asyncio.Event) -> None:
         """Open the market (it should start paused) once `ready()` holds: every trade it makes is
         then one the clients could have seen."""
-        while not stop.is_set() and not ready():
+        while not stop.is_set() and not ready():  # noqa: ASYNC110 - `ready` is a predicate, not an event
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # subscriptions settle
         if not stop.is_set():
@@ -150,8 +152,8 @@ class Simulator:
                     else (err.strerror or str(err))
                 )
                 raise InputError(
-                    f"the simulator cannot serve {venue} on {server.host}:{server.bind_port}: {why} "
-                    "(choose other ports with --port)"
+                    f"the simulator cannot serve {venue} on {server.host}:{server.bind_port}: "
+                    f"{why} (choose other ports with --port)"
                 ) from None
         self.faults.started = time.monotonic()
         self._clock_task = asyncio.create_task(self._clock())
