@@ -19,17 +19,17 @@ from k2.exchanges import make_adapter
 from k2.exchanges.base import as_parsed
 from k2.hotstore.store import HotStore
 from k2.hotstore.writer import StoreWriter
+from k2.instruments import load_instruments
 from k2.records import Reject, Trade
 from k2.settings import WriterSettings
 from k2.simulator.frames import wire_frames
 from k2.simulator.mutate import Mutator
+from k2.simulator.simulator import SERVERS
 
-SYMBOLS = {
-    "binance": ("BTCUSDT", "ETHUSDT"),
-    "kraken": ("BTC/USD", "ETH/USD"),
-    "coinbase": ("BTC-USD", "ETH-USD"),
-}
-PER_MESSAGE = {"binance": 1, "kraken": 3, "coinbase": 4}
+# Every simulated venue, on the first two symbols the packaged instruments file lists for it; a
+# venue that batches trades sends a few per frame.
+SYMBOLS = {v: symbols[:2] for v, symbols in load_instruments().items() if v in SERVERS}
+PER_MESSAGE = {v: 3 if SERVERS[v].batching else 1 for v in SYMBOLS}
 
 
 @dataclass
@@ -55,9 +55,11 @@ class FuzzResult:
 
     def line(self) -> str:
         return (
-            f"{self.venue}: {self.frames:,} frames, {self.with_trades:,} with trades ({self.trades:,} trades; "
-            f"{self.partly_rejected:,} of them with some trades rejected), {self.rejected:,} rejected whole, "
-            f"{self.signals:,} signals; {self.rejects:,} rejects; {len(self.crashes)} crashes; "
+            f"{self.venue}: {self.frames:,} frames, {self.with_trades:,} with trades "
+            f"({self.trades:,} trades; "
+            f"{self.partly_rejected:,} of them with some trades rejected), "
+            f"{self.rejected:,} rejected whole, {self.signals:,} signals; "
+            f"{self.rejects:,} rejects; {len(self.crashes)} crashes; "
             f"{len(self.problems)} store problems"
         )
 
@@ -96,7 +98,7 @@ def fuzz(
             rejects.append(Reject(venue, err.reason, raw, now, "fuzz"))
             result.rejected += 1
             continue
-        except Exception as err:  # what fuzzing exists to find
+        except Exception as err:  # noqa: BLE001 - a crash is what fuzzing exists to find
             result.crashes.append((raw[:300], repr(err)))
             continue
         trades.extend(parsed.trades)
