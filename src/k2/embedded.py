@@ -22,26 +22,28 @@ from k2.api.app import create_app
 from k2.api.server import ApiServer
 from k2.archive import ops
 from k2.archive.lake import Lake
+from k2.archive.status import ArchiveStatus
 from k2.archive.tables import TABLES
 from k2.background import in_daemon_thread
 from k2.flows import FLOWS
-from k2.flows.runtime import ArchiveRuntime, ArchiveStatus, using
+from k2.flows.runtime import ArchiveRuntime, using
 from k2.flows.schedule import Job, Schedule, validate_cron
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
+from k2.hotstore.stats import WriterStats
 from k2.hotstore.store import HotStore
-from k2.hotstore.writer import StoreWriter, WriterStats
+from k2.hotstore.writer import StoreWriter
 from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
 from k2.ingest.stats import LIVE, FeedStats
 from k2.instruments import Instruments
 from k2.observe.health import HealthInputs
 from k2.observe.hot import hot_state
-from k2.observe.metrics import PipelineMetrics
 from k2.records import Gap
 from k2.settings import Settings, with_venues
 from k2.simulator import Simulator
 from k2.simulator.simulator import from_settings
+from k2.telemetry import PipelineMetrics
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from k2.archive.lake import Lake
+from k2.archive.tables import TABLES
 from k2.errors import ArchiveError, StoreError
 from k2.flows import maintenance, offload, reconcile
 from k2.flows.runtime import ArchiveRuntime, using
@@ -104,6 +105,63 @@ def test_transient_errors_are_retried_permanent_ones_fail_the_flow_after_the_res
     assert status.consecutive_failures == 1 and "schema does not match" in status.last_error
     failed = runtime.store.rows("SELECT table_name FROM k2.ops_flow_runs WHERE status = 'failed'")
     assert failed == [("ohlcv_1h",)]
+
+
+@pytest.mark.parametrize(
+    ("flow", "work"),
+    [
+        ("offload", "offload_table"),
+        ("maintenance", "maintain_table"),
+        ("reconcile", "reconcile_table"),
+    ],
+)
+def test_a_failing_table_does_not_stop_the_others_in_any_flow(
+    runtime: ArchiveRuntime, monkeypatch: pytest.MonkeyPatch, flow: str, work: str
+) -> None:
+    Market(runtime.store).write(10)
+    if flow != "offload":
+        offload.offload_flow()  # something to maintain and to compare
+    module = {"offload": offload, "maintenance": maintenance, "reconcile": reconcile}[flow]
+    real = getattr(module, work)
+    seen: list[str] = []
+
+    def failing(*args: Any, **kw: Any) -> Any:
+        spec = next(a for a in args if hasattr(a, "partition_by"))
+        seen.append(spec.name)
+        if spec.name == "bronze_trades_kraken":
+            raise ArchiveError("this table is broken")  # permanent: not retried
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, work, failing)
+    before = time.time()
+    run = {
+        "offload": offload.offload_flow,
+        "maintenance": maintenance.maintenance_flow,
+        "reconcile": reconcile.reconcile_flow,
+    }[flow]
+    with pytest.raises(ArchiveError, match=f"{flow} failed for bronze_trades_kraken"):
+        run()
+    names = [t.name for t in TABLES]
+    assert seen == names  # every table was tried, in order, the ones after the failure too
+    if flow == "maintenance":
+        rows = runtime.store.rows(
+            "SELECT table_name, toString(status), detail FROM k2.ops_maintenance_audit"
+        )
+        assert runtime.status.maintenance_at >= before and not runtime.status.maintenance_ok
+    else:
+        rows = runtime.store.rows(
+            "SELECT table_name, toString(status), detail FROM k2.ops_flow_runs "
+            f"WHERE flow = '{flow}' "
+            f"AND started_at >= fromUnixTimestamp64Milli({int(before * 1000)})"
+        )
+    failed = [(t, d) for t, status, d in rows if status == "failed"]
+    assert [t for t, _ in failed] == ["bronze_trades_kraken"]
+    assert "this table is broken" in failed[0][1]
+    assert sorted(t for t, status, _ in rows if status == "ok") == sorted(
+        n for n in names if n != "bronze_trades_kraken"
+    )
+    if flow == "reconcile":
+        assert runtime.status.reconcile_at >= before  # the run is recorded, failed table and all
 
 
 def test_maintenance_and_reconcile_flows_audit_what_they_did(runtime: ArchiveRuntime) -> None:

@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2.archive.maintenance import MaintenanceResult
 from k2.archive.reconcile import DayCheck
-from k2.flows.runtime import ArchiveStatus
-from k2.hotstore.writer import WriterStats
+from k2.archive.status import ArchiveStatus
+from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import LIVE, RECONNECTING, FeedStats
 from k2.observe.health import EXIT_CODES, FAIL, OK, WARN, HealthInputs, evaluate, overall, report
-from k2.observe.histogram import Histogram
-from k2.observe.metrics import PipelineMetrics, build_registry, memory_limit_bytes, render
+from k2.observe.metrics import build_registry, memory_limit_bytes, render
 from k2.settings import HealthSettings, load_settings
+from k2.telemetry import Histogram, PipelineMetrics
 
 NOW = 1_800_000_000.0
 METRIC_NAME = re.compile(

@@ -16,7 +16,7 @@ from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 
 if TYPE_CHECKING:
-    from k2.flows.runtime import ArchiveStatus
+    from k2.archive.status import ArchiveStatus
 
 _MS = pa.timestamp("ms", tz="UTC")
 

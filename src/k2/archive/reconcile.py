@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pyiceberg.table import Table
 
 from k2.archive.lake import Lake, watermark
-from k2.archive.tables import ArchiveTable, partition_ordinal, time_range
+from k2.archive.tables import ArchiveTable, TableKind, partition_ordinal, time_range
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 
@@ -167,7 +167,7 @@ def reconcile_table(
     whole = [(d, n) for d, n in rows if d >= first_whole_day]
     cold = _archive_days_from_metadata(table)
     checks = [DayCheck(spec.name, _day(d), n, cold.get(d, 0)) for d, n in whole]
-    if checksum and spec.name == "silver_trades" and whole:
+    if checksum and spec.kind is TableKind.SILVER and whole:
         lo, hi = whole[0][0], whole[-1][0]
         hot = dict(
             store.rows(

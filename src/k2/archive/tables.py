@@ -8,6 +8,7 @@ Iceberg v2's finest) for partitioning and querying, with the exact nanoseconds b
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,8 @@ from pyiceberg.types import (
 from k2.errors import ArchiveError, InputError
 from k2.exchanges import VENUE_NAMES
 from k2.hotstore.queries import CANDLE_MERGE
-from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
+from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAMES, bronze_table, ohlcv_table
+from k2.settings import HotStoreSettings
 
 NAMESPACE = "k2"
 WATERMARK = "k2.watermark"  # snapshot summary property: the archive holds everything up to here
@@ -131,11 +133,20 @@ def partition_ordinal(value: object) -> int:
     raise ArchiveError(f"unexpected partition value {value!r} ({type(value).__name__})")
 
 
+class TableKind(enum.StrEnum):
+    """What a table holds, which decides how it is archived, kept and checked."""
+
+    BRONZE = "bronze"  # one venue's raw trades, as received (duplicates included)
+    SILVER = "silver"  # every venue's trades, deduplicated
+    CANDLES = "candles"  # OHLCV windows of one timeframe
+
+
 @dataclass(frozen=True)
 class ArchiveTable:
     """One archive table and its hot source."""
 
     name: str  # Iceberg table name in namespace k2 (same as the hot table)
+    kind: TableKind
     schema: Schema
     partition_by: str  # source column of the partition transform
     monthly: bool  # month(partition_by) for candles, else day(partition_by)
@@ -148,7 +159,15 @@ class ArchiveTable:
 
     @property
     def is_candles(self) -> bool:
-        return self.timeframe is not None
+        return self.kind is TableKind.CANDLES
+
+    def retention_days(self, hot: HotStoreSettings) -> int | None:
+        """How long the hot store keeps this table's rows (None: for good)."""
+        if self.kind is TableKind.BRONZE:
+            return hot.bronze_ttl_days
+        if self.kind is TableKind.SILVER:
+            return hot.silver_ttl_days
+        return None
 
     @property
     def window_seconds(self) -> int:
@@ -183,7 +202,7 @@ class ArchiveTable:
     def select_range(self, after: int, upto: int, day: int | None = None) -> str:
         """Hot rows with ingest_seq in (after, upto] (and event day `day`, days since 1970), in
         archive form and sort order."""
-        if self.name == "silver_trades":
+        if self.kind is TableKind.SILVER:
             cols = [
                 "exchange",
                 "symbol",
@@ -248,15 +267,28 @@ class ArchiveTable:
 
 TABLES: tuple[ArchiveTable, ...] = (
     *(
-        ArchiveTable(bronze_table(v), BRONZE_SCHEMA, "ts_event", False, ("symbol", "ts_event"))
+        ArchiveTable(
+            bronze_table(v),
+            TableKind.BRONZE,
+            BRONZE_SCHEMA,
+            "ts_event",
+            False,
+            ("symbol", "ts_event"),
+        )
         for v in VENUE_NAMES
     ),
     ArchiveTable(
-        "silver_trades", SILVER_SCHEMA, "ts_event", False, ("canonical_symbol", "ts_event")
+        SILVER_TABLE,
+        TableKind.SILVER,
+        SILVER_SCHEMA,
+        "ts_event",
+        False,
+        ("canonical_symbol", "ts_event"),
     ),
     *(
         ArchiveTable(
             ohlcv_table(tf.name),
+            TableKind.CANDLES,
             CANDLE_SCHEMA,
             "window_start",
             True,
@@ -270,7 +302,7 @@ BY_NAME = {t.name: t for t in TABLES}
 
 
 def table_names(tables: list[str] | None) -> list[str]:
-    """Validate table names (default: all ten, in order)."""
+    """Validate table names (default: every table, in order)."""
     if not tables:
         return [t.name for t in TABLES]
     unknown = [t for t in tables if t not in BY_NAME]

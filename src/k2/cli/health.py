@@ -31,8 +31,8 @@ def _from_running(url: str, cfg: Settings) -> dict[str, Any]:
 
 def _from_data_dir(cfg: Settings) -> dict[str, Any]:
     from k2.archive import ops
+    from k2.archive.status import ArchiveStatus
     from k2.archive.tables import TABLES
-    from k2.flows.runtime import ArchiveStatus
     from k2.hotstore.owner import HOT_DIR, owned
     from k2.instruments import load_instruments
     from k2.observe.health import HealthInputs, evaluate, report

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from k2.archive.status import FLOW_NAMES
+from k2.flows import maintenance, offload, reconcile
 from k2.flows.maintenance import maintenance_flow
 from k2.flows.offload import offload_flow
 from k2.flows.progress import OnTable, listening
@@ -45,7 +47,8 @@ def _when_ready(flow: Callable[..., Any]) -> Callable[..., Any]:
 
 
 FLOWS: dict[str, Callable[..., Any]] = {
-    "offload": _when_ready(offload_flow),
-    "maintenance": _when_ready(maintenance_flow),
-    "reconcile": _when_ready(reconcile_flow),
+    offload.NAME: _when_ready(offload_flow),
+    maintenance.NAME: _when_ready(maintenance_flow),
+    reconcile.NAME: _when_ready(reconcile_flow),
 }
+assert tuple(FLOWS) == FLOW_NAMES, "every flow in k2.archive.status.FLOW_NAMES, in its order"

@@ -12,6 +12,9 @@ from typing import Any
 from prefect import flow
 
 from k2.flows import FLOWS
+from k2.flows import maintenance as maintenance_flows
+from k2.flows import offload as offload_flows
+from k2.flows import reconcile as reconcile_flows
 from k2.flows.runtime import standalone
 from k2.settings import load_settings
 
@@ -24,16 +27,16 @@ def _run(name: str, tables: list[str] | None) -> Any:
 @flow(name="k2-offload-deployment")
 def offload(tables: list[str] | None = None) -> Any:
     """Archive the hot tables to Iceberg (every 15 minutes)."""
-    return _run("offload", tables)
+    return _run(offload_flows.NAME, tables)
 
 
 @flow(name="k2-maintenance-deployment")
 def maintenance(tables: list[str] | None = None) -> Any:
     """Compact, expire snapshots, remove orphan files, audit (daily at 02:00 UTC)."""
-    return _run("maintenance", tables)
+    return _run(maintenance_flows.NAME, tables)
 
 
 @flow(name="k2-reconcile-deployment")
 def reconcile(tables: list[str] | None = None) -> Any:
     """Compare hot and archive per table and day (daily, after maintenance)."""
-    return _run("reconcile", tables)
+    return _run(reconcile_flows.NAME, tables)

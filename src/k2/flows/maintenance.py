@@ -12,12 +12,11 @@ from prefect import flow, task
 from k2.archive import ops
 from k2.archive.maintenance import MaintenanceResult, maintain_table
 from k2.archive.tables import BY_NAME, table_names
-from k2.errors import ArchiveError
-from k2.flows.common import with_retries
-from k2.flows.progress import Tables
-from k2.flows.runtime import current
+from k2.flows.common import failed_tables, for_each_table
+from k2.flows.runtime import ArchiveRuntime, current
 
 log = logging.getLogger(__name__)
+NAME = "maintenance"
 
 
 @task(name="maintain-table", task_run_name="maintain-{table}")
@@ -26,52 +25,50 @@ def maintain_one(table: str) -> dict[str, Any]:
     return asdict(maintain_table(rt.lake, BY_NAME[table], rt.settings.archive))
 
 
+class _Steps:
+    """Each table's audit row and status."""
+
+    def __init__(self, rt: ArchiveRuntime) -> None:
+        self.rt = rt
+
+    def done(self, table: str, found: dict[str, Any], started: float) -> dict[str, Any]:
+        result = MaintenanceResult(**found)
+        self.rt.status.maintenance[table] = result
+        ops.record_maintenance(self.rt.store, result, "ok")
+        log.info(
+            "audit %s: files %d -> %d, %d partitions compacted (%d rows), %d snapshots expired, "
+            "%d orphan files removed (%d bytes)",
+            table,
+            result.files_before,
+            result.files_after,
+            result.partitions_compacted,
+            result.rows_rewritten,
+            result.snapshots_expired,
+            result.orphans_removed,
+            result.orphan_bytes,
+        )
+        return asdict(result)
+
+    def failed(self, table: str, error: str, started: float) -> None:
+        ops.record_maintenance(self.rt.store, MaintenanceResult(table), "failed", error)
+
+    def stopped(self, table: str, started: float) -> None:
+        stopped = "the process stopped during the run"
+        ops.record_maintenance(self.rt.store, MaintenanceResult(table), "failed", stopped)
+
+
 @flow(name="k2-maintenance", description="Compact, expire snapshots, remove orphan files, audit.")
 def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
     rt = current()
-    with rt.guard("maintenance") as mine:
+    with rt.guard(NAME) as mine:
         if not mine:
             log.warning("another maintenance run is in progress: this one skips")
             return {"skipped": True}
-        results: dict[str, Any] = {}
-        failed: dict[str, str] = {}
-        run = with_retries(maintain_one, rt)
         names = table_names(tables)
-        progress = Tables("maintenance", names)
-        for name in names:
-            if rt.stop_requested.is_set():
-                log.info("%s: stopping before %s (the process is stopping)", "maintenance", name)
-                break
-            progress.started(name)
-            state = run(name, return_state=True)
-            if state.is_completed():
-                result = MaintenanceResult(**state.result())
-                results[name] = asdict(result)
-                rt.status.maintenance[name] = result
-                ops.record_maintenance(rt.store, result, "ok")
-                log.info(
-                    "audit %s: files %d -> %d, %d partitions compacted (%d rows), "
-                    "%d snapshots expired, %d orphan files removed (%d bytes)",
-                    name,
-                    result.files_before,
-                    result.files_after,
-                    result.partitions_compacted,
-                    result.rows_rewritten,
-                    result.snapshots_expired,
-                    result.orphans_removed,
-                    result.orphan_bytes,
-                )
-                progress.done(name, results[name])
-            else:
-                failed[name] = str(state.message)
-                ops.record_maintenance(rt.store, MaintenanceResult(name), "failed", failed[name])
-                progress.failed(name, failed[name])
-        rt.status.maintenance_at, rt.status.maintenance_ok = time.time(), not failed
-        if not failed:
-            rt.status.maintenance_success_at = rt.status.maintenance_at
-        if failed:
+        results, failures = for_each_table(rt, NAME, names, maintain_one, _Steps(rt))
+        rt.status.maintenance_at, rt.status.maintenance_ok = time.time(), not failures
+        if failures:
             rt.status.maintenance_failures += 1
-            raise ArchiveError(
-                f"maintenance failed for {', '.join(sorted(failed))}: {next(iter(failed.values()))}"
-            )
+            raise failed_tables(NAME, failures)
+        rt.status.maintenance_success_at = rt.status.maintenance_at
         return results

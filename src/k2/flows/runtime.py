@@ -10,53 +10,13 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from k2.archive.lake import Lake
-from k2.archive.maintenance import MaintenanceResult
-from k2.archive.reconcile import DayCheck
-from k2.archive.tables import TABLES
+from k2.archive.status import ArchiveStatus
 from k2.errors import ConfigError, Stopping
 from k2.hotstore.store import HotStore
 from k2.settings import Settings
-
-if TYPE_CHECKING:
-    from k2.observe.metrics import PipelineMetrics
-
-
-@dataclass
-class TableStatus:
-    """One archive table, as the offload last saw it."""
-
-    last_success: float = 0.0  # wall clock of the last successful offload
-    last_attempt: float = 0.0
-    first_attempt: float = 0.0  # the first offload of the table ever (how old the archive is)
-    consecutive_failures: int = 0
-    failures: int = 0
-    rows: int = 0  # rows offloaded by this process
-    newest_event_ns: int = 0  # newest event (or window end) the archive holds
-    watermark: int | None = None
-    last_error: str = ""
-
-
-@dataclass
-class ArchiveStatus:
-    tables: dict[str, TableStatus] = field(
-        default_factory=lambda: {t.name: TableStatus() for t in TABLES}
-    )
-    cycle_seconds: float = 0.0
-    cycle_at: float = 0.0
-    cycles: int = 0
-    maintenance: dict[str, MaintenanceResult] = field(default_factory=dict)
-    maintenance_at: float = 0.0  # the last run, successful or not
-    maintenance_ok: bool = True  # whether the last run succeeded for every table
-    maintenance_success_at: float = 0.0
-    maintenance_failures: int = 0
-    reconcile: dict[str, list[DayCheck]] = field(default_factory=dict)
-    reconcile_at: float = 0.0
-    skipped: dict[str, int] = field(
-        default_factory=dict
-    )  # flow -> runs skipped (another was running)
+from k2.telemetry import PipelineMetrics
 
 
 @dataclass

@@ -8,7 +8,7 @@ from importlib import resources
 from string import Template
 
 from k2.exchanges import VENUE_NAMES
-from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table
+from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAMES, bronze_table
 from k2.hotstore.store import HotStore
 from k2.settings import HotStoreSettings
 
@@ -85,7 +85,7 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
 
 def _ttl_tables(settings: HotStoreSettings) -> dict[str, tuple[str, int]]:
     tables = {bronze_table(v): ("ts_event", settings.bronze_ttl_days) for v in VENUE_NAMES}
-    tables["silver_trades"] = ("ts_event", settings.silver_ttl_days)
+    tables[SILVER_TABLE] = ("ts_event", settings.silver_ttl_days)
     tables["rejects"] = ("ts_recv", settings.silver_ttl_days)
     return tables
 

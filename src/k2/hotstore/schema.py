@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 DATABASE = "k2"
+SILVER_TABLE = "silver_trades"  # every venue's trades, deduplicated
 
 
 @dataclass(frozen=True)

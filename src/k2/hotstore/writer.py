@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -35,41 +34,17 @@ import pyarrow.compute as pc
 
 from k2.errors import StoreError, StoreRefused, StoreUnavailable
 from k2.hotstore.rows import gap_rows, ingest_rows, reject_rows, unconvertible
-from k2.hotstore.schema import DATABASE, INGEST_TABLE, bronze_table
+from k2.hotstore.schema import DATABASE, INGEST_TABLE, SILVER_TABLE, bronze_table
+from k2.hotstore.stats import WriterStats
 from k2.hotstore.store import HotStore
 from k2.ingest.backoff import Backoff
 from k2.records import Gap, Reject, Trade
 from k2.settings import WriterSettings
-
-if TYPE_CHECKING:
-    from k2.observe.metrics import PipelineMetrics
+from k2.telemetry import PipelineMetrics
 
 log = logging.getLogger(__name__)
 RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # while the store is unavailable
 LOG_EVERY_S = 30.0  # while the store stays unavailable, say so this often
-
-
-@dataclass
-class WriterStats:
-    rows: dict[str, int] = field(default_factory=dict)  # table -> rows written by this process
-    batches: int = 0
-    last_batch_rows: int = 0
-    pending: int = 0  # rows accepted from feeds, not yet written
-    backpressure_s: float = 0.0  # feed time spent waiting for the writer
-    flush_failures: int = 0  # insert attempts that failed because the store was unavailable
-    insert_seconds: dict[str, float] = field(default_factory=dict)  # table -> last insert duration
-    last_flush_at: float = 0.0  # wall clock
-    store_down_since: float = (
-        0.0  # wall clock of the first failed attempt in a row (0: inserts work)
-    )
-    store_error: str = ""  # why, while the store is unavailable
-    refused_rows: int = 0  # trades the store refused: quarantined as rejects
-    dropped_records: int = 0  # gap or reject records the store refused: logged, not retried
-    unwritten_rows: int = 0  # at stop: trades still buffered when the grace period ended
-
-    def note_insert(self, table: str, rows: int, seconds: float) -> None:
-        self.rows[table] = self.rows.get(table, 0) + rows
-        self.insert_seconds[table] = seconds
 
 
 # Called after each batch is committed (visible in silver) with the batch as inserted (the Arrow
@@ -491,7 +466,7 @@ class StoreWriter:
             for item in counts.to_pylist():
                 self.stats.note_insert(bronze_table(item["values"]), item["counts"], seconds)
             accepted = piece.num_rows - (pc.sum(piece.column("duplicate")).as_py() or 0)
-            self.stats.note_insert("silver_trades", accepted, seconds)
+            self.stats.note_insert(SILVER_TABLE, accepted, seconds)
         else:
             self.stats.note_insert(name, piece.num_rows, seconds)
 

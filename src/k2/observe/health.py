@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from k2.archive.tables import TABLES
-from k2.hotstore.schema import bronze_table, ohlcv_table
+from k2.hotstore.schema import SILVER_TABLE, bronze_table, ohlcv_table
 from k2.ingest.stats import LIVE, STOPPED, FeedStats
 
 if TYPE_CHECKING:
-    from k2.flows.runtime import ArchiveStatus
-    from k2.hotstore.writer import WriterStats
+    from k2.archive.status import ArchiveStatus
+    from k2.hotstore.stats import WriterStats
     from k2.settings import HealthSettings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -164,7 +164,7 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
 
 def _freshness(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     checks = []
-    tables = ["silver_trades", *(bronze_table(v) for v in inp.venues), ohlcv_table("1m")]
+    tables = [SILVER_TABLE, *(bronze_table(v) for v in inp.venues), ohlcv_table("1m")]
     for table in tables:
         newest = inp.hot_newest.get(table)
         if newest is None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
+from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAMES, bronze_table, ohlcv_table
 from k2.hotstore.store import HotStore
 
 
 def freshness_tables(venues: list[str]) -> dict[str, str]:
     """Table -> the column whose maximum says how fresh it is."""
-    tables = {"silver_trades": "ts_event"} | {bronze_table(v): "ts_event" for v in venues}
+    tables = {SILVER_TABLE: "ts_event"} | {bronze_table(v): "ts_event" for v in venues}
     return tables | {ohlcv_table(tf.name): "window_start" for tf in TIMEFRAMES}
 
 

@@ -1,8 +1,9 @@
-"""A small Prometheus histogram that takes a whole batch of observations in one call.
+"""The histograms K2 observes where the work happens: a leaf module every stage may use.
 
 The ingest path observes one latency per trade; doing that one `observe()` at a time would cost
 more than the rest of the writer's per-trade work. Here a batch is binned with numpy in one step.
-Exported on scrape by the collector as a standard Prometheus histogram.
+`observe.metrics` exports them on scrape as standard Prometheus histograms, with the counters and
+gauges it reads from each stage's own stats.
 """
 
 from __future__ import annotations
@@ -82,3 +83,66 @@ class Histogram:
 
 def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+ROW_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000)
+FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+
+class PipelineMetrics:
+    """The histograms, observed where the work happens (thread-safe), and API request counts."""
+
+    def __init__(self) -> None:
+        self.writer_batch_rows = Histogram(
+            "k2_writer_batch_rows", "Rows per insert batch.", ROW_BUCKETS
+        )
+        self.writer_insert = Histogram(
+            "k2_writer_insert_duration_seconds",
+            "Duration of one batch insert (bronze, silver and candles).",
+            FAST_BUCKETS,
+        )
+        self.ingest_latency = Histogram(
+            "k2_writer_ingest_latency_seconds",
+            "Per trade: local receive to committed in the hot store.",
+            LATENCY_BUCKETS,
+        )
+        self.offload_duration = Histogram(
+            "k2_offload_duration_seconds",
+            "Offload of one table, per run.",
+            SLOW_BUCKETS,
+            ("table",),
+        )
+        self.offload_cycle = Histogram(
+            "k2_offload_cycle_duration_seconds", "One offload cycle over every table.", SLOW_BUCKETS
+        )
+        self.api_duration = Histogram(
+            "k2_api_request_duration_seconds", "API request duration.", FAST_BUCKETS, ("route",)
+        )
+        self.api_requests: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def histograms(self) -> list[Histogram]:
+        return [
+            self.writer_batch_rows,
+            self.writer_insert,
+            self.ingest_latency,
+            self.offload_duration,
+            self.offload_cycle,
+            self.api_duration,
+        ]
+
+    def batch_committed(
+        self, rows: int, insert_s: float, recv_ns: np.ndarray, committed_ns: int
+    ) -> None:
+        self.writer_batch_rows.observe(rows)
+        self.writer_insert.observe(insert_s)
+        if len(recv_ns):
+            self.ingest_latency.observe_many((committed_ns - recv_ns) / 1e9)
+
+    def api_request(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (route, str(status))
+            self.api_requests[key] = self.api_requests.get(key, 0) + 1
+        self.api_duration.observe(seconds, route)
