@@ -25,6 +25,7 @@ from k2.archive.offload import OffloadResult
 from k2.archive.tables import BY_NAME, TABLES
 from k2.cli import app as k2_app
 from k2.cli import archive as archive_cli
+from k2.cli import remote as remote_cli
 from k2.errors import ArchiveError
 from k2.flows import FLOWS, offload
 from k2.flows.progress import TableEvent, listening
@@ -341,7 +342,7 @@ def test_offload_through_k2_up_prints_the_streamed_tables(
     api: TestClient, runtime: ArchiveRuntime, monkeypatch: pytest.MonkeyPatch, terminal: bool
 ) -> None:
     Market(runtime.store).write(5)
-    monkeypatch.setattr(archive_cli, "running_api", lambda data_dir: "http://127.0.0.1")
+    monkeypatch.setattr(remote_cli, "running_api", lambda data_dir: "http://127.0.0.1")
 
     def reach(url: str, settings: Any, timeout: float | None = None) -> TestClient:
         return TestClient(api.app, base_url=url)

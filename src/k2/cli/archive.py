@@ -23,10 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import prefect_env, reported, settings, setup_logging
-from k2.cli.remote import client, raise_for, running_api
+from k2.cli.remote import client, raise_for, reach
 from k2.errors import ConfigError, InputError, K2Error
-from k2.hotstore.owner import HOT_DIR
-from k2.hotstore.store import check_data_dir
+from k2.hotstore.owner import OwnedStore
 from k2.settings import Settings
 from k2.timeutil import ns_to_rfc3339
 
@@ -52,20 +51,23 @@ def run_flow(
 
     table_names(tables)  # a bad name fails here, before anything starts
     cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
-    url = running_api(cfg.data_dir)
-    if url is not None:
-        return _through_api(url, cfg, name, tables, on_table)
-    setup_logging(cfg.log_level)
-    if not (cfg.data_dir / HOT_DIR).is_dir():
-        check_data_dir(cfg.data_dir)  # a file, or not writable: say so before anything is created
-        raise InputError(f"no hot store in {cfg.data_dir} (run `k2 up` first, or pass --data-dir)")
-    check_data_dir(cfg.data_dir)
-    prefect_env(cfg.data_dir)
-    from k2.flows import FLOWS
-    from k2.flows.runtime import standalone
 
-    with standalone(cfg, f"k2 {name}"):
-        return dict(FLOWS[name](tables, on_table=on_table))
+    def local(owner: OwnedStore) -> dict[str, Any]:
+        setup_logging(cfg.log_level)
+        prefect_env(cfg.data_dir)
+        from k2.flows import FLOWS
+        from k2.flows.runtime import runtime_on
+
+        with runtime_on(owner.store, cfg):
+            return dict(FLOWS[name](tables, on_table=on_table))
+
+    return reach(
+        cfg.data_dir,
+        f"k2 {name}",
+        cfg.hotstore,
+        lambda url: _through_api(url, cfg, name, tables, on_table),
+        local,
+    )
 
 
 def _through_api(

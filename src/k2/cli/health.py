@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import reported, settings
-from k2.cli.remote import call, running_api
-from k2.errors import InputError
+from k2.cli.remote import call, reach, running_api
+from k2.hotstore.owner import OwnedStore
 from k2.settings import Settings
 
 _STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red"}
@@ -29,24 +29,18 @@ def _from_running(url: str, cfg: Settings) -> dict[str, Any]:
     return dict(call(url, cfg.api, "GET", "/health", ok=(200, 503)).json())
 
 
-def _from_data_dir(cfg: Settings) -> dict[str, Any]:
+def _from_data_dir(cfg: Settings, owner: OwnedStore) -> dict[str, Any]:
     from k2.archive import ops
     from k2.archive.status import ArchiveStatus
     from k2.archive.tables import TABLES
-    from k2.hotstore.owner import HOT_DIR, owned
     from k2.instruments import load_instruments
     from k2.observe.health import HealthInputs, evaluate, report
     from k2.observe.hot import hot_state
 
-    if not (cfg.data_dir / HOT_DIR).is_dir():
-        raise InputError(
-            f"no K2 data in {cfg.data_dir} (has `k2 up` ever run with this data directory?)"
-        )
     venues = [v for v in load_instruments(cfg.instruments_file) if cfg.venue(v).enabled]
-    with owned(cfg.data_dir, cfg.hotstore, "k2 health") as owner:
-        rows, newest = hot_state(owner.store, venues)
-        status = ArchiveStatus()
-        ops.load_status(owner.store, status, TABLES)
+    rows, newest = hot_state(owner.store, venues)
+    status = ArchiveStatus()
+    ops.load_status(owner.store, status, TABLES)
     inputs = HealthInputs(time.time(), False, venues, cfg.data_dir, status, rows, newest)
     return report(evaluate(inputs, cfg.health))
 
@@ -61,7 +55,13 @@ def health(
     with reported():
         cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
         url = running_api(cfg.data_dir)
-        body = _from_running(url, cfg) if url else _from_data_dir(cfg)
+        body = reach(
+            cfg.data_dir,
+            "k2 health",
+            cfg.hotstore,
+            lambda url: _from_running(url, cfg),
+            lambda owner: _from_data_dir(cfg, owner),
+        )
     if json_out:
         typer.echo(json.dumps(body, indent=2))
     else:

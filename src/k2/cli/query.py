@@ -16,12 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from k2.cli.common import reported, settings
-from k2.cli.remote import call, running_api
-from k2.errors import ConfigError, InputError, StoreLocked
+from k2.cli.remote import call, reach
 from k2.hotstore import queries
-from k2.hotstore.clickhouse import ClickHouseStore
-from k2.hotstore.owner import HOT_DIR
-from k2.hotstore.store import DataDirLock, HotStore
+from k2.hotstore.owner import OwnedStore
+from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, load_instruments, resolve_filters
 from k2.records import TRADE_KEYS
 from k2.settings import Settings
@@ -60,33 +58,17 @@ def _local(
 def fetch(
     kind: str, cfg: Settings, params: dict[str, Any], data_dir: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Query the running `k2 up` over its API, or open the data directory when nothing runs."""
-    data_dir = data_dir or cfg.data_dir
-    lock = DataDirLock(data_dir)
-    for _ in range(2):
-        url = running_api(data_dir)
-        if url is not None:
-            query = {
-                ("from" if k == "start" else "to" if k == "end" else k): v
-                for k, v in params.items()
-                if v is not None
-            }
-            return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
-        if not (data_dir / HOT_DIR).is_dir():
-            raise InputError(f"no hot store in {data_dir} (run `k2 up` first, or pass --data-dir)")
-        try:
-            lock.acquire(f"k2 {kind}")
-        except StoreLocked:
-            continue  # k2 up started in between: ask it instead
-        try:
-            store = ClickHouseStore.at(data_dir / HOT_DIR)
-            try:
-                return _local(kind, store, params, load_instruments(cfg.instruments_file))
-            finally:
-                store.close()
-        finally:
-            lock.release()
-    raise ConfigError(f"{data_dir} is busy; try again")
+    """Query the running `k2 up` over its API, or the stopped data directory itself."""
+
+    def remote(url: str) -> list[dict[str, Any]]:
+        names = {"start": "from", "end": "to"}
+        query = {names.get(k, k): v for k, v in params.items() if v is not None}
+        return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
+
+    def local(owner: OwnedStore) -> list[dict[str, Any]]:
+        return _local(kind, owner.store, params, load_instruments(cfg.instruments_file))
+
+    return reach(data_dir or cfg.data_dir, f"k2 {kind}", cfg.hotstore, remote, local)
 
 
 def emit(rows: list[dict[str, Any]], keys: tuple[str, ...], fmt: Format, title: str) -> None:

@@ -9,14 +9,18 @@ certificate itself.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from k2.errors import ConfigError, InputError, K2Error
-from k2.hotstore.store import DataDirLock
-from k2.settings import ApiSettings
+from k2.errors import ConfigError, InputError, K2Error, StoreLocked
+from k2.hotstore.owner import HOT_DIR, OwnedStore
+from k2.hotstore.store import DataDirLock, check_data_dir
+from k2.settings import ApiSettings, HotStoreSettings
+
+T = TypeVar("T")
 
 
 def running_api(data_dir: Path) -> str | None:
@@ -83,3 +87,39 @@ def raise_for(resp: httpx.Response, url: str) -> None:
     if 400 <= resp.status_code < 500:
         raise InputError(str(detail))
     raise K2Error(f"the running k2 up answered {resp.status_code}: {detail}")
+
+
+def reach(
+    data_dir: Path,
+    role: str,
+    settings: HotStoreSettings,
+    remote: Callable[[str], T],
+    local: Callable[[OwnedStore], T],
+) -> T:
+    """The one way a command reaches a data directory: through the `k2 up` holding it
+    (`remote(api_url)`), or else by owning it for the command's length (`local(owner)`).
+
+    Owning it means what it means for `k2 up`: the lock, the schema brought up to date, and the
+    repair of what a crash left, before anything reads. A `k2 up` that takes the directory in
+    between is asked instead. A directory with no store yet is an InputError: reading never
+    creates one.
+    """
+    for _ in range(2):
+        url = running_api(data_dir)
+        if url is not None:
+            return remote(url)
+        if not (data_dir / HOT_DIR).is_dir():
+            check_data_dir(data_dir)  # a file, or not writable: say that first
+            raise InputError(f"no hot store in {data_dir} (run `k2 up` first, or pass --data-dir)")
+        try:
+            owner = OwnedStore(data_dir, settings, role)
+        except StoreLocked:
+            continue  # k2 up started in between: ask it instead
+        clean = False
+        try:
+            result = local(owner)
+            clean = True
+            return result
+        finally:
+            owner.close(clean)
+    raise ConfigError(f"{data_dir} is busy (a k2 process is starting or stopping); try again")

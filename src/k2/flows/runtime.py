@@ -74,14 +74,23 @@ def current() -> ArchiveRuntime:
 
 
 @contextlib.contextmanager
+def runtime_on(store: HotStore, settings: Settings) -> Iterator[ArchiveRuntime]:
+    """Open the archive next to `store` and make them the flows' runtime, for the block."""
+    lake = Lake(settings.archive, settings.data_dir)
+    try:
+        with using(ArchiveRuntime(store, lake, settings)) as runtime:
+            yield runtime
+    finally:
+        lake.close()
+
+
+@contextlib.contextmanager
 def standalone(settings: Settings, role: str) -> Iterator[ArchiveRuntime]:
-    """Open the data directory's hot store and the archive for a run outside `k2 up`."""
+    """Own the data directory's hot store and open the archive, for a run outside `k2 up`."""
     from k2.hotstore.owner import owned  # the store owner loads chDB: only when a run needs it
 
-    with owned(settings.data_dir, settings.hotstore, role) as owner:
-        lake = Lake(settings.archive, settings.data_dir)
-        try:
-            with using(ArchiveRuntime(owner.store, lake, settings)) as runtime:
-                yield runtime
-        finally:
-            lake.close()
+    with (
+        owned(settings.data_dir, settings.hotstore, role) as owner,
+        runtime_on(owner.store, settings) as runtime,
+    ):
+        yield runtime
