@@ -40,9 +40,8 @@ class Outcome(enum.StrEnum):
     REPAIRED = "repaired"  # every missing trade recovered
     PARTIAL = "partial"  # some recovered, some still missing
     UNRECOVERABLE = "unrecoverable"  # the venue could not (or would not) return them
-    SUSPICIOUS = (
-        "suspicious"  # an id jump beyond the venue's bound: recorded, never fetched blindly
-    )
+    # an id jump beyond the venue's bound: recorded, never fetched blindly
+    SUSPICIOUS = "suspicious"
 
 
 class GapKind(enum.StrEnum):
@@ -60,23 +59,24 @@ class Gap(msgspec.Struct, frozen=True):
     gap_id: str
     exchange: str
     symbol: str
-    first_id: (
-        int  # first missing trade id (inclusive); window gaps: the highest id seen before, + 1
-    )
-    last_id: int  # last missing trade id (inclusive)
-    ts_from: int  # event time of the last trade before the hole, UTC ns (0 if unknown)
-    ts_to: int  # event time of the first trade after the hole, UTC ns (0 if unknown)
+    # The ids missing, inclusive: an id gap's first and last. A window gap (ids are not a
+    # sequence) has first_id = the highest id seen before the hole + 1, and last_id = 0.
+    first_id: int
+    last_id: int
+    # Event times around the hole, UTC ns. An id gap: the trades either side (0 if unknown). A
+    # window gap: ts_from is the newest trade before the loss; ts_to is 0 until its repair
+    # starts, then the time the repair reads up to.
+    ts_from: int
+    ts_to: int
     detected_at: int  # UTC ns
     resolved_at: int  # UTC ns, 0 while pending
     outcome: Outcome
-    missing: (
-        int  # ids still missing after the repair (window gaps: always 0, the count is unknowable)
-    )
+    # ids still missing after the repair (window gaps: always 0, the count is unknowable)
+    missing: int
     recovered: int  # trades recovered for this gap (REST or late WS arrival)
     kind: GapKind = GapKind.IDS
-    detail: str = (
-        ""  # why, where it is not obvious (a suspicious jump: how far, and the venue's bound)
-    )
+    # why, where it is not obvious (a suspicious jump: how far, and the venue's bound)
+    detail: str = ""
 
 
 class Reject(msgspec.Struct, frozen=True):

@@ -65,9 +65,8 @@ class IngestSettings(_Section):
     backoff_reset_after_s: float = 60.0  # a connection healthy this long resets the backoff
     connect_timeout_s: float = 10.0
     ping_interval_s: float = 20.0  # send a protocol ping after this long without incoming data
-    ping_timeout_s: float = (
-        20.0  # drop the connection if no pong within this (at most the interval)
-    )
+    # drop the connection if no pong within this (at most the interval)
+    ping_timeout_s: float = 20.0
     gap_grace_s: float = 0.3  # wait this long for out-of-order messages before REST repair
     gap_retry_for_s: float = 600.0  # keep retrying a failing repair this long, then give up
     rest_timeout_s: float = 10.0
@@ -194,13 +193,24 @@ class SimulatorSettings(_Section):
     seed: int = 1
     host: str = "127.0.0.1"
     trades_per_second: float = Field(5.0, gt=0)  # per symbol
-    faults: str = "none"  # none | all | comma-separated fault names
+    faults: str = "none"  # none | all | comma-separated fault names (checked when loaded)
     disconnect_every_s: float = 20.0
     connection_max_age_s: float = 30.0  # the compressed "24-hour" cut
     ping_interval_s: float = 5.0
     history_per_symbol: int = Field(50_000, ge=1000)
     fault_seconds: float | None = None  # faults stop this long after the market opens (None: never)
     record_file: Path | None = None  # ground truth (every trade generated) for in-process runs
+
+    @field_validator("faults")
+    @classmethod
+    def _known_faults(cls, value: str) -> str:
+        from k2.simulator.faults import parse_faults
+
+        try:
+            parse_faults(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return value
 
 
 class Settings(BaseSettings):

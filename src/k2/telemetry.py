@@ -60,10 +60,6 @@ class Histogram:
             counts += binned
             total[0] += float(values.sum())
 
-    def labelsets(self) -> list[tuple[str, ...]]:
-        with self._lock:
-            return list(self._series)
-
     def collect(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:

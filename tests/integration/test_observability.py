@@ -349,9 +349,8 @@ def test_health_fails_with_a_feed_down_and_on_a_stopped_data_directory(tmp_path:
         line.decode().strip().removeprefix("export ").split("=", 1)
         for line in (sim.stdout.readline() for _ in range(6))
     )
-    exports["K2_VENUES__KRAKEN__WS_URL"] = (
-        f"ws://127.0.0.1:{free_port()}"  # nothing listens: kraken stays down
-    )
+    # nothing listens: kraken stays down
+    exports["K2_VENUES__KRAKEN__WS_URL"] = f"ws://127.0.0.1:{free_port()}"
     up = subprocess.Popen(
         [*K2, "--config", str(config), "up"],
         env=env | exports,

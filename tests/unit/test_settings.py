@@ -118,3 +118,9 @@ def test_prefect_state_lives_in_the_data_directory_unless_the_environment_says_o
     os.environ["PREFECT_HOME"] = str(tmp_path / "elsewhere")
     prefect_env(tmp_path / "data")
     assert os.environ["PREFECT_HOME"] == str(tmp_path / "elsewhere")
+
+
+def test_simulator_faults_are_checked_when_the_settings_load() -> None:
+    with pytest.raises(ConfigError, match=r"simulator\.faults: .*unknown fault 'quake'"):
+        load_settings(None, simulator={"faults": "disconnect,quake"})
+    assert load_settings(None, simulator={"faults": "all"}).simulator.faults == "all"

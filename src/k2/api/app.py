@@ -54,7 +54,7 @@ class FlowRequest(BaseModel):
     """What to run a flow on."""
 
     model_config = ConfigDict(extra="forbid")
-    tables: list[str] | None = None  # default: all ten archive tables
+    tables: list[str] | None = None  # default: every archive table
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -197,7 +197,7 @@ def create_app(ctx: Context) -> FastAPI:
     def run_flow(name: str, body: FlowRequest, request: Request) -> dict[str, Any] | Response:
         """Run an archive flow now, in this process (offload, maintenance or reconcile).
 
-        Takes a JSON body ({"tables": [...]}, or {} for all ten) and no foreign Origin. With
+        Takes a JSON body ({"tables": [...]}, or {} for every table) and no foreign Origin. With
         `Accept: application/x-ndjson` the answer streams as the flow runs, one JSON object a
         line: {"event": "table", ...} as each table starts and ends (k2.flows.progress), then
         {"event": "result", "result": {...}} or {"event": "error", "status": 400 or 500,

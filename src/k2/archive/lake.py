@@ -1,4 +1,4 @@
-"""The Iceberg archive: catalog and warehouse from settings, the ten tables, watermarks, locks.
+"""The Iceberg archive: catalog and warehouse from settings, the tables, watermarks, locks.
 
 Embedded: SQL catalog on SQLite and a warehouse directory under the data directory. The catalog
 URI and warehouse are settings, so the same code writes to a PostgreSQL catalog and S3.

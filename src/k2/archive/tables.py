@@ -1,4 +1,5 @@
-"""The ten archive tables: Iceberg schema, partitioning, sort order, and how to read each from hot.
+"""The archive tables (a bronze one per venue, silver, one per candle timeframe): Iceberg
+schema, partitioning, sort order, and how to read each from hot.
 
 Types stay exact: prices and amounts are decimal(38, 18); times are timestamptz (microseconds,
 Iceberg v2's finest) for partitioning and querying, with the exact nanoseconds beside them in

@@ -33,7 +33,12 @@ if TYPE_CHECKING:  # the flows load Prefect, the tables PyIceberg: only when a c
     from k2.flows.progress import OnTable, TableEvent
 
 TABLE = typer.Option(
-    None, "--table", "-t", metavar="TABLE", help="Only this table (repeatable; default: all ten)."
+    None,
+    "--table",
+    "-t",
+    metavar="TABLE",
+    help="Only this table (repeatable; default: every table: a bronze one per venue, silver and "
+    "the six candle tables).",
 )
 DATA_DIR = typer.Option(
     None, "--data-dir", help="Data directory (setting data_dir, default ./data)."

@@ -32,7 +32,7 @@ from k2.exchanges.base import (
     collect_trades,
     parse_trade_id,
 )
-from k2.exchanges.limits import DEFAULT_LIMITS, Limits, trade_problem
+from k2.exchanges.limits import trade_problem
 from k2.records import BUY, SELL, Trade
 from k2.timeutil import rfc3339_to_ns
 
@@ -110,9 +110,6 @@ class CoinbaseAdapter(SymbolNames):
     max_connection_age_s: float | None = None
     rest_policy = RestPolicy(requests_per_second=8.0, burst=8)  # public REST ~10 req/s per IP
     page_limit = 1000
-
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        super().__init__(limits)
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
         return base_url

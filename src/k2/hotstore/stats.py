@@ -15,9 +15,8 @@ class WriterStats:
     flush_failures: int = 0  # insert attempts that failed because the store was unavailable
     insert_seconds: dict[str, float] = field(default_factory=dict)  # table -> last insert duration
     last_flush_at: float = 0.0  # wall clock
-    store_down_since: float = (
-        0.0  # wall clock of the first failed attempt in a row (0: inserts work)
-    )
+    # wall clock of the first failed attempt in a row (0: inserts work)
+    store_down_since: float = 0.0
     store_error: str = ""  # why, while the store is unavailable
     refused_rows: int = 0  # trades the store refused: quarantined as rejects
     dropped_records: int = 0  # gap or reject records the store refused: logged, not retried

@@ -300,9 +300,8 @@ class Feed:
     async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
         """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
         accepted: list[Trade] = []
-        held: set[int] | None = (
-            None  # suspects among `trades` (ids of the objects), not passed on yet
-        )
+        # suspects among `trades` (ids of the objects), not passed on yet
+        held: set[int] | None = None
         confirmed: list[Trade] = []  # suspects held earlier that the stream has now confirmed
         stats, trackers, symbols, suspects = (
             self.stats,

@@ -13,13 +13,10 @@ from k2.timeutil import ns_to_rfc3339
 
 
 class RecordingSink:
-    """Counts everything; records accepted trades and quarantines rejects when given files."""
+    """Records accepted trades and quarantines rejects, each in its file where one is given (the
+    feeds' own stats count everything)."""
 
     def __init__(self, record: Path | None = None, quarantine: Path | None = None) -> None:
-        self.accepted = 0
-        self.received = 0
-        self.gaps: list[Gap] = []
-        self.rejects = 0
         self._record = self._open(record)
         self._quarantine = self._open(quarantine)
 
@@ -33,16 +30,13 @@ class RecordingSink:
     async def trades(
         self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
     ) -> None:
-        self.received += len(received)
-        self.accepted += len(accepted)
         if self._record is not None and accepted:
             self._record.write(b"".join(orjson.dumps(trade_json(t)) + b"\n" for t in accepted))
 
     async def gap(self, gap: Gap) -> None:
-        self.gaps.append(gap)
+        """Gaps are not recorded here: `k2 watch` writes those left open at its stop."""
 
     async def reject(self, reject: Reject) -> None:
-        self.rejects += 1
         if self._quarantine is not None:
             line = {
                 "exchange": reject.exchange,

@@ -55,7 +55,7 @@ MessageHandler = Callable[[list[bytes], int, Connection], Awaitable[Delivered]]
 ConnectedHandler = Callable[[Connection, bool], Awaitable[None]]
 
 
-def describe_failure(err: BaseException, url: str) -> tuple[str, str]:
+def describe_failure(err: BaseException, url: str) -> tuple[st.FeedState, str]:
     """Return (state, plain-words reason) for a failed connection attempt."""
     host = urlsplit(url).hostname or url
     if isinstance(err, socket.gaierror):
@@ -134,7 +134,7 @@ class FeedSession:
                 with contextlib.suppress(Exception):
                     await task
 
-    def _report_down(self, state: str, reason: str, delay: float) -> None:
+    def _report_down(self, state: st.FeedState, reason: str, delay: float) -> None:
         detail = f"{reason}; retry {self._backoff.attempts} in {delay:.1f} s"
         if (state, reason) != (self.stats.state, self.stats.state_detail.split("; retry")[0]):
             log.warning("%s feed down: %s", self.venue, detail)

@@ -3,16 +3,24 @@ metrics read them on scrape."""
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, field
 
-# Connection states a venue can be in (also exported as a metric label).
-CONNECTING = "connecting"
-LIVE = "live"
-RECONNECTING = "reconnecting"
-OFFLINE = "offline"  # no route to the venue at all (no internet, DNS failure)
-STOPPED = "stopped"
-STATES = (CONNECTING, LIVE, RECONNECTING, OFFLINE, STOPPED)
+
+class FeedState(enum.StrEnum):
+    """The connection state a venue can be in (also exported as a metric label)."""
+
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"  # no route to the venue at all (no internet, DNS failure)
+    STOPPED = "stopped"
+
+
+CONNECTING, LIVE, RECONNECTING = FeedState.CONNECTING, FeedState.LIVE, FeedState.RECONNECTING
+OFFLINE, STOPPED = FeedState.OFFLINE, FeedState.STOPPED
+STATES = tuple(FeedState)
 
 
 @dataclass(slots=True)
@@ -28,7 +36,7 @@ class SymbolStats:
 @dataclass(slots=True)
 class FeedStats:
     venue: str
-    state: str = CONNECTING
+    state: FeedState = CONNECTING
     state_detail: str = ""
     connects: int = 0
     reconnects: int = 0
@@ -43,9 +51,8 @@ class FeedStats:
     gaps_repaired: int = 0
     gaps_partial: int = 0
     gaps_unrecoverable: int = 0
-    gaps_suspicious: int = (
-        0  # id jumps beyond the venue's bound, confirmed by the stream (not fetched)
-    )
+    # id jumps beyond the venue's bound, confirmed by the stream (not fetched)
+    gaps_suspicious: int = 0
     suspects_rejected: int = 0  # trades held as suspect that the stream did not confirm (rejects)
     backfilled: int = 0  # trades recovered over REST
     late_fills: int = 0  # trades that filled a hole on the live stream (out of order)
@@ -64,7 +71,7 @@ class FeedStats:
             found = self.symbols[name] = SymbolStats()
         return found
 
-    def set_state(self, state: str, detail: str = "") -> None:
+    def set_state(self, state: FeedState, detail: str = "") -> None:
         self.state, self.state_detail = state, detail
         now = time.monotonic()
         if state == LIVE:

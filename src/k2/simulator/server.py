@@ -75,9 +75,8 @@ class VenueServer:
     cuts_connections = False  # the venue closes connections at a maximum age (the rotation fault)
     ws_path = ""  # the WebSocket endpoint's path
     first_id = 1  # every market's first trade id
-    id_step_max = (
-        1  # ids advance by 1..id_step_max (venues that do not promise contiguous ids skip)
-    )
+    # ids advance by 1..id_step_max (venues that do not promise contiguous ids skip)
+    id_step_max = 1
 
     @staticmethod
     def text(units: int, decimals: int) -> str:
