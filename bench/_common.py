@@ -39,9 +39,8 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
     )
     assert proc.stdout is not None
     env = {}
-    for _ in range(
-        2 * len(load_instruments())
-    ):  # its first lines: a WebSocket and a REST URL per venue
+    # its first lines: a WebSocket and a REST URL per venue
+    for _ in range(2 * len(load_instruments())):
         key, _, value = (
             proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
         )

@@ -269,9 +269,8 @@ def main() -> None:
         f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
     )
     fires: dict[str, list[dict[str, object]]] = {m: [] for m in modes}
-    for i in range(
-        args.rounds
-    ):  # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
+    # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
+    for i in range(args.rounds):
         for mode in modes if i % 2 == 0 else modes[::-1]:
             fire = run_phase(["pipeline", FIREHOSE, "20", mode, str(args.seconds), "firehose"])
             fires[mode].append(fire)

@@ -93,9 +93,8 @@ class Market:
     def __init__(self, store: ClickHouseStore, start_ns: int | None = None) -> None:
         self.store = store
         self.next_id = dict.fromkeys(MARKETS, 1000)
-        self.start = (
-            start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000
-        )  # 3 h ago, on the hour
+        # 3 h ago, on the hour
+        self.start = start_ns or (time.time_ns() // 3_600_000_000_000 - 3) * 3_600_000_000_000
         self.writer = StoreWriter(store, WriterSettings(), 0)
 
     def trades(

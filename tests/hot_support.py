@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -182,3 +183,34 @@ def fill_up(path: Path) -> Path:
                 chunk = chunk[: len(chunk) // 2]
                 if len(chunk) < 512:
                     return ballast
+
+
+def write_btc_trades(store: HotStore, t0: int, count: int = 3) -> None:
+    """Write Binance BTCUSDT trades 1..count through the writer, one a second from `t0` (ns)."""
+    from k2.hotstore.resume import last_sequence
+    from k2.hotstore.writer import StoreWriter
+    from k2.records import Trade
+    from k2.settings import WriterSettings
+
+    async def write() -> None:
+        writer = StoreWriter(store, WriterSettings(), last_sequence(store))
+        trades = [
+            Trade(
+                "binance",
+                "BTCUSDT",
+                "BTC/USDT",
+                i,
+                Decimal("100.5"),
+                Decimal("0.25"),
+                "buy",
+                t0 + i * 10**9,
+                t0 + i * 10**9 + 5,
+                "true",
+                b"{}",
+            )
+            for i in range(1, count + 1)
+        ]
+        await writer.trades(trades, trades, "binance-1")
+        await writer.close()
+
+    asyncio.run(write())

@@ -100,9 +100,8 @@ class Embedded:
             self.settings,
             metrics=self.metrics if self.settings.metrics.enabled else None,
         )
-        ops.load_status(
-            self.store, self.archive.status, TABLES
-        )  # where the last runs left the archive
+        # where the last runs left the archive
+        ops.load_status(self.store, self.archive.status, TABLES)
         return self.store
 
     # -- what /metrics and /health read ----------------------------------------------------------
@@ -200,9 +199,8 @@ class Embedded:
         """
         for job in self.schedule():
             validate_cron(job.cron, f"archive schedule for {job.name}")
-        api = ApiServer(
-            self.settings.api
-        )  # a busy port or a bad host fails here, the store untouched
+        # a busy port or a bad host fails here, the store untouched
+        api = ApiServer(self.settings.api)
         try:
             await asyncio.to_thread(self.open_store)
         except BaseException:

@@ -64,43 +64,35 @@ def catalog(instruments: Instruments) -> list[Instrument]:
     return out
 
 
-def _choose(given: str, choices: list[str], what: str, where: str = "") -> str:
-    """The one choice `given` names, ignoring case; otherwise an InputError with a suggestion."""
-    found = sorted({c for c in choices if c.lower() == given.lower()})
+def _pick(given: str, names: dict[str, str], what: str, where: str = "") -> str:
+    """What `given` names among `names` (each accepted spelling -> what it stands for), ignoring
+    case; otherwise an InputError with the closest spelling as a suggestion."""
+    key = given.strip().upper()
+    found = {meant for name, meant in names.items() if name.upper() == key}
     if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise InputError(f"{what} {given!r} is ambiguous: {', '.join(found)}")
-    close = difflib.get_close_matches(
-        given.upper(), sorted({c.upper() for c in choices}), n=1, cutoff=0.6
-    )
-    hint = ""
-    if close:
-        hint = "; did you mean " + next(c for c in choices if c.upper() == close[0]) + "?"
-    known = sorted(set(choices))
+        return found.pop()
+    if found:
+        raise InputError(f"{what} {given!r}{where} is ambiguous: {', '.join(sorted(found))}")
+    close = difflib.get_close_matches(key, [n.upper() for n in names], n=1, cutoff=0.6)
+    hint = next(f"; did you mean {n}?" for n in names if n.upper() == close[0]) if close else ""
+    known = sorted(names)
     listing = ", ".join(known) if len(known) <= 12 else "see `k2 symbols`"
     raise InputError(f"unknown {what} {given!r}{where}{hint} (known: {listing})")
 
 
 def resolve_venue(given: str, instruments: Instruments) -> str:
     """The venue `given` names (any case), or an InputError naming the choices."""
-    return _choose(given, list(instruments), "venue")
+    return _pick(given, {v: v for v in instruments}, "venue")
 
 
 def resolve_symbol(given: str, instruments: Instruments, venue: str | None = None) -> str:
     """The canonical symbol `given` names, as canonical (btc/usdt) or as a venue spells it
     (BTCUSDT, BTC-USD), on `venue` if given; otherwise an InputError with a suggestion."""
-    items = [i for i in catalog(instruments) if venue is None or i.venue == venue]
-    by_name: dict[str, set[str]] = {}
-    for item in items:
-        for name in (item.canonical, item.symbol):
-            by_name.setdefault(name.upper(), set()).add(item.canonical)
-    found = by_name.get(given.strip().upper())
-    if found and len(found) == 1:
-        return next(iter(found))
-    names = [i.canonical for i in items] + [i.symbol for i in items]
-    name = _choose(given, names, "symbol", f" on {venue}" if venue else "")
-    return next(i.canonical for i in items if name in (i.canonical, i.symbol))
+    names: dict[str, str] = {}
+    for item in catalog(instruments):
+        if venue is None or item.venue == venue:
+            names[item.canonical] = names[item.symbol] = item.canonical
+    return _pick(given, names, "symbol", f" on {venue}" if venue else "")
 
 
 def resolve_filters(

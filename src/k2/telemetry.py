@@ -137,6 +137,11 @@ class PipelineMetrics:
         if len(recv_ns):
             self.ingest_latency.observe_many((committed_ns - recv_ns) / 1e9)
 
+    def api_request_counts(self) -> dict[tuple[str, str], int]:
+        """API requests so far by (route, status), as of now."""
+        with self._lock:
+            return dict(self.api_requests)
+
     def api_request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
             key = (route, str(status))

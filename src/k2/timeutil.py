@@ -26,9 +26,8 @@ def rfc3339_to_ns(text: str) -> int:
     """
     base = _second_cache.get(text[:20])
     if base is not None:
-        if (
-            text[19] == "."
-        ):  # a cached "YYYY-MM-DDTHH:MM:SS." prefix: text must be <prefix><digits>Z
+        # a cached "YYYY-MM-DDTHH:MM:SS." prefix: text must be <prefix><digits>Z
+        if text[19] == ".":
             frac = text[20:-1]
             if text[-1] == "Z" and len(frac) <= 9 and frac.isdigit() and frac.isascii():
                 return base + int(frac) * _SCALE[len(frac)]

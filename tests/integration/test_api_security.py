@@ -13,7 +13,6 @@ import datetime
 import socket
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,10 @@ from k2.api.server import ApiServer
 from k2.cli.remote import client as api_client
 from k2.embedded import Embedded
 from k2.errors import ConfigError, InputError
-from k2.hotstore.resume import last_sequence
-from k2.hotstore.writer import StoreWriter
 from k2.instruments import load_instruments
-from k2.records import Trade
-from k2.settings import ApiSettings, WriterSettings, load_settings
+from k2.settings import ApiSettings, load_settings
 from k2.timeutil import ns_to_rfc3339
+from tests.hot_support import write_btc_trades
 
 pytestmark = pytest.mark.integration
 
@@ -51,28 +48,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     emb.open_store()
     assert emb.store is not None
 
-    async def write() -> None:
-        writer = StoreWriter(emb.store, WriterSettings(), last_sequence(emb.store))
-        trades = [
-            Trade(
-                "binance",
-                "BTCUSDT",
-                "BTC/USDT",
-                i,
-                Decimal("100.5"),
-                Decimal("0.25"),
-                "buy",
-                T0 + i * 1_000_000_000,
-                T0 + i * 1_000_000_000 + 5,
-                "true",
-                b"{}",
-            )
-            for i in range(1, 4)
-        ]
-        await writer.trades(trades, trades, "binance-1")
-        await writer.close()
-
-    asyncio.run(write())
+    write_btc_trades(emb.store, T0)
     emb.writer = None
     yield emb
     assert emb._owner is not None
@@ -116,9 +92,8 @@ def test_with_a_token_every_route_but_the_docs_needs_it(platform: Embedded) -> N
             api.get(path, headers={"Authorization": "Bearer wrong-token-wrong-token"}).status_code
             == 401
         )
-        assert (
-            api.get(path, headers={"Authorization": TOKEN}).status_code == 401
-        )  # not a bearer credential
+        # not a bearer credential
+        assert api.get(path, headers={"Authorization": TOKEN}).status_code == 401
         assert api.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code in (
             200,
             503,
@@ -342,9 +317,8 @@ def test_tls_serves_https_with_the_configured_certificate(
             assert url.startswith("https://127.0.0.1:")
 
             def requests() -> None:
-                with api_client(
-                    url, settings
-                ) as secure:  # the CLI's client: token sent, certificate pinned
+                # the CLI's client: token sent, certificate pinned
+                with api_client(url, settings) as secure:
                     assert secure.get("/api/trades").json()["rows"][0]["trade_id"] == 1
                 with pytest.raises(httpx.ConnectError):  # an unknown certificate is not trusted
                     httpx.get(f"{url}/api/trades", timeout=5)

@@ -191,9 +191,8 @@ def test_late_trades_and_late_candle_corrections_arrive(store: ClickHouseStore, 
     assert rows["silver_trades"] == 4 and rows["ohlcv_1m"] > 0
     assert_archive_equals_hot(store, lake)
     corrected = archive_rows(lake, BY_NAME["ohlcv_1m"])
-    assert corrected != one_minute and len(corrected) == len(
-        one_minute
-    )  # updated in place, not added
+    # updated in place, not added
+    assert corrected != one_minute and len(corrected) == len(one_minute)
 
 
 def test_candles_are_archived_only_once_their_window_closed(

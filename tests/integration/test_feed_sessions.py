@@ -125,9 +125,8 @@ def test_server_shutdown_rotates_make_before_break() -> None:
     cap = run(capture(SMALL, faults("shutdown", disconnect_every_s=2.5), fault_seconds=6))
     assert_exact(cap.sim, cap.sink.accepted)
     s = stats(cap, "binance")
-    assert (
-        s.rotations >= 1 and s.gaps_found == 0
-    )  # the overlap covered the switch: nothing to repair
+    # the overlap covered the switch: nothing to repair
+    assert s.rotations >= 1 and s.gaps_found == 0
 
 
 def test_connection_age_cut_rotates_before_it() -> None:

@@ -123,9 +123,8 @@ def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
         assert "toIntervalDay(3)" in engines["bronze_trades_kraken"]
         assert "toIntervalDay(11)" in engines["silver_trades"]
-        migrate.apply(
-            s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40)
-        )  # a later start changes them
+        # a later start changes them
+        migrate.apply(s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40))
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
         assert (
             "toIntervalDay(5)" in engines["bronze_trades_binance"]
@@ -178,9 +177,8 @@ def test_candles_open_close_by_time_then_id_across_batches_and_big_numbers(
     write(store, [(b, b) for b in batches])
     store.execute("OPTIMIZE TABLE k2.ohlcv_1m FINAL")  # merging states must not change any candle
     silver = read_silver(store)
-    assert (
-        assert_candles_equal(store, silver) == 2 + 5
-    )  # two 1m windows, one in each larger timeframe
+    # two 1m windows, one in each larger timeframe
+    assert assert_candles_equal(store, silver) == 2 + 5
     c = read_candles(store, "1m")[("coinbase", "BTC/USD", t0 // 10**9)]
     assert c["open"] == Decimal("0.0000123456") and c["close"] == Decimal("100000.12345678")
     assert c["trade_count"] == 4 and c["taker_buy_volume"] == Decimal("1000124.95678912")
@@ -271,9 +269,8 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(
         pending.gap_id
     ]
     assert recovery.recover(store)["gaps_recorded"] == 2
-    state = load_resume(
-        store, recent_ids=10
-    )  # the next k2 up: the found holes are pending gaps now
+    # the next k2 up: the found holes are pending gaps now
+    state = load_resume(store, recent_ids=10)
     resumed = {r.gap.gap_id: r for r in state.pending["binance"]}
     assert set(resumed) == {pending.gap_id, "binance:BTCUSDT:106-107", "binance:LTCUSDT:6-7"}
     assert resumed[pending.gap_id].holes == [(102, 103)]
@@ -284,12 +281,10 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(
         "binance:LTCUSDT:6-7"
     ].gap  # below the span written recently: looked up by key
     assert (quiet_gap.ts_from, quiet_gap.ts_to) == (NOW - 3600 * 10**9, NOW + 200)
-    assert (
-        "coinbase" not in state.pending
-    )  # its ids are not contiguous: repaired by time window instead
-    assert (
-        recovery.recover(store).get("gaps_recorded") is None
-    )  # recorded once: a second recovery finds none
+    # its ids are not contiguous: repaired by time window instead
+    assert "coinbase" not in state.pending
+    # recorded once: a second recovery finds none
+    assert recovery.recover(store).get("gaps_recorded") is None
 
 
 def test_writer_backpressure_blocks_feeds_until_written(store: ClickHouseStore) -> None:

@@ -276,9 +276,8 @@ def test_every_alert_rule_is_loaded_evaluates_cleanly_and_none_fires(running: Ru
         body = running.query(rule["expr"])
         if body.get("status") != "success":
             failures.append(f"{rule['alert']}: {body.get('error')}")
-        for metric in set(
-            re.findall(r"\b(k2_[a-z0-9_]+|up)\b", rule["expr"])
-        ):  # every input series exists
+        # every input series exists
+        for metric in set(re.findall(r"\b(k2_[a-z0-9_]+|up)\b", rule["expr"])):
             if not running.query(metric)["data"]["result"]:
                 failures.append(f"{rule['alert']}: no data for {metric}")
     assert not failures, "\n".join(failures)

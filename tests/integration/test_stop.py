@@ -76,9 +76,8 @@ def test_a_stop_while_the_store_refuses_writes_ends_within_the_grace_period(
         stopped = next(line for line in out.splitlines() if line.startswith("k2 up: stopped in"))
         assert float(stopped.split()[4]) <= GRACE_S, stopped
         if how != "--duration":
-            assert took <= GRACE_S + 4, (
-                f"stopped {took:.1f} s after {how}"
-            )  # the grace, plus exiting
+            # the grace, plus exiting
+            assert took <= GRACE_S + 4, f"stopped {took:.1f} s after {how}"
         print(f"{how}: {stopped} ({took:.1f} s from the signal to the exit)")
 
 

@@ -127,9 +127,8 @@ record_file = "{truth_file}"
             store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome")
         )
         assert outcomes.get("repaired", 0) > 0 and set(outcomes) == {"repaired"}
-        assert (
-            len(gaps) == outcomes["repaired"]
-        )  # `k2 gaps` shows each gap once, in its latest state
+        # `k2 gaps` shows each gap once, in its latest state
+        assert len(gaps) == outcomes["repaired"]
     finally:
         store.close()
 
@@ -176,9 +175,8 @@ record_file = "{truth_file}"
     store = open_store(tmp_path / "data")
     try:
         silver = read_silver(store)
-        assert (
-            assert_silver_equals(silver, load_record(truth_file)) > 1000
-        )  # the poisoned trades included
+        # the poisoned trades included
+        assert assert_silver_equals(silver, load_record(truth_file)) > 1000
         assert assert_candles_equal(store, silver) > 0
         outcomes = dict(
             store.rows("SELECT toString(outcome), count() FROM k2.feed_gaps FINAL GROUP BY outcome")

@@ -136,9 +136,8 @@ def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(
                     writer.stats.store_down_since > 0
                     and "NOT_ENOUGH_SPACE" in writer.stats.store_error
                 )
-                assert (
-                    writer.stats.pending == 3000 and writer.stats.refused_rows == 0
-                )  # nothing given up on
+                # nothing given up on
+                assert writer.stats.pending == 3000 and writer.stats.refused_rows == 0
                 ballast.unlink()  # the disk has room again
                 for _ in range(200):
                     await asyncio.sleep(0.1)

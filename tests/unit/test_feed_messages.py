@@ -294,9 +294,8 @@ def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
                 sink,
                 http,
             )
-            feed.trackers["ETH-USD"].offer(
-                5, 1
-            )  # a symbol with history that the message does not name
+            # a symbol with history that the message does not name
+            feed.trackers["ETH-USD"].offer(5, 1)
             await feed.on_messages([good, bad], time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
         return sink
 

@@ -42,12 +42,10 @@ def test_decimal_edges() -> None:
     assert decimal_problem(Decimal("99999999999999999999.999999999999999999")) is None
     assert decimal_problem(Decimal(100000000000000000000)) is not None  # 21 integer digits
     assert decimal_problem(Decimal("0.000000000000000001")) is None
-    assert (
-        decimal_problem(Decimal("0.0000000000000000001")) is not None
-    )  # 19 decimals: would become 0
-    assert (
-        decimal_problem(Decimal("1.000000000000000000000")) is None
-    )  # trailing zeros lose nothing
+    # 19 decimals: would become 0
+    assert decimal_problem(Decimal("0.0000000000000000001")) is not None
+    # trailing zeros lose nothing
+    assert decimal_problem(Decimal("1.000000000000000000000")) is None
     for bad in ("0", "-1", "NaN", "sNaN", "Infinity", "1E+999999999"):
         assert decimal_problem(Decimal(bad)) is not None, bad
 
@@ -75,9 +73,8 @@ def test_every_rule_of_a_trade() -> None:
     assert trade_problem(trade(), limits) is None
     assert "price" in (trade_problem(trade(price="-1"), limits) or "")
     assert "amount" in (trade_problem(trade(amount="1E-19"), limits) or "")
-    assert (
-        trade_problem(trade(price="9999999999", amount="9999999999.5"), limits) is None
-    )  # just below 10^20
+    # just below 10^20
+    assert trade_problem(trade(price="9999999999", amount="9999999999.5"), limits) is None
     assert "price x amount" in (
         trade_problem(trade(price="10000000000", amount="10000000000"), limits) or ""
     )

@@ -73,9 +73,8 @@ def test_an_unexpected_backfill_error_leaves_the_gap_unrecoverable_and_repair_go
             if repairer.pending() == 0:
                 break
         stop.set()
-        await asyncio.wait_for(
-            task, 5
-        )  # the repairer ended because it was told to, not by the error
+        # the repairer ended because it was told to, not by the error
+        await asyncio.wait_for(task, 5)
         assert adapter.calls == 2
         return [g for g in recorded if g.outcome != "pending"]
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
+from k2.api import NDJSON
 from k2.api.security import allowed_hosts, same_origin_json, token_check
 from k2.errors import ConfigError, InputError, K2Error
 from k2.hotstore import queries
@@ -111,18 +112,17 @@ def create_app(ctx: Context) -> FastAPI:
         body = report(evaluate(ctx.health_inputs(), ctx.settings.health))
         return JSONResponse(body, status_code=503 if body["status"] == FAIL else 200)
 
-    def guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, err: InputError) -> JSONResponse:
+        """A mistake in the request (a filter, a time, a table name): 400 with the reason."""
+        return JSONResponse({"detail": str(err)}, status_code=400)
 
     def filters(
         venue: str | None, symbol: str | None, start: str | None, end: str | None
-    ) -> tuple[Any, ...]:
+    ) -> tuple[str | None, str | None, int | None, int | None]:
         """The common filters, checked like the CLI's: known venue and symbol, storable times."""
-        venue, symbol = guarded(resolve_filters, ctx.instruments, venue, symbol)
-        return venue, symbol, guarded(_ns, start, "from"), guarded(_ns, end, "to")
+        venue, symbol = resolve_filters(ctx.instruments, venue, symbol)
+        return venue, symbol, _ns(start, "from"), _ns(end, "to")
 
     FROM = Query(
         None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d)."
@@ -141,9 +141,7 @@ def create_app(ctx: Context) -> FastAPI:
         limit: int = LIMIT,
     ) -> dict[str, Any]:
         """Latest trades matching the filters, oldest first."""
-        return {
-            "rows": guarded(queries.trades, store(), *filters(venue, symbol, start, end), limit)
-        }
+        return {"rows": queries.trades(store(), *filters(venue, symbol, start, end), limit)}
 
     @app.get("/api/candles")
     def candles(
@@ -155,12 +153,9 @@ def create_app(ctx: Context) -> FastAPI:
         limit: int = LIMIT,
     ) -> dict[str, Any]:
         """Latest candles of one timeframe, oldest first (the current window as it stands)."""
-        guarded(queries.timeframe, timeframe)
-        return {
-            "rows": guarded(
-                queries.candles, store(), timeframe, *filters(venue, symbol, start, end), limit
-            )
-        }
+        queries.timeframe(timeframe)
+        rows = queries.candles(store(), timeframe, *filters(venue, symbol, start, end), limit)
+        return {"rows": rows}
 
     @app.get("/api/gaps")
     def gaps(
@@ -172,7 +167,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         """Latest detected gaps with their repair outcome, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
-        return {"rows": guarded(queries.gaps, store(), venue, outcome, start_ns, end_ns, limit)}
+        return {"rows": queries.gaps(store(), venue, outcome, start_ns, end_ns, limit)}
 
     @app.get("/api/rejects")
     def rejects(
@@ -180,7 +175,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         """Latest quarantined (rejected) messages with the reason, oldest first."""
         venue, _, start_ns, end_ns = filters(venue, None, start, end)
-        return {"rows": guarded(queries.rejects, store(), venue, start_ns, end_ns, limit)}
+        return {"rows": queries.rejects(store(), venue, start_ns, end_ns, limit)}
 
     @app.get("/api/symbols")
     def symbols() -> dict[str, Any]:
@@ -192,7 +187,7 @@ def create_app(ctx: Context) -> FastAPI:
         "/api/flows/{name}",
         dependencies=[Depends(same_origin_json)],
         response_model=None,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
+        responses={200: {"content": {NDJSON: {}}}},
     )
     def run_flow(name: str, body: FlowRequest, request: Request) -> dict[str, Any] | Response:
         """Run an archive flow now, in this process (offload, maintenance or reconcile).
@@ -226,11 +221,8 @@ def create_app(ctx: Context) -> FastAPI:
                 detail = f"flow {name} could not run: {type(err).__name__}: {err}"
                 raise HTTPException(status_code=500, detail=detail) from None
 
-        try:
-            table_names(table)  # a bad name is refused before anything starts
-        except InputError as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
-        if "application/x-ndjson" not in request.headers.get("accept", ""):
+        table_names(table)  # a bad name is refused (400) before anything starts
+        if NDJSON not in request.headers.get("accept", ""):
             return run()
 
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -250,6 +242,6 @@ def create_app(ctx: Context) -> FastAPI:
 
         # A client that goes away stops the stream, not the flow: it finishes in its thread.
         threading.Thread(target=stream, name=f"k2-flow-{name}", daemon=True).start()
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return StreamingResponse(lines(), media_type=NDJSON)
 
     return app

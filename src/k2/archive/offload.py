@@ -239,9 +239,8 @@ def _candles(
         ):
             if hot_start <= window < closed:
                 spans.append((window, window + step))
-    pieces = _ranges(
-        spans, max(1, chunk_rows // markets) * step
-    )  # windows per commit, bounded like rows
+    # windows per commit, bounded like rows
+    pieces = _ranges(spans, max(1, chunk_rows // markets) * step)
     for i, (start, end) in enumerate(pieces):
         checkpoint(spec.name, "before_read")
         data = store.query_arrow(spec.select_windows(start, end))

@@ -68,9 +68,8 @@ def _archive_checksums(table: Table, lo_day: int, hi_day: int) -> dict[int, int]
         f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{side}|{ns}"
         for e, s, i, p, a, side, ns in zip(*columns, strict=True)
     ]
-    days = pc.divide(
-        data.column("ts_event_ns"), DAY * 1_000_000_000
-    ).to_pylist()  # positive: truncation is floor
+    # positive: truncation is floor
+    days = pc.divide(data.column("ts_event_ns"), DAY * 1_000_000_000).to_pylist()
     sums: dict[int, int] = defaultdict(int)
     for day, row in zip(days, text, strict=True):
         sums[day] += int.from_bytes(hashlib.md5(row.encode()).digest()[:8], "little")

@@ -43,6 +43,5 @@ class ArchiveStatus:
     maintenance_failures: int = 0
     reconcile: dict[str, list[DayCheck]] = field(default_factory=dict)
     reconcile_at: float = 0.0
-    skipped: dict[str, int] = field(
-        default_factory=dict
-    )  # flow -> runs skipped (another was running)
+    # flow -> runs skipped (another was running)
+    skipped: dict[str, int] = field(default_factory=dict)

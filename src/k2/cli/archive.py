@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from k2.api import NDJSON
 from k2.cli.common import prefect_env, reported, settings, setup_logging
 from k2.cli.remote import client, raise_for, reach
 from k2.errors import ConfigError, InputError, K2Error
@@ -44,7 +45,6 @@ DATA_DIR = typer.Option(
     None, "--data-dir", help="Data directory (setting data_dir, default ./data)."
 )
 JSON = typer.Option(False, "--json", help="Print only the result, as JSON.")
-NDJSON = "application/x-ndjson"
 
 
 def run_flow(

@@ -64,9 +64,8 @@ def prefect_env(data_dir: Path) -> None:
     home = (data_dir / "prefect").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
-    os.environ.setdefault(
-        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore"
-    )  # K2 logs outside flows
+    # K2 logs outside flows
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "k2")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

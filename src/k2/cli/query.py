@@ -56,9 +56,14 @@ def _local(
 
 
 def fetch(
-    kind: str, cfg: Settings, params: dict[str, Any], data_dir: Path | None = None
+    kind: str,
+    cfg: Settings,
+    params: dict[str, Any],
+    data_dir: Path | None = None,
+    instruments: Instruments | None = None,
 ) -> list[dict[str, Any]]:
-    """Query the running `k2 up` over its API, or the stopped data directory itself."""
+    """Query the running `k2 up` over its API, or the stopped data directory itself
+    (`instruments`: the file already loaded, if the caller has it)."""
 
     def remote(url: str) -> list[dict[str, Any]]:
         names = {"start": "from", "end": "to"}
@@ -66,7 +71,8 @@ def fetch(
         return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
 
     def local(owner: OwnedStore) -> list[dict[str, Any]]:
-        return _local(kind, owner.store, params, load_instruments(cfg.instruments_file))
+        known = instruments or load_instruments(cfg.instruments_file)
+        return _local(kind, owner.store, params, known)
 
     return reach(data_dir or cfg.data_dir, f"k2 {kind}", cfg.hotstore, remote, local)
 
@@ -89,13 +95,14 @@ def emit(rows: list[dict[str, Any]], keys: tuple[str, ...], fmt: Format, title: 
             )
         for row in rows:  # as text, never as markup: venue text may hold "[/]" or "[bold]"
             table.add_row(*(Text(str(row[k])) for k in keys))
-        Console(width=None if sys.stdout.isatty() else 250).print(
-            table
-        )  # piped: never squeeze columns
+        # piped: never squeeze columns
+        Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 VENUE = typer.Option(None, "--venue", help="Only this venue (binance, kraken, coinbase).")
-SYMBOL = typer.Option(None, "--symbol", help="Only this canonical symbol, e.g. BTC/USDT.")
+SYMBOL = typer.Option(
+    None, "--symbol", help="Only this symbol: canonical (BTC/USDT) or as the venue spells it."
+)
 START = typer.Option(
     None, "--from", help="From this time: RFC 3339, a date, or a duration ago (15m, 2h)."
 )
@@ -118,9 +125,8 @@ def trades(
 ) -> None:
     """Show stored trades (silver), oldest first, with the same keys as `k2 normalize`."""
     with reported():
-        cfg = settings()
-        params = {**_filters(cfg, venue, symbol, start, end), "limit": limit}
-        emit(fetch("trades", cfg, params, data_dir), TRADE_KEYS, format, "trades")
+        rows = _rows("trades", data_dir, venue, symbol, start, end, limit=limit)
+        emit(rows, TRADE_KEYS, format, "trades")
 
 
 def candles(
@@ -136,18 +142,10 @@ def candles(
     """Show OHLCV candles (with VWAP), oldest first; the current window is included as it stands."""
     with reported():
         queries.timeframe(timeframe)
-        cfg = settings()
-        params = {
-            "timeframe": timeframe,
-            **_filters(cfg, venue, symbol, start, end),
-            "limit": limit,
-        }
-        emit(
-            fetch("candles", cfg, params, data_dir),
-            queries.CANDLE_KEYS,
-            format,
-            f"{timeframe} candles",
+        rows = _rows(
+            "candles", data_dir, venue, symbol, start, end, timeframe=timeframe, limit=limit
         )
+        emit(rows, queries.CANDLE_KEYS, format, f"{timeframe} candles")
 
 
 def gaps(
@@ -163,11 +161,9 @@ def gaps(
 ) -> None:
     """Show detected trade gaps and how each was repaired (newest last; by detection time)."""
     with reported():
-        cfg = settings()
         queries.gap_outcome(outcome)
-        params = {**_filters(cfg, venue, None, start, end), "outcome": outcome, "limit": limit}
-        params.pop("symbol")
-        emit(fetch("gaps", cfg, params, data_dir), queries.GAP_KEYS, format, "gaps")
+        rows = _rows("gaps", data_dir, venue, None, start, end, outcome=outcome, limit=limit)
+        emit(rows, queries.GAP_KEYS, format, "gaps")
 
 
 def rejects(
@@ -180,31 +176,39 @@ def rejects(
 ) -> None:
     """Show quarantined messages (malformed or unexpected) with the reason each was rejected."""
     with reported():
-        cfg = settings()
-        params = {**_filters(cfg, venue, None, start, end), "limit": limit}
-        params.pop("symbol")
-        emit(fetch("rejects", cfg, params, data_dir), queries.REJECT_KEYS, format, "rejects")
+        rows = _rows("rejects", data_dir, venue, None, start, end, limit=limit)
+        emit(rows, queries.REJECT_KEYS, format, "rejects")
 
 
 def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:
     """List every instrument: venue, venue symbol, canonical symbol, trades stored,
     first and last trade."""
     with reported():
-        cfg = settings()
-        emit(fetch("symbols", cfg, {}, data_dir), queries.SYMBOL_KEYS, format, "instruments")
+        emit(_rows("symbols", data_dir), queries.SYMBOL_KEYS, format, "instruments")
 
 
-def _filters(
-    cfg: Settings, venue: str | None, symbol: str | None, start: str | None, end: str | None
-) -> dict[str, Any]:
-    """The common filters, checked: a known venue and symbol, times K2 can store."""
-    venue, symbol = resolve_filters(load_instruments(cfg.instruments_file), venue, symbol)
-    return {
+def _rows(
+    kind: str,
+    data_dir: Path | None,
+    venue: str | None = None,
+    symbol: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    **extra: Any,
+) -> list[dict[str, Any]]:
+    """Fetch `kind` with the common filters checked first: a known venue and symbol (from the
+    instruments file, read once), times K2 can store."""
+    cfg = settings()
+    instruments = load_instruments(cfg.instruments_file)
+    venue, symbol = resolve_filters(instruments, venue, symbol)
+    params = {
         "venue": venue,
         "symbol": symbol,
         "start": parse_time(start, "--from"),
         "end": parse_time(end, "--to"),
+        **extra,
     }
+    return fetch(kind, cfg, params, data_dir, instruments)
 
 
 __all__ = ["candles", "gaps", "rejects", "symbols", "trades"]

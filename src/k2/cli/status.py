@@ -60,9 +60,8 @@ class StatusView:
             )
         for feed in self.feeds:
             s = feed.stats
-            state = Text(
-                s.state + (f" ({s.state_detail})" if s.state_detail else "")
-            )  # venue text: never markup
+            # venue text: never markup
+            state = Text(s.state + (f" ({s.state_detail})" if s.state_detail else ""))
             t.add_row(
                 Text(feed.name, style="bold"),
                 "",

@@ -125,9 +125,8 @@ class VenueAdapter(Protocol):
     # An id more than this far above the highest seen is suspect (a corrupt frame, or a stream that
     # moved on while K2 was away): about a day of the venue's busiest symbol. Never fetched blindly.
     max_id_jump: int
-    heartbeat_timeout_s: (
-        float | None
-    )  # venue sends app heartbeats: silence longer than this is dead
+    # venue sends app heartbeats: silence longer than this is dead
+    heartbeat_timeout_s: float | None
     max_connection_age_s: float | None  # the venue cuts connections at this age
     rest_policy: RestPolicy
     limits: Limits

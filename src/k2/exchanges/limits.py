@@ -30,9 +30,8 @@ FRACTION_DIGITS = 18
 _FIT = Context(prec=INTEGER_DIGITS + FRACTION_DIGITS, traps=[Inexact, InvalidOperation])
 _QUANTUM = Decimal(1).scaleb(-FRACTION_DIGITS)
 _QUOTE_MAX = Decimal(10) ** INTEGER_DIGITS
-_EXACT = Context(
-    prec=2 * (INTEGER_DIGITS + FRACTION_DIGITS)
-)  # a product of two valid values, exactly
+# a product of two valid values, exactly
+_EXACT = Context(prec=2 * (INTEGER_DIGITS + FRACTION_DIGITS))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,8 @@ class ArchiveRuntime:
     settings: Settings
     status: ArchiveStatus = field(default_factory=ArchiveStatus)
     metrics: PipelineMetrics | None = None  # histograms of the process serving /metrics, if any
-    stop_requested: threading.Event = field(
-        default_factory=threading.Event
-    )  # the process is stopping
+    # the process is stopping
+    stop_requested: threading.Event = field(default_factory=threading.Event)
 
     def checkpoint(self, table: str, point: str) -> None:
         """Called at the safe points of an offload: give up there if the process is stopping."""

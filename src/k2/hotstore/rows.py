@@ -56,9 +56,8 @@ def ingest_rows(
     n = len(trades)
     return pa.Table.from_arrays(
         [
-            _per_chunk(
-                chunk_venues, chunk_sizes
-            ),  # a chunk comes from one feed: one venue, one connection
+            # a chunk comes from one feed: one venue, one connection
+            _per_chunk(chunk_venues, chunk_sizes),
             pa.array([t.symbol for t in trades], pa.string()),
             pa.array([t.canonical_symbol for t in trades], pa.string()),
             pa.array([t.trade_id for t in trades], pa.uint64()),

@@ -26,14 +26,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.errors import StoreError, StoreRefused, StoreUnavailable
-from k2.hotstore.rows import gap_rows, ingest_rows, reject_rows, unconvertible
+from k2.hotstore.batch import (
+    Batch,
+    TableSlices,
+    Write,
+    batch_ingest_rows,
+    insert_settings,
+    without_unconvertible,
+)
+from k2.hotstore.rows import gap_rows, reject_rows
 from k2.hotstore.schema import DATABASE, INGEST_TABLE, SILVER_TABLE, bronze_table
 from k2.hotstore.stats import WriterStats
 from k2.hotstore.store import HotStore
@@ -52,68 +59,6 @@ LOG_EVERY_S = 30.0  # while the store stays unavailable, say so this often
 CommitListener = Callable[[pa.Table, int], None]
 
 
-def next_sequence(previous: int) -> int:
-    """Return the next ingest sequence after `previous`: max(previous + 1, now in µs)."""
-    return max(previous + 1, time.time_ns() // 1000)
-
-
-@dataclass
-class _Batch:
-    chunks: list[tuple[Sequence[Trade], set[int] | None, str]] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    rows: int = 0
-
-
-@dataclass
-class _Table:
-    """One destination table of a batch in flight, and the slices of it not yet inserted."""
-
-    name: str
-    data: pa.Table
-    todo: list[tuple[int, int]]  # (offset, length), in order
-    deferred: list[tuple[int, int]] = field(
-        default_factory=list
-    )  # single rows an unclassified error hit
-
-    @classmethod
-    def whole(cls, name: str, data: pa.Table) -> _Table:
-        return cls(name, data, [(0, data.num_rows)] if data.num_rows else [])
-
-
-@dataclass
-class _Write:
-    """A batch on its way into the store; survives retries."""
-
-    tables: list[_Table]
-    rows: int  # trades in it
-    insert_s: float = 0.0
-    written: int = 0  # slices inserted
-    written_at_unclassified: int | None = None  # `written` when an unclassified error first struck
-    refused: list[tuple[str, pa.Table, str]] = field(default_factory=list)  # (table, row, message)
-
-
-# Up to this many rows, an ingest insert runs its materialized views (bronze x3, silver, candles)
-# side by side: a small batch's insert is mostly per-part overhead, ~15 ms less in parallel, and
-# small batches are where commit latency counts. Bigger batches run them one after another: on
-# two cores that is no slower, and it does not hold every view's part buffers at once (~50 MB
-# less peak RSS under a firehose). Merging candle states within a block is left to the
-# background merges either way.
-PARALLEL_VIEWS_MAX_ROWS = 10_000
-
-
-def insert_settings(table: str, rows: int) -> dict[str, int]:
-    """Settings of every insert: committed when the call returns (`async_insert` is 1 by default in
-    chDB 26.9 and ClickHouse >= 26.2.4); ingest inserts also choose how their views run."""
-    if table != INGEST_TABLE:
-        return {"async_insert": 0}
-    return {
-        "async_insert": 0,
-        "parallel_view_processing": int(rows <= PARALLEL_VIEWS_MAX_ROWS),
-        "optimize_on_insert": 0,
-    }
-
-
 class StoreWriter:
     """Implements the feeds' Sink on top of the hot store."""
 
@@ -128,8 +73,8 @@ class StoreWriter:
         self.metrics = metrics
         self._last_seq = last_seq
         self.stats = WriterStats()
-        self._batch = _Batch()
-        self._inflight: _Write | None = None
+        self._batch = Batch()
+        self._inflight: Write | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
         self._closed = False
@@ -185,19 +130,19 @@ class StoreWriter:
                     await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
-    def _take(self) -> _Batch:
+    def _take(self) -> Batch:
         """Take up to `batch_rows` rows (whole chunks) off the buffer: one insert's worth."""
         buffered = self._batch
         if buffered.rows <= self._settings.batch_rows:
-            self._batch = _Batch()
+            self._batch = Batch()
             return buffered
         taken, rows = 0, 0
         while rows < self._settings.batch_rows:
             rows += len(buffered.chunks[taken][0])
             taken += 1
-        batch = _Batch(buffered.chunks[:taken], buffered.gaps, buffered.rejects, rows)
+        batch = Batch(buffered.chunks[:taken], buffered.gaps, buffered.rejects, rows)
         # Gap records wait for the trades before them: they go with the last part of the buffer.
-        self._batch = _Batch(buffered.chunks[taken:], [], [], buffered.rows - rows)
+        self._batch = Batch(buffered.chunks[taken:], [], [], buffered.rows - rows)
         if buffered.gaps or buffered.rejects:
             self._batch.gaps, self._batch.rejects = buffered.gaps, buffered.rejects
             batch.gaps, batch.rejects = [], []
@@ -219,7 +164,7 @@ class StoreWriter:
             batch = self._take()
             if not (batch.rows or batch.gaps or batch.rejects):
                 return True
-            self._inflight = _Write(self._tables(batch), batch.rows)
+            self._inflight = Write(self._tables(batch), batch.rows)
             # The Arrow tables hold the batch now (~270 bytes a row, against ~650 as Trade
             # objects): let the trades go before the insert rather than after it.
             batch.chunks.clear()
@@ -265,7 +210,7 @@ class StoreWriter:
             )
         return delay
 
-    def _committed(self, w: _Write) -> None:
+    def _committed(self, w: Write) -> None:
         s = self.stats
         if s.store_down_since:
             log.warning(
@@ -324,69 +269,29 @@ class StoreWriter:
                     row.to_pylist()[0],
                 )
 
-    def _tables(self, batch: _Batch) -> list[_Table]:
+    def _tables(self, batch: Batch) -> list[TableSlices]:
         """Turn a batch into one Arrow table per destination, assigning ingest sequences."""
         chunks = batch.chunks
         try:
-            ingest = self._ingest_rows(chunks)
+            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq)
         except (OverflowError, TypeError, ValueError, pa.ArrowException):
             # A trade whose values do not fit its columns (the adapters' limits should make this
-            # impossible): find it, send it to rejects, and convert the rest.
-            bad: set[int] = set()
-            for received, _accepted, conn_id in chunks:
-                for t in received:
-                    reason = unconvertible(t)
-                    if reason is not None:
-                        bad.add(id(t))
-                        self.stats.refused_rows += 1
-                        batch.rejects.append(Reject(t.exchange, reason, t.raw, t.ts_recv, conn_id))
-            chunks = [
-                ([t for t in received if id(t) not in bad], accepted, conn_id)
-                for received, accepted, conn_id in chunks
-            ]
-            chunks = [c for c in chunks if c[0]]
-            ingest = self._ingest_rows(chunks)
-            batch.rows -= len(bad)
-            self.stats.pending -= len(bad)
-        out = [_Table.whole(INGEST_TABLE, ingest)] if ingest is not None else []
+            # impossible): send it to rejects, and convert the rest.
+            chunks, refused = without_unconvertible(chunks)
+            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq)
+            batch.rejects.extend(refused)
+            batch.rows -= len(refused)
+            self.stats.pending -= len(refused)
+            self.stats.refused_rows += len(refused)
+        out = [TableSlices.whole(INGEST_TABLE, ingest)] if ingest is not None else []
         if batch.gaps:
-            out.append(_Table.whole("feed_gaps", gap_rows(batch.gaps)))
+            out.append(TableSlices.whole("feed_gaps", gap_rows(batch.gaps)))
         if batch.rejects:
-            out.append(_Table.whole("rejects", reject_rows(batch.rejects)))
+            out.append(TableSlices.whole("rejects", reject_rows(batch.rejects)))
         return out
 
-    def _ingest_rows(
-        self, chunks: list[tuple[Sequence[Trade], set[int] | None, str]]
-    ) -> pa.Table | None:
-        trades: list[Trade] = []
-        venues: list[str] = []
-        conns: list[str] = []
-        sizes: list[int] = []
-        dups: list[bool] | None = None
-        for received, accepted_ids, conn_id in chunks:
-            if accepted_ids is not None and dups is None:
-                dups = [False] * len(
-                    trades
-                )  # the first chunk with a duplicate: track them from here
-            if dups is not None:
-                dups.extend(
-                    [False] * len(received)
-                    if accepted_ids is None
-                    else [id(t) not in accepted_ids for t in received]
-                )
-            trades.extend(received)
-            venues.append(received[0].exchange)
-            conns.append(conn_id)
-            sizes.append(len(received))
-        if not trades:
-            return None
-        first = next_sequence(self._last_seq)
-        table = ingest_rows(trades, venues, conns, sizes, dups, first)
-        self._last_seq = first + len(trades) - 1
-        return table
-
     # -- on the store's owner thread --------------------------------------------------------------
-    def _write(self, w: _Write) -> None:
+    def _write(self, w: Write) -> None:
         """Insert what is left of `w`: bronze first (silver and candles follow inside each insert),
         then gap records, so a gap is never marked repaired before its trades exist.
 
@@ -403,7 +308,7 @@ class StoreWriter:
                         f"{DATABASE}.{table.name}", piece, insert_settings(table.name, length)
                     )
                 except StoreRefused as err:
-                    self._split(w, table, str(err))
+                    w.split(table, str(err))
                     continue
                 except StoreUnavailable:
                     raise
@@ -412,7 +317,7 @@ class StoreWriter:
                     if w.written_at_unclassified is None:
                         w.written_at_unclassified = w.written
                     if length > 1 and self._store.ping():
-                        self._split(w, table, str(err), refuse_single=False)
+                        w.split(table, str(err), refuse_single=False)
                     elif length == 1:
                         table.deferred.append(table.todo.pop(0))
                     else:
@@ -435,16 +340,7 @@ class StoreWriter:
                         "look fine: treated as the store being unavailable"
                     )
 
-    def _split(self, w: _Write, table: _Table, message: str, refuse_single: bool = True) -> None:
-        offset, length = table.todo.pop(0)
-        if length == 1:
-            if refuse_single:
-                w.refused.append((table.name, table.data.slice(offset, 1), message))
-            return
-        half = length // 2
-        table.todo[:0] = [(offset, half), (offset + half, length - half)]
-
-    def _try_one(self, w: _Write, table: _Table, offset: int) -> None:
+    def _try_one(self, w: Write, table: TableSlices, offset: int) -> None:
         piece = table.data.slice(offset, 1)
         started = time.perf_counter()
         try:
@@ -459,7 +355,7 @@ class StoreWriter:
         w.written += 1
         self._note(table.name, piece, time.perf_counter() - started, w)
 
-    def _note(self, name: str, piece: pa.Table, seconds: float, w: _Write) -> None:
+    def _note(self, name: str, piece: pa.Table, seconds: float, w: Write) -> None:
         w.insert_s += seconds
         if name == INGEST_TABLE:  # fanned out to the bronze tables, silver and the candles
             counts = pc.value_counts(piece.column("exchange").combine_chunks().dictionary_decode())

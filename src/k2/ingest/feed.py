@@ -12,12 +12,13 @@ import httpx
 
 from k2.errors import K2Error, ParseError
 from k2.exchanges.base import Signal, VenueAdapter
-from k2.ingest.repair import GapRepairer, id_gap, suspicious_gap, window_gap
+from k2.ingest.repair import GapRepairer, id_gap, window_gap
 from k2.ingest.rest import RestGate
 from k2.ingest.session import Connection, Delivered, FeedSession
 from k2.ingest.sink import Sink
 from k2.ingest.state import ResumedGap, SymbolCursor
 from k2.ingest.stats import STOPPED, FeedStats
+from k2.ingest.suspects import Suspects
 from k2.ingest.tracker import ContiguousTracker, SeenTracker, Verdict
 from k2.records import Reject, Trade
 from k2.settings import IngestSettings, VenueSettings
@@ -28,9 +29,6 @@ _by_id = attrgetter("trade_id")
 # per call, and a run of 512 batched messages can hold tens of thousands of trades (the simulator's
 # firehose put 60,000 in one and overran the writer's 100,000-row budget by 80 %).
 MAX_RUN_TRADES = 2048
-# Suspect trades (ids beyond the venue's bound) held per symbol while waiting for the stream to say
-# whether it really moved on; beyond this, the oldest is rejected.
-MAX_SUSPECTS = 64
 
 
 class Feed:
@@ -64,9 +62,9 @@ class Feed:
         for symbol in self.symbols:
             self.stats.symbol(symbol)
             self._tracker(symbol, (cursors or {}).get(symbol))
-        # Per symbol: trades whose id jumped beyond the bound (with their connection), held until
-        # the stream says which they were.
-        self._suspects: dict[str, list[tuple[Trade, str]]] = {}
+        self._suspects = Suspects(
+            self.name, self.max_id_jump, self.trackers, self.stats, sink.gap, self._reject
+        )
         self.repairer = GapRepairer(
             adapter,
             self.rest,
@@ -181,8 +179,7 @@ class Feed:
 
     async def finish(self) -> None:
         """After the feed has stopped: suspects never confirmed go to rejects (nothing vanishes)."""
-        for symbol in list(self._suspects):
-            await self._drop_suspects(symbol, "never confirmed before the feed stopped")
+        await self._suspects.drop_all("never confirmed before the feed stopped")
 
     # -- live path ------------------------------------------------------------------------------
 
@@ -293,9 +290,8 @@ class Feed:
         )
 
     async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
-        return await self._ingest(
-            sorted(trades, key=_by_id), conn_id, live=False
-        )  # pages may run newest first
+        # REST pages may run newest first.
+        return await self._ingest(sorted(trades, key=_by_id), conn_id, live=False)
 
     async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
         """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
@@ -307,7 +303,7 @@ class Feed:
             self.stats,
             self.trackers,
             self.stats.symbols,
-            self._suspects,
+            self._suspects.held,
         )
         duplicate, fill, new, suspect = (
             Verdict.DUPLICATE,
@@ -323,10 +319,9 @@ class Feed:
             if verdict is suspect:
                 held = held or set()
                 held.add(id(trade))
-                released = await self._suspect(trade, conn_id, tracker)
-                for (
-                    t
-                ) in released:  # the first opens the suspicious gap; the rest are offered as usual
+                released = await self._suspects.hold(trade, conn_id, tracker)
+                # The first opens the suspicious gap; the rest are offered as usual.
+                for t in released:
                     confirmed.append(t)
                     if t is not released[0]:
                         previous_ts = tracker.high_ts
@@ -345,7 +340,7 @@ class Feed:
                 sym.duplicates += 1
                 continue
             if suspects and verdict is new and live and symbol in suspects:
-                await self._drop_suspects(symbol, f"the stream went on from {trade.trade_id - 1}")
+                await self._suspects.drop(symbol, f"the stream went on from {trade.trade_id - 1}")
             if hole is None and verdict is not fill:  # the common case, inline
                 accepted.append(trade)
                 sym = symbols.get(symbol) or stats.symbol(symbol)
@@ -384,61 +379,3 @@ class Feed:
             await self.repairer.submit(
                 id_gap(self.name, trade.symbol, hole[0], hole[1], previous_ts, trade.ts_event)
             )
-
-    async def _suspect(
-        self, trade: Trade, conn_id: str, tracker: ContiguousTracker | SeenTracker
-    ) -> list[Trade]:
-        """Hold a trade whose id jumped beyond the bound. Return the held trades, oldest first, once
-        the stream confirms the jump (a later trade carries on from the last one held); the
-        skipped ids are then recorded as a suspicious gap, never fetched."""
-        symbol = trade.symbol
-        queue = self._suspects.setdefault(symbol, [])
-        last = queue[-1][0] if queue else None
-        queue.append((trade, conn_id))
-        if last is None or not last.trade_id < trade.trade_id <= last.trade_id + self.max_id_jump:
-            if len(queue) > MAX_SUSPECTS:
-                await self._reject_suspect(*queue.pop(0), "too many suspects were held")
-            log.warning(
-                "%s %s: trade id %d is more than %d above the highest id %s; holding it until the "
-                "stream confirms it",
-                self.name,
-                symbol,
-                trade.trade_id,
-                self.max_id_jump,
-                tracker.high,
-            )
-            return []
-        del self._suspects[symbol]
-        first = queue[0][0]
-        before, before_ts = tracker.high, tracker.high_ts
-        _, hole = tracker.adopt(first.trade_id, first.ts_event)
-        detail = (
-            f"trade id jumped from {before} to {first.trade_id}, more than the venue's bound of "
-            f"{self.max_id_jump}; confirmed by {len(queue) - 1} later trades; not fetched"
-        )
-        log.warning("%s %s: %s", self.name, symbol, detail)
-        self.stats.gaps_found += 1
-        self.stats.gaps_suspicious += 1
-        self.stats.symbol(symbol).gaps += 1
-        lo, hi = hole if hole is not None else (first.trade_id, first.trade_id - 1)
-        await self.sink.gap(
-            suspicious_gap(self.name, symbol, lo, hi, before_ts, first.ts_event, detail)
-        )
-        return [t for t, _ in queue]
-
-    async def _drop_suspects(self, symbol: str, why: str) -> None:
-        for trade, conn_id in self._suspects.pop(symbol, []):
-            await self._reject_suspect(trade, conn_id, why)
-
-    async def _reject_suspect(self, trade: Trade, conn_id: str, why: str) -> None:
-        # A venue whose ids skip cannot see the true trade missing by id:
-        # _reject reads its window back.
-        high = self.trackers[trade.symbol].high
-        self.stats.suspects_rejected += 1
-        await self._reject(
-            f"trade id {trade.trade_id} is more than {self.max_id_jump} above the highest id "
-            f"{high} (the venue's bound) and {why}",
-            trade.raw,
-            trade.ts_recv,
-            conn_id,
-        )

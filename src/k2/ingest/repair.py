@@ -66,24 +66,15 @@ def id_gap(venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: 
 def suspicious_gap(
     venue: str, symbol: str, first: int, last: int, ts_from: int, ts_to: int, detail: str
 ) -> Gap:
-    """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond
-    the venue's bound)."""
-    now = time.time_ns()
-    return Gap(
-        f"{venue}:{symbol}:{first}-{last}",
-        venue,
-        symbol,
-        first,
-        last,
-        ts_from,
-        ts_to,
-        now,
-        now,
-        SUSPICIOUS,
-        max(last - first + 1, 0),
-        0,
-        GapKind.IDS,
-        detail,
+    """Return a resolved gap for ids first..last that K2 will not fetch (a jump beyond the
+    venue's bound)."""
+    gap = id_gap(venue, symbol, first, last, ts_from, ts_to)
+    return msgspec.structs.replace(
+        gap,
+        resolved_at=gap.detected_at,
+        outcome=SUSPICIOUS,
+        missing=max(last - first + 1, 0),
+        detail=detail,
     )
 
 
@@ -206,9 +197,8 @@ class GapRepairer:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
-            except (
-                Exception
-            ):  # an adapter bug: retrying cannot help, and it must not stop the venue's feed
+            # an adapter bug: retrying cannot help, and it must not stop the venue's feed
+            except Exception:
                 log.exception(
                     "%s %s: backfill failed unexpectedly; the gap stays unrepaired",
                     self._adapter.name,

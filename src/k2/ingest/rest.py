@@ -72,9 +72,8 @@ class RestGate:
                 if minute != self._weight_minute:
                     self._weight_minute, self._weight_used = minute, 0
                 if budget and self._weight_used + weight > budget * 0.9:
-                    await asyncio.sleep(
-                        60 - time.time() % 60 + 0.05
-                    )  # the window resets each minute
+                    # the window resets each minute
+                    await asyncio.sleep(60 - time.time() % 60 + 0.05)
                     continue
                 if self._tokens >= 1:
                     self._tokens -= 1

@@ -179,9 +179,8 @@ class FeedSession:
                     )
                     conn.rotate_now = True
                 if len(raws) == MAX_MESSAGES:
-                    await asyncio.sleep(
-                        0
-                    )  # more are waiting: let the other feeds and the writer run
+                    # more are waiting: let the other feeds and the writer run
+                    await asyncio.sleep(0)
         except ConnectionClosed as err:
             return (
                 f"closed by venue ({err.code} {err.reason})"

@@ -26,7 +26,6 @@ class ResumedGap(NamedTuple):
 class ResumeState:
     """What the store knows per venue: cursors by symbol and unresolved gaps with their holes."""
 
-    cursors: dict[str, dict[str, SymbolCursor]] = field(
-        default_factory=dict
-    )  # venue -> symbol -> cursor
+    # venue -> symbol -> cursor
+    cursors: dict[str, dict[str, SymbolCursor]] = field(default_factory=dict)
     pending: dict[str, list[ResumedGap]] = field(default_factory=dict)  # venue -> gaps to resume

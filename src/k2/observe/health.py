@@ -170,9 +170,8 @@ def _freshness(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         if newest is None:
             checks.append(Check(f"fresh {table}", FAIL, "no rows"))
             continue
-        allowance = (
-            60.0 if table.startswith("ohlcv_") else 0.0
-        )  # the newest 1m window started up to 60 s ago
+        # the newest 1m window started up to 60 s ago
+        allowance = 60.0 if table.startswith("ohlcv_") else 0.0
         age = inp.now - newest - allowance
         status = FAIL if age > s.fresh_fail_s else WARN if age > s.fresh_warn_s else OK
         checks.append(

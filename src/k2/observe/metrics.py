@@ -11,19 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from k2 import __version__
-from k2.archive.status import FLOW_NAMES, ArchiveStatus
-from k2.archive.tables import TABLES
+from k2.archive.status import ArchiveStatus
 from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import LIVE, STATES, FeedStats
+from k2.observe.families import archive_families, counter, gauge, writer_families
 from k2.telemetry import PipelineMetrics
 
 if TYPE_CHECKING:
@@ -48,31 +48,6 @@ class Source(Protocol):
     def archive_status(self) -> ArchiveStatus | None: ...
 
 
-def _family(
-    kind: type[GaugeMetricFamily | CounterMetricFamily],
-    name: str,
-    doc: str,
-    labels: Sequence[str],
-    samples: Iterable[tuple[Sequence[str], float]],
-) -> GaugeMetricFamily | CounterMetricFamily:
-    family = kind(name, doc, labels=list(labels))
-    for values, value in samples:
-        family.add_metric(list(values), value)
-    return family
-
-
-def _gauge(
-    name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]
-) -> Metric:
-    return _family(GaugeMetricFamily, name, doc, labels, samples)
-
-
-def _counter(
-    name: str, doc: str, labels: Sequence[str], samples: Iterable[tuple[Sequence[str], float]]
-) -> Metric:
-    return _family(CounterMetricFamily, name, doc, labels, samples)
-
-
 def memory_limit_bytes(configured: int | None) -> int:
     """The memory this process may use: the setting, else the cgroup limit, else physical RAM."""
     if configured:
@@ -95,18 +70,18 @@ class K2Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         src = self.source
-        yield _gauge("k2_build_info", "K2 version running.", ["version"], [([__version__], 1)])
+        yield gauge("k2_build_info", "K2 version running.", ["version"], [([__version__], 1)])
         yield from self._feeds(src.feed_stats())
         writer = src.writer_stats()
         if writer is not None:
-            yield from self._writer(writer)
-        yield _gauge(
+            yield from writer_families(writer)
+        yield gauge(
             "k2_hotstore_rows",
             "Rows stored in each hot table.",
             ["table"],
             [((t,), n) for t, n in sorted(src.table_rows.items())],
         )
-        yield _gauge(
+        yield gauge(
             "k2_hotstore_newest_event_timestamp_seconds",
             "Newest event time (candles: newest window start) in each hot table.",
             ["table"],
@@ -114,31 +89,30 @@ class K2Collector(Collector):
         )
         status = src.archive_status()
         if status is not None:
-            yield from self._archive(status)
+            yield from archive_families(status)
         for histogram in src.metrics.histograms():
             yield histogram.collect()
-        with src.metrics._lock:
-            requests = dict(src.metrics.api_requests)
-        yield _counter(
+        requests = src.metrics.api_request_counts()
+        yield counter(
             "k2_api_requests_total",
             "API requests by route and status.",
             ["route", "status"],
             [(k, n) for k, n in sorted(requests.items())],
         )
         disk = shutil.disk_usage(src.settings.data_dir)
-        yield _gauge(
+        yield gauge(
             "k2_storage_free_bytes",
             "Free space on the data directory's filesystem.",
             [],
             [((), disk.free)],
         )
-        yield _gauge(
+        yield gauge(
             "k2_storage_size_bytes",
             "Size of the data directory's filesystem.",
             [],
             [((), disk.total)],
         )
-        yield _gauge(
+        yield gauge(
             "k2_process_memory_limit_bytes",
             "Memory this process may use (setting, cgroup or RAM).",
             [],
@@ -149,25 +123,25 @@ class K2Collector(Collector):
         now, mono = time.time(), time.monotonic()
         started = self.source.started_at
         venue = ["venue"]
-        yield _gauge(
+        yield gauge(
             "k2_feed_connected",
             "1 while the venue's feed is live.",
             venue,
             [((f.venue,), f.state == LIVE) for f, _ in feeds],
         )
-        yield _gauge(
+        yield gauge(
             "k2_feed_state",
             "The feed's connection state (1 for the current one).",
             ["venue", "state"],
             [((f.venue, s), f.state == s) for f, _ in feeds for s in STATES],
         )
-        yield _gauge(
+        yield gauge(
             "k2_feed_disconnected_seconds",
             "Seconds since the feed was last live (0 while live).",
             venue,
             [((f.venue,), mono - f.down_since if f.down_since else 0.0) for f, _ in feeds],
         )
-        yield _gauge(
+        yield gauge(
             "k2_feed_last_message_age_seconds",
             "Seconds since the venue last sent anything (heartbeats included).",
             venue,
@@ -176,7 +150,7 @@ class K2Collector(Collector):
                 for f, _ in feeds
             ],
         )
-        yield _gauge(
+        yield gauge(
             "k2_feed_gaps_open",
             "Gaps detected and still being repaired.",
             venue,
@@ -240,225 +214,26 @@ class K2Collector(Collector):
             ("k2_feed_rest_errors_total", "REST requests that failed.", "rest_errors"),
         )
         for name, doc, attr in counters:
-            yield _counter(name, doc, venue, [((f.venue,), getattr(f, attr)) for f, _ in feeds])
+            yield counter(name, doc, venue, [((f.venue,), getattr(f, attr)) for f, _ in feeds])
         pair = ["venue", "symbol"]
         symbols = [(f.venue, name, s) for f, _ in feeds for name, s in sorted(f.symbols.items())]
-        yield _counter(
+        yield counter(
             "k2_feed_trades_total",
             "Trades accepted (new, not duplicates).",
             pair,
             [((v, n), s.trades) for v, n, s in symbols],
         )
-        yield _counter(
+        yield counter(
             "k2_feed_duplicates_total",
             "Trades received again and dropped.",
             pair,
             [((v, n), s.duplicates) for v, n, s in symbols],
         )
-        yield _gauge(
+        yield gauge(
             "k2_feed_last_trade_age_seconds",
             "Seconds since the symbol's last trade was received.",
             pair,
             [((v, n), now - max(s.last_trade_recv_ns / 1e9, started)) for v, n, s in symbols],
-        )
-
-    def _writer(self, w: WriterStats) -> Iterator[Metric]:
-        yield _counter(
-            "k2_writer_rows_total",
-            "Rows written per hot table by this process.",
-            ["table"],
-            [((t,), n) for t, n in sorted(w.rows.items())],
-        )
-        yield _counter(
-            "k2_writer_batches_total", "Insert batches committed.", [], [((), w.batches)]
-        )
-        yield _counter(
-            "k2_writer_flush_failures_total",
-            "Insert attempts the hot store failed as unavailable (retried).",
-            [],
-            [((), w.flush_failures)],
-        )
-        yield _counter(
-            "k2_writer_backpressure_seconds_total",
-            "Time feeds spent waiting for the writer.",
-            [],
-            [((), w.backpressure_s)],
-        )
-        yield _gauge(
-            "k2_writer_pending_rows",
-            "Rows accepted from the feeds, not yet written.",
-            [],
-            [((), w.pending)],
-        )
-        yield _gauge(
-            "k2_writer_store_up",
-            "0 while the hot store is unavailable for inserts (the writer waits), else 1.",
-            [],
-            [((), 0 if w.store_down_since else 1)],
-        )
-        yield _gauge(
-            "k2_writer_store_down_seconds",
-            "How long the hot store has been unavailable (0 while it works).",
-            [],
-            [((), time.time() - w.store_down_since if w.store_down_since else 0.0)],
-        )
-        yield _counter(
-            "k2_writer_refused_rows_total",
-            "Trades the hot store refused (quarantined as rejects).",
-            [],
-            [((), w.refused_rows)],
-        )
-        yield _counter(
-            "k2_writer_dropped_records_total",
-            "Gap or reject records the hot store refused (logged).",
-            [],
-            [((), w.dropped_records)],
-        )
-        yield _gauge(
-            "k2_writer_last_flush_timestamp_seconds",
-            "When the writer last committed a batch.",
-            [],
-            [((), w.last_flush_at)],
-        )
-
-    def _archive(self, st: ArchiveStatus) -> Iterator[Metric]:
-        now = time.time()
-        tables = [(spec, st.tables[spec.name]) for spec in TABLES]
-        table = ["table"]
-        yield _counter(
-            "k2_offload_rows_total",
-            "Rows archived by this process.",
-            table,
-            [((s.name,), t.rows) for s, t in tables],
-        )
-        yield _counter(
-            "k2_offload_failures_total",
-            "Failed offloads of the table (all processes, from the ops log).",
-            table,
-            [((s.name,), t.failures) for s, t in tables],
-        )
-        yield _gauge(
-            "k2_offload_consecutive_failures",
-            "Failed offloads of the table since its last success.",
-            table,
-            [((s.name,), t.consecutive_failures) for s, t in tables],
-        )
-        yield _gauge(
-            "k2_offload_last_success_timestamp_seconds",
-            "When the table was last offloaded (0: never).",
-            table,
-            [((s.name,), t.last_success) for s, t in tables],
-        )
-        yield _gauge(
-            "k2_offload_lag_seconds",
-            "Now minus the newest event (candles: window end) archived.",
-            table,
-            [((s.name,), now - t.newest_event_ns / 1e9) for s, t in tables if t.newest_event_ns],
-        )
-        yield _gauge(
-            "k2_offload_lag_allowance_seconds",
-            "Lag the table has by design: a candle table archives finished windows only.",
-            table,
-            [((s.name,), s.window_seconds) for s, _ in tables],
-        )
-        yield _gauge(
-            "k2_offload_watermark_age_seconds",
-            "Now minus the table's archive watermark.",
-            table,
-            [((s.name,), now - s.watermark_time(t.watermark)) for s, t in tables if t.watermark],
-        )
-        yield _gauge(
-            "k2_offload_last_cycle_duration_seconds",
-            "Duration of the last offload cycle.",
-            [],
-            [((), st.cycle_seconds)],
-        )
-        yield _counter(
-            "k2_offload_cycles_total", "Offload cycles run by this process.", [], [((), st.cycles)]
-        )
-        yield _counter(
-            "k2_flow_runs_skipped_total",
-            "Flow runs skipped because another run was in progress.",
-            ["flow"],
-            [((f,), st.skipped.get(f, 0)) for f in FLOW_NAMES],
-        )
-        results = sorted(st.maintenance.items())
-        for name, doc, attr in (
-            (
-                "k2_maintenance_files_before",
-                "Data files before the last maintenance run.",
-                "files_before",
-            ),
-            (
-                "k2_maintenance_files_after",
-                "Data files after the last maintenance run.",
-                "files_after",
-            ),
-            (
-                "k2_maintenance_snapshots_expired",
-                "Snapshots expired by the last maintenance run.",
-                "snapshots_expired",
-            ),
-            (
-                "k2_maintenance_orphans_removed",
-                "Orphan files removed by the last maintenance run.",
-                "orphans_removed",
-            ),
-            (
-                "k2_maintenance_duration_seconds",
-                "Duration of the last maintenance run of the table.",
-                "seconds",
-            ),
-        ):
-            yield _gauge(name, doc, table, [((n,), getattr(r, attr)) for n, r in results])
-        yield _gauge(
-            "k2_maintenance_last_run_timestamp_seconds",
-            "When maintenance last ran (0: never).",
-            [],
-            [((), st.maintenance_at)],
-        )
-        yield _gauge(
-            "k2_maintenance_last_success_timestamp_seconds",
-            "When maintenance last succeeded (0: never).",
-            [],
-            [((), st.maintenance_success_at)],
-        )
-        yield _gauge(
-            "k2_maintenance_last_run_ok",
-            "1 if the last maintenance run succeeded for every table.",
-            [],
-            [((), st.maintenance_ok)],
-        )
-        yield _counter(
-            "k2_maintenance_failures_total",
-            "Maintenance runs with a failed table, in this process.",
-            [],
-            [((), st.maintenance_failures)],
-        )
-        checks = sorted(st.reconcile.items())
-        yield _gauge(
-            "k2_reconcile_difference_rows",
-            "Rows by which hot and archive differ (last run, all days).",
-            table,
-            [((n,), sum(abs(c.difference) for c in cs)) for n, cs in checks],
-        )
-        yield _gauge(
-            "k2_reconcile_checksum_mismatches",
-            "Days whose content checksums differ (last run).",
-            table,
-            [((n,), sum(c.hot_checksum != c.archive_checksum for c in cs)) for n, cs in checks],
-        )
-        yield _gauge(
-            "k2_reconcile_days_checked",
-            "Days compared by the last run.",
-            table,
-            [((n,), len(cs)) for n, cs in checks],
-        )
-        yield _gauge(
-            "k2_reconcile_last_run_timestamp_seconds",
-            "When reconcile last ran (0: never).",
-            [],
-            [((), st.reconcile_at)],
         )
 
 
@@ -466,9 +241,8 @@ def build_registry(source: Source) -> CollectorRegistry:
     """A registry of its own (not the library's global one): one per running process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(K2Collector(source))
-    ProcessCollector(
-        namespace="k2", registry=registry
-    )  # k2_process_resident_memory_bytes, _cpu_seconds_total, ...
+    # k2_process_resident_memory_bytes, _cpu_seconds_total, ...
+    ProcessCollector(namespace="k2", registry=registry)
     return registry
 
 

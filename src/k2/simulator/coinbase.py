@@ -133,9 +133,8 @@ class CoinbaseSim(VenueServer):
         conn.subscribed.set()
 
     def encode(self, conn: SimConnection, market: SymbolMarket, trades: list[SimTrade]) -> bytes:
-        data = ",".join(
-            trade_json(market, t) for t in reversed(trades)
-        )  # newest first, as Coinbase does
+        # newest first, as Coinbase does
+        data = ",".join(trade_json(market, t) for t in reversed(trades))
         return self._envelope(
             conn, "market_trades", f'{{"type":"update","trades":[{data}]}}'
         ).encode()
@@ -192,9 +191,8 @@ class CoinbaseSim(VenueServer):
             q = dict(query)
             limit = max(1, min(int(q.get("limit", 100)), 1000))
             start = int(q["start"]) * 10**9 if q.get("start") else 0
-            end = (
-                (int(q["end"]) + 1) * 10**9 - 1 if q.get("end") else time.time_ns()
-            )  # `end`'s second included
+            # `end`'s second included
+            end = (int(q["end"]) + 1) * 10**9 - 1 if q.get("end") else time.time_ns()
             rows = market.between(start, end)[-limit:]  # the newest `limit` in the window
             data = ",".join(trade_json(market, t) for t in reversed(rows))
             body = f'{{"trades":[{data}],"best_bid":"","best_ask":""}}'.encode()

@@ -42,9 +42,8 @@ class FuzzResult:
     signals: int = 0  # acks and heartbeats: nothing to store, nothing wrong
     trades: int = 0
     rejects: int = 0  # reject records (a frame may hold several rejected trades)
-    crashes: list[tuple[bytes, str]] = field(
-        default_factory=list
-    )  # (frame, error) outside ParseError
+    # (frame, error) outside ParseError
+    crashes: list[tuple[bytes, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what the store check found
     parse_s: float = 0.0
     write_s: float = 0.0

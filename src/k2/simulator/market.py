@@ -68,9 +68,8 @@ def poisoned(t: SimTrade) -> SimTrade:
     if kind == "past":
         return msgspec.structs.replace(t, ts_ns=_PAST_NS)
     if kind == "price":
-        return msgspec.structs.replace(
-            t, price_text="123456789012345678901234.5"
-        )  # > Decimal(38, 18)
+        # > Decimal(38, 18)
+        return msgspec.structs.replace(t, price_text="123456789012345678901234.5")
     if kind == "amount":
         return msgspec.structs.replace(t, amount_text="0.0000000000000000001")  # 19 decimals
     if kind == "negative":
