@@ -20,7 +20,7 @@ from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.schema import TIMEFRAME_BY_NAME
 from k2.hotstore.writer import StoreWriter
-from k2.records import Trade
+from k2.records import Source, Trade
 from k2.settings import ArchiveSettings, HotStoreSettings, WriterSettings
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -140,7 +140,7 @@ class Market:
                 again = [
                     msgspec.structs.replace(t) for t in batch[:duplicates]
                 ]  # re-received: new objects
-                await self.writer.trades(batch + again, batch, f"{market[0]}-1")
+                await self.writer.trades(batch + again, batch, f"{market[0]}-1", Source.WS)
                 total += len(batch)
             await self.writer.flush()
             return total

@@ -189,7 +189,7 @@ def write_btc_trades(store: HotStore, t0: int, count: int = 3) -> None:
     """Write Binance BTCUSDT trades 1..count through the writer, one a second from `t0` (ns)."""
     from k2.hotstore.resume import last_sequence
     from k2.hotstore.writer import StoreWriter
-    from k2.records import Trade
+    from k2.records import Source, Trade
     from k2.settings import WriterSettings
 
     async def write() -> None:
@@ -210,7 +210,7 @@ def write_btc_trades(store: HotStore, t0: int, count: int = 3) -> None:
             )
             for i in range(1, count + 1)
         ]
-        await writer.trades(trades, trades, "binance-1")
+        await writer.trades(trades, trades, "binance-1", Source.WS)
         await writer.close()
 
     asyncio.run(write())

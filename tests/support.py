@@ -14,7 +14,7 @@ from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import LIVE
 from k2.instruments import Instruments
-from k2.records import Gap, Reject, Trade
+from k2.records import Gap, Reject, Source, Trade
 from k2.settings import Settings, load_settings
 from k2.simulator import Faults, Simulator
 
@@ -27,15 +27,15 @@ SMALL: Instruments = {
 
 @dataclass
 class CollectingSink:
-    received: list[tuple[Trade, str]] = field(default_factory=list)
+    received: list[tuple[Trade, str, Source]] = field(default_factory=list)
     accepted: list[Trade] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
-        self.received.extend((t, conn_id) for t in received)
+        self.received.extend((t, conn_id, source) for t in received)
         self.accepted.extend(accepted)
 
     async def gap(self, gap: Gap) -> None:

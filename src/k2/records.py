@@ -33,6 +33,13 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     raw: bytes = b""  # the venue's JSON for this trade, verbatim (kept in bronze)
 
 
+class Source(enum.StrEnum):
+    """How a trade reached K2 (bronze's `source` enum has the same values)."""
+
+    WS = "ws"  # a live WebSocket message
+    REST = "rest"  # a REST page fetched to repair a gap
+
+
 class Outcome(enum.StrEnum):
     """What became of a gap (the hot store's `feed_gaps.outcome` enum has the same values)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,7 @@ from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, http_client, run_feeds
 from k2.ingest.stats import OFFLINE
 from k2.instruments import load_instruments
-from k2.records import REPAIRED
+from k2.records import REPAIRED, Source
 from k2.settings import load_settings
 from k2.simulator import Faults, Simulator
 from tests.support import SMALL, CollectingSink, assert_exact, capture, fast_ingest, wait_until
@@ -74,6 +75,11 @@ def test_dropped_trades_are_backfilled_over_rest() -> None:
         s = stats(cap, venue)
         assert s.gaps_found > 0 and s.backfilled > 0 and s.gaps_repaired == s.gaps_found, venue
     assert stats(cap, "coinbase").sequence_gaps > 0  # Coinbase loss shows as sequence_num jumps
+    # the feed tells the sink how each trade came: the backfilled ones as REST, the rest as WS
+    accepted = {id(t) for t in cap.sink.accepted}
+    came = Counter((source, id(t) in accepted) for t, _conn, source in cap.sink.received)
+    assert came[Source.REST, True] == sum(stats(cap, v).backfilled for v in SMALL) > 0
+    assert came[Source.WS, True] == len(cap.sink.accepted) - came[Source.REST, True]
     outcomes = final_gaps(cap.sink)
     assert outcomes and set(outcomes.values()) == {REPAIRED}
 
@@ -158,8 +164,9 @@ class StallingSink(CollectingSink):
         super().__init__()
         self.hold_s, self.held = hold_s, False
 
-    async def trades(self, received, accepted, conn_id):  # type: ignore[no-untyped-def]
-        await super().trades(received, accepted, conn_id)  # taken first, as the Sink contract asks
+    async def trades(self, received, accepted, conn_id, source):  # type: ignore[no-untyped-def]
+        # taken first, as the Sink contract asks
+        await super().trades(received, accepted, conn_id, source)
         if not self.held and len(self.accepted) > 50:
             self.held = True
             await asyncio.sleep(self.hold_s)

@@ -17,11 +17,12 @@ from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.store import DataDirLock
 from k2.hotstore.writer import StoreWriter
 from k2.ingest.repair import id_gap, window_gap
-from k2.records import REPAIRED, UNRECOVERABLE, Reject, Trade
+from k2.records import REPAIRED, UNRECOVERABLE, Reject, Source, Trade
 from k2.settings import HotStoreSettings, WriterSettings
 from tests.hot_support import assert_candles_equal, read_candles, read_silver
 
 pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 # 00:10 UTC yesterday: trades a minute apart stay within one 5m, 15m, 30m, 1h and 1d window whatever
 # the time of day the suite runs (an anchor "5 minutes ago" crossed window boundaries now and then),
 # and the anchor is in the past even in the ten minutes after midnight.
@@ -61,7 +62,7 @@ def write(
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(**settings), last_sequence(store))
         for received, accepted in batches:
-            await writer.trades(received, accepted, "coinbase-1")
+            await writer.trades(received, accepted, "coinbase-1", Source.WS)
             await writer.flush()
         await writer.close()
         return writer
@@ -88,12 +89,14 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
                     "ops",
                     "ops_archive",
                     "gap_suspicious",
+                    "ingest_source",
+                    "bronze_views_source",
                 ],
                 1,
             )
         ]
         assert migrate.apply(s, HotStoreSettings()) == []
-        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 11
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 13
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
         expected = {
             "bronze_trades_binance",
@@ -105,6 +108,54 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
         } | {f"ohlcv_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")}
         assert expected <= tables
         assert {f"candles_{tf}" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")} <= tables
+    finally:
+        s.close()
+
+
+def test_a_store_made_before_the_typed_source_upgrades_and_gains_a_venue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data directory from schema version 11 (bronze derived `source` from a `-rest` connection
+    id; no Coinbase yet) upgrades at its next start: every venue's bronze, the old ones and the new
+    one, takes the source the feed states."""
+    old_texts = {
+        p.name: p.read_text(encoding="utf-8") for p in (FIXTURES / "hotstore_v11").glob("*.sql")
+    }
+    old = [(v, n, old_texts.get(n, t)) for v, n, t in migrate.migrations() if v <= 11]
+    s = ClickHouseStore.at(tmp_path / "hot")
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(migrate, "migrations", lambda: old)
+            m.setattr(migrate, "VENUE_NAMES", ("binance", "kraken"))
+            migrate.apply(s, HotStoreSettings())
+        assert not s.rows("EXISTS TABLE k2.bronze_trades_coinbase")[0][0]
+        assert migrate.apply(s, HotStoreSettings()) == [
+            "012_ingest_source.sql",
+            "013_bronze_views_source.sql",
+        ]
+
+        def mine(venue: str, first: int) -> list[Trade]:
+            return [trade(venue, first + i, "1", "1", NOW + i, symbol="BTC-USD") for i in range(2)]
+
+        async def run() -> None:
+            writer = StoreWriter(s, WriterSettings(), last_sequence(s))
+            for venue in ("binance", "coinbase"):
+                # the names would have said the opposite
+                await writer.trades(*[mine(venue, 1)] * 2, f"{venue}-rest", Source.WS)
+                await writer.trades(*[mine(venue, 10)] * 2, f"{venue}-7", Source.REST)
+            await writer.close()
+
+        asyncio.run(run())
+        for venue in ("binance", "coinbase"):
+            assert s.rows(
+                f"SELECT trade_id, toString(source) FROM k2.bronze_trades_{venue} ORDER BY trade_id"
+            ) == [(1, "ws"), (2, "ws"), (10, "rest"), (11, "rest")]
+        assert migrate.apply(s, HotStoreSettings()) == []  # and the next start changes nothing
+        (views,) = s.rows(
+            "SELECT count() FROM system.tables WHERE database = 'k2' "
+            "AND name LIKE 'bronze_from_ingest_%' AND as_select LIKE '%-rest%'"
+        )[0]
+        assert views == 0
     finally:
         s.close()
 
@@ -196,8 +247,9 @@ def test_resume_state_cursors_recent_ids_pending_gaps_and_sequence(store: ClickH
 
     async def run() -> int:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(binance, binance, "binance-1")  # a sink gets one venue per call
-        await writer.trades(coinbase, coinbase, "coinbase-1")
+        # a sink gets one venue per call
+        await writer.trades(binance, binance, "binance-1", Source.WS)
+        await writer.trades(coinbase, coinbase, "coinbase-1", Source.WS)
         await writer.gap(pending)
         await writer.gap(repaired)
         await writer.gap(
@@ -255,11 +307,11 @@ def test_a_crash_recovery_records_holes_in_silver_that_no_gap_record_covers(
 
     async def run() -> None:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(quiet[:1] + old, quiet[:1] + old, "binance-1")
+        await writer.trades(quiet[:1] + old, quiet[:1] + old, "binance-1", Source.WS)
         await writer.flush()
         writer._last_seq += 600 * 1_000_000  # ten minutes of ingest later
-        await writer.trades(binance + quiet[1:], binance + quiet[1:], "binance-1")
-        await writer.trades(coinbase, coinbase, "coinbase-1")
+        await writer.trades(binance + quiet[1:], binance + quiet[1:], "binance-1", Source.WS)
+        await writer.trades(coinbase, coinbase, "coinbase-1", Source.WS)
         await writer.gap(pending)
         await writer.gap(given_up)
         await writer.close()
@@ -297,7 +349,7 @@ def test_writer_backpressure_blocks_feeds_until_written(store: ClickHouseStore) 
         start = time.monotonic()
         for i in range(5):  # each call of 50 rows fills the budget: it must wait for a flush
             batch = [trade("coinbase", i * 100 + j, "1", "1", NOW + j) for j in range(50)]
-            await writer.trades(batch, batch, "c-1")
+            await writer.trades(batch, batch, "c-1", Source.WS)
         elapsed = time.monotonic() - start
         stop.set()
         await task

@@ -13,7 +13,7 @@ from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.writer import StoreWriter
 from k2.ingest.repair import id_gap
-from k2.records import Trade
+from k2.records import Source, Trade
 from k2.settings import HotStoreSettings, WriterSettings
 from tests.hot_support import fill_up, small_filesystem
 
@@ -57,7 +57,7 @@ def test_rows_the_store_refuses_go_to_rejects_and_every_other_row_is_written(
 
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(batch, batch, "binance-1")
+        await writer.trades(batch, batch, "binance-1", Source.WS)
         started = time.monotonic()
         assert await writer.flush()
         assert time.monotonic() - started < 20  # isolated by halving, not retried forever
@@ -97,7 +97,7 @@ def test_a_trade_that_cannot_be_converted_is_rejected_not_a_crash(store: ClickHo
 
     async def run() -> StoreWriter:
         writer = StoreWriter(store, WriterSettings(), 0)
-        await writer.trades(batch, batch, "binance-1")
+        await writer.trades(batch, batch, "binance-1", Source.WS)
         await writer.close()
         return writer
 
@@ -120,13 +120,13 @@ def test_a_store_with_a_full_disk_is_waited_for_and_nothing_is_lost_or_doubled(
                 writer = StoreWriter(
                     store, WriterSettings(batch_rows=2000, batch_interval_ms=50), 0
                 )
-                await writer.trades(trades(1000), trades(1000), "binance-1")
+                await writer.trades(trades(1000), trades(1000), "binance-1", Source.WS)
                 assert await writer.flush()
                 ballast = fill_up(root)
                 stop = asyncio.Event()
                 task = asyncio.create_task(writer.run(stop))
                 later = trades(3000, first=1001)
-                await writer.trades(later, later, "binance-1")
+                await writer.trades(later, later, "binance-1", Source.WS)
                 await writer.gap(id_gap("binance", "BTCUSDT", 5000, 5001, NOW, NOW))
                 for _ in range(100):  # the store says it cannot take them: the writer waits
                     await asyncio.sleep(0.1)
@@ -172,7 +172,7 @@ def test_close_gives_up_at_its_deadline_when_the_store_stays_unavailable(tmp_pat
 
             async def run() -> tuple[int, float]:
                 writer = StoreWriter(store, WriterSettings(), 0)
-                await writer.trades(trades(500), trades(500), "binance-1")
+                await writer.trades(trades(500), trades(500), "binance-1", Source.WS)
                 started = time.monotonic()
                 left = await writer.close(deadline=started + 3)
                 return left, time.monotonic() - started

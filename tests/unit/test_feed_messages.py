@@ -12,7 +12,7 @@ import httpx
 from k2.exchanges import make_adapter
 from k2.ingest.feed import MAX_RUN_TRADES, Feed
 from k2.ingest.session import Connection
-from k2.records import Gap, Reject, Trade
+from k2.records import Gap, Reject, Source, Trade
 from k2.settings import IngestSettings, VenueSettings
 
 
@@ -22,7 +22,7 @@ class Collect:
         self.gaps: list[Gap] = []
 
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
         self.accepted.extend(accepted)
 
@@ -148,10 +148,14 @@ def test_a_run_of_big_messages_reaches_the_sink_in_pieces_its_backpressure_can_h
 
     class Sizes(Collect):
         async def trades(
-            self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+            self,
+            received: Sequence[Trade],
+            accepted: Sequence[Trade],
+            conn_id: str,
+            source: Source,
         ) -> None:
             calls.append(len(received))
-            await super().trades(received, accepted, conn_id)
+            await super().trades(received, accepted, conn_id, source)
 
     async def run() -> int:
         sink = Sizes()
@@ -184,10 +188,10 @@ class Recorder(Collect):
         self.rejects: list[Reject] = []
 
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
         self.received.extend(received)
-        await super().trades(received, accepted, conn_id)
+        await super().trades(received, accepted, conn_id, source)
 
     async def reject(self, reject: Reject) -> None:
         self.rejects.append(reject)

@@ -6,15 +6,25 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pyarrow as pa
 
 from k2.hotstore.rows import ingest_rows, unconvertible
 from k2.hotstore.schema import INGEST_TABLE
-from k2.records import Gap, Reject, Trade
+from k2.records import Gap, Reject, Source, Trade
 
-# A batch's trades, chunk by chunk: (received, the ids of those accepted or None for all, conn_id).
-Chunks = list[tuple[Sequence[Trade], set[int] | None, str]]
+
+class Chunk(NamedTuple):
+    """One feed's delivery of trades: all from one connection and one source."""
+
+    received: Sequence[Trade]
+    accepted_ids: set[int] | None  # id() of the accepted ones among `received`; None: all
+    conn_id: str
+    source: Source
+
+
+Chunks = list[Chunk]
 
 
 def next_sequence(previous: int) -> int:
@@ -24,8 +34,8 @@ def next_sequence(previous: int) -> int:
 
 @dataclass
 class Batch:
-    """What the feeds handed the writer since the last flush: trade chunks (received, the ids of
-    those accepted or None for all, connection), gap records and rejects."""
+    """What the feeds handed the writer since the last flush: trade chunks, gap records and
+    rejects."""
 
     chunks: Chunks = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
@@ -98,9 +108,10 @@ def batch_ingest_rows(chunks: Chunks, last_seq: int) -> tuple[pa.Table | None, i
     trades: list[Trade] = []
     venues: list[str] = []
     conns: list[str] = []
+    sources: list[str] = []
     sizes: list[int] = []
     dups: list[bool] | None = None
-    for received, accepted_ids, conn_id in chunks:
+    for received, accepted_ids, conn_id, source in chunks:
         if accepted_ids is not None and dups is None:
             dups = [False] * len(trades)  # the first chunk with a duplicate: track them from here
         if dups is not None:
@@ -112,11 +123,12 @@ def batch_ingest_rows(chunks: Chunks, last_seq: int) -> tuple[pa.Table | None, i
         trades.extend(received)
         venues.append(received[0].exchange)
         conns.append(conn_id)
+        sources.append(source)
         sizes.append(len(received))
     if not trades:
         return None, last_seq
     first = next_sequence(last_seq)
-    return ingest_rows(trades, venues, conns, sizes, dups, first), first + len(trades) - 1
+    return ingest_rows(trades, venues, conns, sources, sizes, dups, first), first + len(trades) - 1
 
 
 def without_unconvertible(chunks: Chunks) -> tuple[Chunks, list[Reject]]:
@@ -124,14 +136,11 @@ def without_unconvertible(chunks: Chunks) -> tuple[Chunks, list[Reject]]:
     rejects with the reason."""
     bad: set[int] = set()
     rejects: list[Reject] = []
-    for received, _accepted, conn_id in chunks:
+    for received, _accepted, conn_id, _source in chunks:
         for t in received:
             reason = unconvertible(t)
             if reason is not None:
                 bad.add(id(t))
                 rejects.append(Reject(t.exchange, reason, t.raw, t.ts_recv, conn_id))
-    kept = [
-        ([t for t in received if id(t) not in bad], accepted, conn_id)
-        for received, accepted, conn_id in chunks
-    ]
-    return [c for c in kept if c[0]], rejects
+    kept = [c._replace(received=[t for t in c.received if id(t) not in bad]) for c in chunks]
+    return [c for c in kept if c.received], rejects

@@ -13,10 +13,12 @@ from k2.hotstore.store import HotStore
 from k2.settings import HotStoreSettings
 
 log = logging.getLogger(__name__)
-_PER_VENUE = {"002_bronze.sql", "003_bronze_views.sql"}
+_PER_VENUE = {"002_bronze.sql", "003_bronze_views.sql", "013_bronze_views_source.sql"}
 _PER_TIMEFRAME = {"006_ohlcv.sql"}
 _PER_ROLLUP = {"008_ohlcv_rollups.sql"}  # every timeframe but 1m, rolled up from 1m
-_TEMPLATED = _PER_VENUE | _PER_TIMEFRAME | _PER_ROLLUP
+# The venue and timeframe tables and views (all IF NOT EXISTS): re-applied at every start, after
+# the pending migrations, so a newly registered venue gets its tables with today's definition.
+_REAPPLIED = {"002_bronze.sql", "003_bronze_views.sql"} | _PER_TIMEFRAME | _PER_ROLLUP
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -65,20 +67,21 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
     )
     done = {row[0] for row in store.rows(f"SELECT version FROM {DATABASE}.schema_migrations")}
     applied = []
-    for version, name, text in migrations():
-        # Venue and timeframe templates are re-applied every start (all IF NOT EXISTS), so a newly
-        # registered venue gets its tables; anything else runs once per data directory.
-        if version in done and name not in _TEMPLATED:
+    every = migrations()
+    for version, name, text in every:  # each once per data directory, in order
+        if version in done:
             continue
         for statement in render(name, text, settings):
             store.execute(statement)
-        if version not in done:
-            store.execute(
-                f"INSERT INTO {DATABASE}.schema_migrations (version, name) "
-                f"VALUES ({version}, '{name}')"
-            )
-            applied.append(name)
-            log.info("hot store: applied %s", name)
+        store.execute(
+            f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')"
+        )
+        applied.append(name)
+        log.info("hot store: applied %s", name)
+    for _version, name, text in every:
+        if name in _REAPPLIED:
+            for statement in render(name, text, settings):
+                store.execute(statement)
     sync_ttls(store, settings)
     return applied
 

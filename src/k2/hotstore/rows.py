@@ -43,6 +43,7 @@ def ingest_rows(
     trades: Sequence[Trade],
     chunk_venues: list[str],
     chunk_conns: list[str],
+    chunk_sources: list[str],
     chunk_sizes: list[int],
     dups: list[bool] | None,
     first_seq: int,
@@ -50,13 +51,13 @@ def ingest_rows(
     """One batch of trades, every venue, as the Arrow table the ingest insert takes.
 
     Prices and amounts go as their exact decimal text (ClickHouse parses them, outside Python's
-    GIL); per-chunk constants (venue, connection) as dictionary columns. Raises (OverflowError,
-    pyarrow's errors) if a value does not fit its column: see `unconvertible`.
+    GIL); per-chunk constants (venue, connection, source) as dictionary columns. Raises
+    (OverflowError, pyarrow's errors) if a value does not fit its column: see `unconvertible`.
     """
     n = len(trades)
     return pa.Table.from_arrays(
         [
-            # a chunk comes from one feed: one venue, one connection
+            # a chunk comes from one feed: one venue, one connection, one source
             _per_chunk(chunk_venues, chunk_sizes),
             pa.array([t.symbol for t in trades], pa.string()),
             pa.array([t.canonical_symbol for t in trades], pa.string()),
@@ -68,6 +69,7 @@ def ingest_rows(
             pa.array([t.ts_event for t in trades], TS),
             pa.array([t.ts_recv for t in trades], TS),
             _per_chunk(chunk_conns, chunk_sizes),
+            _per_chunk(chunk_sources, chunk_sizes),
             pa.array(dups, pa.bool_()) if dups is not None else pa.array(np.zeros(n, np.bool_)),
             pa.array([t.raw for t in trades], pa.binary()),
             pa.array(np.arange(first_seq, first_seq + n, dtype=np.uint64)),

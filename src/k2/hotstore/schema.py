@@ -45,6 +45,7 @@ INGEST_INSERT = pa.schema(
         ("ts_event", TS),
         ("ts_recv", TS),
         ("conn_id", pa.dictionary(pa.int32(), pa.string())),
+        ("source", pa.dictionary(pa.int32(), pa.string())),  # ws | rest
         ("duplicate", pa.bool_()),
         ("raw", pa.binary()),
         ("ingest_seq", pa.uint64()),

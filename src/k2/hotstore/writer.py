@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from k2.errors import StoreError, StoreRefused, StoreUnavailable
 from k2.hotstore.batch import (
     Batch,
+    Chunk,
     TableSlices,
     Write,
     batch_ingest_rows,
@@ -45,7 +46,7 @@ from k2.hotstore.schema import DATABASE, INGEST_TABLE, SILVER_TABLE, bronze_tabl
 from k2.hotstore.stats import WriterStats
 from k2.hotstore.store import HotStore
 from k2.ingest.backoff import Backoff
-from k2.records import Gap, Reject, Trade
+from k2.records import Gap, Reject, Source, Trade
 from k2.settings import WriterSettings
 from k2.telemetry import PipelineMetrics
 
@@ -84,12 +85,12 @@ class StoreWriter:
 
     # -- Sink -------------------------------------------------------------------------------------
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
         if not received:
             return
         accepted_ids = None if len(accepted) == len(received) else {id(t) for t in accepted}
-        self._batch.chunks.append((received, accepted_ids, conn_id))
+        self._batch.chunks.append(Chunk(received, accepted_ids, conn_id, source))
         self._batch.rows += len(received)
         self.stats.pending += len(received)
         if self._batch.rows >= self._settings.batch_rows:
@@ -138,7 +139,7 @@ class StoreWriter:
             return buffered
         taken, rows = 0, 0
         while rows < self._settings.batch_rows:
-            rows += len(buffered.chunks[taken][0])
+            rows += len(buffered.chunks[taken].received)
             taken += 1
         batch = Batch(buffered.chunks[:taken], buffered.gaps, buffered.rejects, rows)
         # Gap records wait for the trades before them: they go with the last part of the buffer.

@@ -20,7 +20,7 @@ from k2.ingest.state import ResumedGap, SymbolCursor
 from k2.ingest.stats import STOPPED, FeedStats
 from k2.ingest.suspects import Suspects
 from k2.ingest.tracker import ContiguousTracker, SeenTracker, Verdict
-from k2.records import Reject, Trade
+from k2.records import Reject, Source, Trade
 from k2.settings import IngestSettings, VenueSettings
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Feed:
                 except ParseError as err:
                     # The window repair starts after these.
                     if run and not self.adapter.contiguous_ids:
-                        await self._ingest(run, conn.conn_id, live=True)
+                        await self._ingest(run, conn.conn_id, Source.WS)
                         run = []
                     await self._reject(err.reason, raw, recv_ns, conn.conn_id)
                     continue
@@ -232,7 +232,7 @@ class Feed:
                             # trackers must have seen the trades before the loss (the earlier
                             # messages of this run), and none after it (this message's).
                             if run:
-                                await self._ingest(run, conn.conn_id, live=True)
+                                await self._ingest(run, conn.conn_id, Source.WS)
                                 run = []
                             await self._repair_windows()
                 trades = parsed.trades
@@ -245,11 +245,11 @@ class Feed:
                         run.extend(sorted(trades, key=_by_id))
                     delivered = True
                     if len(run) >= MAX_RUN_TRADES:  # let the sink's backpressure act (see above)
-                        await self._ingest(run, conn.conn_id, live=True)
+                        await self._ingest(run, conn.conn_id, Source.WS)
                         run = []
                 if parsed.rejected:
                     if run and not self.adapter.contiguous_ids:
-                        await self._ingest(run, conn.conn_id, live=True)
+                        await self._ingest(run, conn.conn_id, Source.WS)
                         run = []
                     for rejected in parsed.rejected:
                         await self._reject(rejected.reason, raw, recv_ns, conn.conn_id)
@@ -269,7 +269,7 @@ class Feed:
             # Even if something above fails (an adapter bug),
             # what was parsed before it is passed on.
             if run:
-                await self._ingest(run, conn.conn_id, live=True)
+                await self._ingest(run, conn.conn_id, Source.WS)
         return Delivered(delivered, shutdown)
 
     async def _reject(
@@ -291,10 +291,11 @@ class Feed:
 
     async def _offer_backfill(self, trades: Sequence[Trade], conn_id: str) -> int:
         # REST pages may run newest first.
-        return await self._ingest(sorted(trades, key=_by_id), conn_id, live=False)
+        return await self._ingest(sorted(trades, key=_by_id), conn_id, Source.REST)
 
-    async def _ingest(self, trades: Sequence[Trade], conn_id: str, live: bool) -> int:
+    async def _ingest(self, trades: Sequence[Trade], conn_id: str, source: Source) -> int:
         """Offer trades (each symbol's in the order to judge them) to the trackers; pass them on."""
+        live = source is Source.WS
         accepted: list[Trade] = []
         # suspects among `trades` (ids of the objects), not passed on yet
         held: set[int] | None = None
@@ -352,7 +353,7 @@ class Feed:
             await self._accept(trade, verdict, hole, previous_ts, accepted, live)
         stats.trades += len(accepted)
         received = trades if held is None else [t for t in trades if id(t) not in held] + confirmed
-        await self.sink.trades(received, accepted, conn_id)
+        await self.sink.trades(received, accepted, conn_id, source)
         return len(accepted)
 
     def _count(self, trade: Trade) -> None:

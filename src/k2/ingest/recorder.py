@@ -8,7 +8,7 @@ from typing import IO
 
 import orjson
 
-from k2.records import Gap, Reject, Trade, trade_json
+from k2.records import Gap, Reject, Source, Trade, trade_json
 from k2.timeutil import ns_to_rfc3339
 
 
@@ -28,7 +28,7 @@ class RecordingSink:
         return path.open("ab")
 
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
         if self._record is not None and accepted:
             self._record.write(b"".join(orjson.dumps(trade_json(t)) + b"\n" for t in accepted))

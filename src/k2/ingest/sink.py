@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from k2.records import Gap, Reject, Trade
+from k2.records import Gap, Reject, Source, Trade
 
 
 class Sink(Protocol):
     async def trades(
-        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str
+        self, received: Sequence[Trade], accepted: Sequence[Trade], conn_id: str, source: Source
     ) -> None:
-        """Take trades as received (all, for bronze) and the new ones among them (for silver).
+        """Take trades as received (all, for bronze) and the new ones among them (for silver),
+        all from one connection (`conn_id`) and one `source`.
 
         `accepted` holds the very objects of `received` that are new (identity, not equality).
 

@@ -20,7 +20,7 @@ from k2.exchanges.base import as_parsed
 from k2.hotstore.store import HotStore
 from k2.hotstore.writer import StoreWriter
 from k2.instruments import load_instruments
-from k2.records import Reject, Trade
+from k2.records import Reject, Source, Trade
 from k2.settings import WriterSettings
 from k2.simulator.frames import wire_frames
 from k2.simulator.mutate import Mutator
@@ -146,7 +146,7 @@ async def _write(
     writer = StoreWriter(store, WriterSettings(), 0)
     for i in range(0, len(trades), 2000):
         chunk = trades[i : i + 2000]
-        await writer.trades(chunk, chunk, f"{venue}-fuzz")
+        await writer.trades(chunk, chunk, f"{venue}-fuzz", Source.WS)
         await writer.flush()
     for reject in rejects:
         await writer.reject(reject)

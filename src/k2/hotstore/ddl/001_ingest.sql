@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS k2.ingest_trades
     ts_event          DateTime64(9, 'UTC'),
     ts_recv           DateTime64(9, 'UTC'),
     conn_id           LowCardinality(String),
+    source            Enum8('ws' = 1, 'rest' = 2),  -- how it came: a WebSocket message, a REST page
     duplicate         Bool,
     raw               String,
     ingest_seq        UInt64
