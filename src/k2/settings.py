@@ -84,6 +84,9 @@ class WriterSettings(_Section):
 
 
 class HotStoreSettings(_Section):
+    # chdb:///path (embedded ClickHouse) or http(s)://user:password@host:8123 (a ClickHouse
+    # server); default: chDB in <data_dir>/hot
+    url: SecretStr | None = None
     bronze_ttl_days: int = Field(7, ge=1)
     silver_ttl_days: int = Field(30, ge=1)
 

@@ -64,6 +64,7 @@ class Write:
 
     tables: list[TableSlices]
     rows: int  # trades in it
+    token: str  # the batch's identity; each slice's token derives from it (slice_token)
     insert_s: float = 0.0
     written: int = 0  # slices inserted
     written_at_unclassified: int | None = None  # `written` when an unclassified error first struck
@@ -90,16 +91,31 @@ class Write:
 PARALLEL_VIEWS_MAX_ROWS = 10_000
 
 
-def insert_settings(table: str, rows: int) -> dict[str, int]:
-    """Settings of every insert: committed when the call returns (`async_insert` is 1 by default in
-    chDB 26.9 and ClickHouse >= 26.2.4); ingest inserts also choose how their views run."""
-    if table != INGEST_TABLE:
-        return {"async_insert": 0}
-    return {
+def insert_settings(table: str, rows: int, token: str) -> dict[str, int | str]:
+    """Settings of every insert.
+
+    - Committed when the call returns: `async_insert` is 1 by default in chDB 26.9 and ClickHouse
+      >= 26.2.4.
+    - Deduplicated by `token`: the same slice inserted again (a retry after a partial commit, a
+      redelivered bus batch) is dropped by every table that already has it, and written to those
+      that lack it, materialized views' targets included (schema.DEDUP_WINDOW).
+    - Ingest inserts also choose how their views run.
+    """
+    out: dict[str, int | str] = {
         "async_insert": 0,
-        "parallel_view_processing": int(rows <= PARALLEL_VIEWS_MAX_ROWS),
-        "optimize_on_insert": 0,
+        "insert_deduplicate": 1,
+        "insert_deduplication_token": token,
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
     }
+    if table == INGEST_TABLE:
+        out["parallel_view_processing"] = int(rows <= PARALLEL_VIEWS_MAX_ROWS)
+        out["optimize_on_insert"] = 0
+    return out
+
+
+def slice_token(batch_token: str, table: str, offset: int, length: int) -> str:
+    """The deduplication token of one slice of a batch: the same slice, the same token."""
+    return f"{batch_token}:{table}:{offset}+{length}"
 
 
 def batch_ingest_rows(chunks: Chunks, last_seq: int) -> tuple[pa.Table | None, int]:

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from k2.errors import ConfigError, StoreError, StoreRefused, StoreUnavailable
+from k2.hotstore.store import HotStore
+from k2.settings import HotStoreSettings
 
 T = TypeVar("T")
 JEMALLOC_CONF = "dirty_decay_ms:250"
@@ -88,9 +90,23 @@ def chdb_url(path: Path) -> str:
     return f"chdb://{path.resolve()}"
 
 
-def store_url(configured: str | None, data_dir: Path) -> str:
+def store_url(settings: HotStoreSettings, data_dir: Path) -> str:
     """The hot store's URL: the setting, else chDB in the data directory's `hot/`."""
-    return configured or chdb_url(data_dir / "hot")
+    return settings.url.get_secret_value() if settings.url else chdb_url(data_dir / "hot")
+
+
+def redacted(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(settings: HotStoreSettings, data_dir: Path) -> HotStore:
+    """The one way K2 opens its hot store: the engine is the URL's."""
+    return ClickHouseStore(store_url(settings, data_dir))
 
 
 class ClickHouseStore:
@@ -100,9 +116,10 @@ class ClickHouseStore:
         parts = urlsplit(url)
         if parts.scheme not in ("chdb", "http", "https"):
             raise ConfigError(
-                f"hot store URL must start with chdb://, http:// or https://, got {url!r}"
+                "hot store URL (setting hotstore.url) must start with chdb://, http:// or "
+                f"https://, got {redacted(url)!r}"
             )
-        self.url = url
+        self.url = redacted(url)  # for messages: never the password
         self.embedded = parts.scheme == "chdb"
         self.path = Path(parts.path) if self.embedded else None
         if self.path is not None:
@@ -133,7 +150,7 @@ class ClickHouseStore:
 
             return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0})
         except Exception as err:
-            raise classify(err, f"cannot open the hot store at {url}") from err
+            raise classify(err, f"cannot open the hot store at {self.url}") from err
         finally:
             if ours:
                 del os.environ["JE_MALLOC_CONF"]
@@ -160,8 +177,15 @@ class ClickHouseStore:
             raise StoreUnavailable(f"{what}: the hot store is closed") from err
 
     # -- the HotStore interface -------------------------------------------------------------------
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        self._run(lambda: self._client.command(sql, parameters=params), _what(sql))
+    def execute(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._run(
+            lambda: self._client.command(sql, parameters=params, settings=settings), _what(sql)
+        )
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         return self._run(

@@ -8,7 +8,14 @@ from importlib import resources
 from string import Template
 
 from k2.exchanges import VENUE_NAMES
-from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAMES, bronze_table
+from k2.hotstore.schema import (
+    DATABASE,
+    DEDUP_WINDOW,
+    SILVER_TABLE,
+    TIMEFRAMES,
+    bronze_table,
+    ohlcv_table,
+)
 from k2.hotstore.store import HotStore
 from k2.settings import HotStoreSettings
 
@@ -83,6 +90,7 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
             for statement in render(name, text, settings):
                 store.execute(statement)
     sync_ttls(store, settings)
+    sync_dedup_windows(store)
     return applied
 
 
@@ -105,3 +113,26 @@ def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
                 f"MODIFY TTL toDateTime({column}) + INTERVAL {days} DAY"
             )
             log.info("hot store: %s TTL set to %d days", table, days)
+
+
+def dedup_tables() -> list[str]:
+    """The tables K2 inserts trades, gaps and rejects into, materialized views' targets included."""
+    return [
+        *(bronze_table(v) for v in VENUE_NAMES),
+        SILVER_TABLE,
+        *(ohlcv_table(tf.name) for tf in TIMEFRAMES),
+        "feed_gaps",
+        "rejects",
+    ]
+
+
+def sync_dedup_windows(store: HotStore) -> None:
+    """Give every table in `dedup_tables()` the deduplication window tokens need (a MergeTree
+    table that is not replicated keeps none by default, and then ignores the tokens)."""
+    current = dict(
+        store.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{DATABASE}'")
+    )
+    setting = f"non_replicated_deduplication_window = {DEDUP_WINDOW}"
+    for table in dedup_tables():
+        if setting not in current.get(table, ""):
+            store.execute(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {setting}")

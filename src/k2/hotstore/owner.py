@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from k2.hotstore import migrate, recovery
-from k2.hotstore.clickhouse import ClickHouseStore
+from k2.hotstore.clickhouse import open_store, store_url
 from k2.hotstore.store import DataDirLock
 from k2.settings import HotStoreSettings
 
@@ -27,9 +27,13 @@ class OwnedStore:
         hot = data_dir / HOT_DIR
         try:
             existed = hot.exists()
-            self.store = ClickHouseStore.at(hot)
+            self.store = open_store(settings, data_dir)
+            hot.mkdir(exist_ok=True)  # the clean-stop marker's place, whatever the engine
             migrate.apply(self.store, settings)
-            if not recovery.was_clean(hot) and existed:
+            # A ClickHouse server has other writers (ingest workers), whose partial inserts their
+            # retries complete (tokens): only an embedded store is repaired from silver.
+            embedded = store_url(settings, data_dir).startswith("chdb:")
+            if embedded and existed and not recovery.was_clean(hot):
                 recovery.recover(self.store)
         except BaseException:
             self.lock.release()

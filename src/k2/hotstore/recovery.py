@@ -38,6 +38,9 @@ RECENT_NS = 300 * 1_000_000_000
 # gap record covers. What a crash can cut short is the last flush or two (a flush starts every
 # 100 ms and a 50,000-row batch takes well under a second): a minute is ample.
 CRASH_SCAN_US = 60 * 1_000_000
+# Recovery's INSERT ... SELECT: committed on return, and never taken for a repeat of an earlier
+# block (the tables keep insert tokens, and without one an identical block would be dropped).
+REBUILD_SETTINGS = {"async_insert": 0, "insert_deduplicate": 0}
 
 
 def mark_clean(hot_dir: Path) -> None:
@@ -167,6 +170,7 @@ def recover(store: HotStore) -> dict[str, int]:
             f"AND (symbol, trade_id) NOT IN (SELECT symbol, trade_id FROM {DATABASE}.{table} "
             "WHERE ts_recv >= fromUnixTimestamp64Nano({since:Int64}, 'UTC'))",
             {"venue": venue, "since": since},
+            REBUILD_SETTINGS,
         )
         ((after,),) = store.rows(f"SELECT count() FROM {DATABASE}.{table}")
         if after > before:
@@ -198,8 +202,8 @@ def recover(store: HotStore) -> dict[str, int]:
         _one_minute_select(),
     )
     store.execute(
-        f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} "
-        f"SETTINGS parallel_view_processing = 1 {rebuild}"
+        f"INSERT INTO {DATABASE}.{ohlcv_table('1m')} {rebuild}",
+        settings=REBUILD_SETTINGS | {"parallel_view_processing": 1},
     )
     ((windows,),) = store.rows(
         f"SELECT count() FROM {DATABASE}.candles_1m "
@@ -215,7 +219,7 @@ def recover(store: HotStore) -> dict[str, int]:
     )
     gaps = unrecorded_holes(store, [v for v in VENUE_NAMES if make_adapter(v).contiguous_ids])
     if gaps:
-        store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps), {"async_insert": 0})
+        store.insert_arrow(f"{DATABASE}.feed_gaps", gap_rows(gaps), REBUILD_SETTINGS)
         done["gaps_recorded"] = len(gaps)
         log.warning(
             "hot store: %d holes in silver had no gap record (lost with the last batch); "

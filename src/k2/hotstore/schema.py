@@ -27,6 +27,12 @@ TIMEFRAMES = (
 )
 TIMEFRAME_BY_NAME = {tf.name: tf for tf in TIMEFRAMES}
 
+# Every table K2 inserts trades, gap records or rejects into remembers the tokens of its last this
+# many inserted blocks (`non_replicated_deduplication_window`), so a repeated insert is dropped
+# (batch.insert_settings). It must cover every insert made into a table between a batch's first
+# attempt and its retry, by all writers: 10,000 is over ten minutes of inserts at full rate.
+DEDUP_WINDOW = 10_000
+
 DECIMAL = pa.decimal128(38, 18)
 TS = pa.timestamp("ns", tz="UTC")
 

@@ -21,7 +21,12 @@ T = TypeVar("T")
 class HotStore(Protocol):
     """Execute SQL; read results as Arrow; insert Arrow tables. Implementations are thread-safe."""
 
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+    def execute(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None: ...
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
 

@@ -16,7 +16,9 @@ Two kinds of failure, told apart by the store's error (clickhouse.classify):
   until the refused rows stand alone; they go to rejects with the store's message, and every
   other row is written at once. A refused row never holds up another.
 
-A batch in flight is a worklist of slices, so a retry never writes a slice twice.
+A batch in flight is a worklist of slices, so a retry never writes a slice twice; and every slice
+carries a deduplication token, so a slice the store committed to some tables but not others (an
+error or a timeout mid-insert) is completed by its retry, never doubled.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -39,6 +42,7 @@ from k2.hotstore.batch import (
     Write,
     batch_ingest_rows,
     insert_settings,
+    slice_token,
     without_unconvertible,
 )
 from k2.hotstore.rows import gap_rows, reject_rows
@@ -73,6 +77,8 @@ class StoreWriter:
         self._store, self._settings = store, settings
         self.metrics = metrics
         self._last_seq = last_seq
+        # Batch tokens: unique to this writer's run, then numbered.
+        self._run_id, self._batches = uuid.uuid4().hex, 0
         self.stats = WriterStats()
         self._batch = Batch()
         self._inflight: Write | None = None
@@ -165,7 +171,9 @@ class StoreWriter:
             batch = self._take()
             if not (batch.rows or batch.gaps or batch.rejects):
                 return True
-            self._inflight = Write(self._tables(batch), batch.rows)
+            self._batches += 1
+            token = f"{self._run_id}:{self._batches}"
+            self._inflight = Write(self._tables(batch), batch.rows, token)
             # The Arrow tables hold the batch now (~270 bytes a row, against ~650 as Trade
             # objects): let the trades go before the insert rather than after it.
             batch.chunks.clear()
@@ -306,7 +314,11 @@ class StoreWriter:
                 started = time.perf_counter()
                 try:
                     self._store.insert_arrow(
-                        f"{DATABASE}.{table.name}", piece, insert_settings(table.name, length)
+                        f"{DATABASE}.{table.name}",
+                        piece,
+                        insert_settings(
+                            table.name, length, slice_token(w.token, table.name, offset, length)
+                        ),
                     )
                 except StoreRefused as err:
                     w.split(table, str(err))
@@ -346,7 +358,9 @@ class StoreWriter:
         started = time.perf_counter()
         try:
             self._store.insert_arrow(
-                f"{DATABASE}.{table.name}", piece, insert_settings(table.name, 1)
+                f"{DATABASE}.{table.name}",
+                piece,
+                insert_settings(table.name, 1, slice_token(w.token, table.name, offset, 1)),
             )
         except StoreUnavailable:
             raise
