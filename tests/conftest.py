@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.archive_support"]  # catalog_uri, lake, store: the archive fixtures
+# catalog_uri, lake, store: the archive fixtures; broker: the bus tests' Kafka broker
+pytest_plugins = ["tests.archive_support", "tests.bus_support"]
 
 SAMPLES = Path(__file__).parent / "fixtures" / "exchange-samples"
 _PREFECT_HOME: Path | None = None

@@ -25,6 +25,7 @@ from k2.archive.lake import Lake
 from k2.archive.status import ArchiveStatus
 from k2.archive.tables import TABLES
 from k2.background import in_daemon_thread
+from k2.bus.stats import ConsumerStats, ProducerStats
 from k2.flows import FLOWS
 from k2.flows.runtime import ArchiveRuntime, using
 from k2.flows.schedule import Job, Schedule, validate_cron
@@ -121,6 +122,9 @@ class Embedded:
 
     def archive_status(self) -> ArchiveStatus | None:
         return self.archive.status if self.archive is not None else None
+
+    def bus_stats(self) -> tuple[ProducerStats | None, list[ConsumerStats]]:
+        return None, []  # the embedded shape has no bus
 
     def health_inputs(self) -> HealthInputs:
         assert self.archive is not None

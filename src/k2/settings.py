@@ -83,6 +83,26 @@ class WriterSettings(_Section):
     max_pending_rows: int = Field(100_000, ge=1)  # feeds wait (backpressure) beyond this
 
 
+class BusSettings(_Section):
+    """The cluster shape's Kafka bus (docs/CLUSTER.md): `k2 feed` publishes to it, `k2 ingest`
+    consumes it."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field("k2", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(12, ge=1)  # when K2 creates the topics
+    replication_factor: int = Field(1, ge=1)
+    group_id: str = "k2-ingest"
+    # The producer's local buffer while the broker is slow or down: beyond it the feeds wait.
+    producer_buffer_messages: int = Field(100_000, ge=1)
+    producer_buffer_kbytes: int = Field(262_144, ge=1)
+    max_message_trades: int = Field(2_000, ge=1)  # a symbol's delivery is split above this
+    consumers: int = Field(1, ge=1)  # consumers (group members) per `k2 ingest` process
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    # Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*, ...).
+    client_properties: dict[str, str] = {}
+    metrics_port: int = Field(0, ge=0, le=65535)  # /metrics of k2 feed and k2 ingest (0: none)
+
+
 class HotStoreSettings(_Section):
     # chdb:///path (embedded ClickHouse) or http(s)://user:password@host:8123 (a ClickHouse
     # server); default: chDB in <data_dir>/hot
@@ -232,6 +252,7 @@ class Settings(BaseSettings):
     venues: dict[str, VenueSettings] = {}
     ingest: IngestSettings = IngestSettings()
     writer: WriterSettings = WriterSettings()
+    bus: BusSettings = BusSettings()
     hotstore: HotStoreSettings = HotStoreSettings()
     archive: ArchiveSettings = ArchiveSettings()
     api: ApiSettings = ApiSettings()

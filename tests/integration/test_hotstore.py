@@ -91,12 +91,13 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
                     "gap_suspicious",
                     "ingest_source",
                     "bronze_views_source",
+                    "bus_cuts",
                 ],
                 1,
             )
         ]
         assert migrate.apply(s, HotStoreSettings()) == []
-        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 13
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 14
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
         expected = {
             "bronze_trades_binance",

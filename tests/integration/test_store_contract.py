@@ -152,7 +152,9 @@ def test_refused_rows_are_refused_and_a_closed_store_is_unavailable(store: HotSt
 
 
 def test_an_unreachable_server_is_unavailable() -> None:
-    with pytest.raises(StoreUnavailable, match="cannot open the hot store at http://127.0.0.1:9"):
+    with pytest.raises(
+        StoreUnavailable, match=r"cannot open the hot store at http://127\.0\.0\.1:9"
+    ):
         ClickHouseStore("http://127.0.0.1:9/")  # nothing listens on the discard port
 
 

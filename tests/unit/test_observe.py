@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from k2.archive.maintenance import MaintenanceResult
 from k2.archive.reconcile import DayCheck
 from k2.archive.status import ArchiveStatus
+from k2.bus.stats import ConsumerStats, PartitionLag, ProducerStats
 from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import LIVE, RECONNECTING, FeedStats
 from k2.observe.health import EXIT_CODES, FAIL, OK, WARN, HealthInputs, evaluate, overall, report
@@ -22,7 +23,7 @@ from k2.telemetry import Histogram, PipelineMetrics
 
 NOW = 1_800_000_000.0
 METRIC_NAME = re.compile(
-    r"^k2_(feed|writer|hotstore|offload|flow|maintenance|reconcile|api|storage|process|build)_[a-z0-9_]+$"
+    r"^k2_(feed|bus|writer|hotstore|offload|flow|maintenance|reconcile|api|storage|process|build)_[a-z0-9_]+$"
 )
 
 
@@ -93,6 +94,11 @@ class FakeSource:
 
     def archive_status(self) -> ArchiveStatus:
         return self.status
+
+    def bus_stats(self) -> tuple[ProducerStats, list[ConsumerStats]]:
+        consumer = ConsumerStats("k2-ingest-1", assigned=[("k2.trades.v1", 0)])
+        consumer.lag = [PartitionLag("k2.trades.v1", 0, 10, 25, 15)]
+        return ProducerStats(messages=3, delivered=2, buffered=1, buffer_limit=100), [consumer]
 
 
 def test_exported_names_follow_the_convention_and_parse(tmp_path: Path) -> None:

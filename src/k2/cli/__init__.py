@@ -12,6 +12,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from k2 import __version__
 from k2.cli.archive import maintain, offload, reconcile
+from k2.cli.cluster import feed, ingest
 from k2.cli.common import STATE
 from k2.cli.health import health
 from k2.cli.normalize import normalize
@@ -68,6 +69,8 @@ app.command()(health)
 app.command()(gaps)
 app.command()(rejects)
 app.command()(symbols)
+app.command()(feed)
+app.command()(ingest)
 
 _CONFIG_FLAGS = ("--config", "-c")
 

@@ -21,7 +21,11 @@ HOT_DIR = "hot"
 class OwnedStore:
     """A hot store this process owns until `close()`."""
 
-    def __init__(self, data_dir: Path, settings: HotStoreSettings, role: str) -> None:
+    def __init__(
+        self, data_dir: Path, settings: HotStoreSettings, role: str, repair: bool = True
+    ) -> None:
+        """`repair` False: no crash repair from silver (k2 ingest, whose bus replays complete
+        what a crash cut short)."""
         self.lock = DataDirLock(data_dir)
         self.lock.acquire(role)
         hot = data_dir / HOT_DIR
@@ -33,7 +37,7 @@ class OwnedStore:
             # A ClickHouse server has other writers (ingest workers), whose partial inserts their
             # retries complete (tokens): only an embedded store is repaired from silver.
             embedded = store_url(settings, data_dir).startswith("chdb:")
-            if embedded and existed and not recovery.was_clean(hot):
+            if repair and embedded and existed and not recovery.was_clean(hot):
                 recovery.recover(self.store)
         except BaseException:
             self.lock.release()

@@ -7,26 +7,14 @@ range silver still lacks. (Holes a crash left without a gap record are recorded 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 from k2.exchanges import VENUE_NAMES, make_adapter
 from k2.hotstore.schema import DATABASE, bronze_table
 from k2.hotstore.store import HotStore
-from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor
+from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor, holes_in
 from k2.records import PENDING, Gap, GapKind
 
 log = logging.getLogger(__name__)
-
-
-def _holes(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int]]:
-    holes, lo = [], first
-    for trade_id in sorted(set(present)):
-        if trade_id > lo:
-            holes.append((lo, trade_id - 1))
-        lo = max(lo, trade_id + 1)
-    if lo <= last:
-        holes.append((lo, last))
-    return holes
 
 
 def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
@@ -68,7 +56,7 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
                     {"e": exchange, "s": symbol, "a": first, "b": last},
                 )
             ]
-            holes = _holes(first, last, present)
+            holes = holes_in(first, last, present)
         missing = sum(hi - lo + 1 for lo, hi in holes)
         gap = Gap(
             gap_id,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ class StoreWriter:
         self._last_seq = last_seq
         # Batch tokens: unique to this writer's run, then numbered.
         self._run_id, self._batches = uuid.uuid4().hex, 0
+        self._commit_lock = threading.Lock()
         self.stats = WriterStats()
         self._batch = Batch()
         self._inflight: Write | None = None
@@ -198,6 +200,38 @@ class StoreWriter:
         async with self._room:
             self._room.notify_all()
         return True
+
+    # -- the cluster shape: batches cut by the caller -----------------------------------------
+    def commit_batch(self, batch: Batch, token: str, stop: threading.Event) -> bool:
+        """Write `batch` as one unit whose identity is `token` (an ingest worker's partition offset
+        range), retrying while the store is unavailable; True once written, False if `stop` came
+        first. The same token again (a redelivery) writes nothing twice. Thread-safe: ingest
+        consumers in one process share the writer, one batch at a time.
+        """
+        with self._commit_lock:
+            self.stats.pending += batch.rows
+            w = Write(self._tables(batch), batch.rows, token)
+            if not self.retrying(lambda: self._store.submit(self._write, w).result(), stop):
+                self.stats.pending -= batch.rows
+                return False
+            self._committed(w)
+            refused, self._batch.rejects = self._batch.rejects, []
+            if refused:  # trades the store refused, as rejects: part of this batch's identity
+                rest = Write(self._tables(Batch(rejects=refused)), 0, f"{token}:refused")
+                return self.retrying(lambda: self._store.submit(self._write, rest).result(), stop)
+        return True
+
+    def retrying(self, write: Callable[[], object], stop: threading.Event) -> bool:
+        """Run `write` until it succeeds, waiting with backoff while the store is unavailable
+        (counted as the writer's own failures); False if `stop` came first."""
+        while True:
+            try:
+                write()
+            except StoreError as err:
+                if stop.wait(self._store_down(err)):
+                    return False
+                continue
+            return True
 
     def _store_down(self, err: StoreError) -> float:
         s = self.stats

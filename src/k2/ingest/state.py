@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,3 +30,17 @@ class ResumeState:
     # venue -> symbol -> cursor
     cursors: dict[str, dict[str, SymbolCursor]] = field(default_factory=dict)
     pending: dict[str, list[ResumedGap]] = field(default_factory=dict)  # venue -> gaps to resume
+
+
+def holes_in(first: int, last: int, present: Iterable[int]) -> list[tuple[int, int]]:
+    """The id ranges of [first, last] not in `present`, in order."""
+    holes, lo = [], first
+    for trade_id in sorted(set(present)):
+        if trade_id > last:
+            break
+        if trade_id > lo:
+            holes.append((lo, trade_id - 1))
+        lo = max(lo, trade_id + 1)
+    if lo <= last:
+        holes.append((lo, last))
+    return holes

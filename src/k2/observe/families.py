@@ -1,5 +1,5 @@
-"""Metric families built from a stage's own stats on each scrape: the writer's and the archive's
-(`metrics.K2Collector` adds the feeds', the hot store's and the process's)."""
+"""Metric families built from a stage's own stats on each scrape: the writer's, the archive's and
+the bus's (`metrics.K2Collector` adds the feeds', the hot store's and the process's)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from k2.archive.status import FLOW_NAMES, ArchiveStatus
 from k2.archive.tables import TABLES
+from k2.bus.stats import ConsumerStats, ProducerStats
 from k2.hotstore.stats import WriterStats
 
 
@@ -235,3 +236,89 @@ def archive_families(st: ArchiveStatus) -> Iterator[Metric]:
         [],
         [((), st.reconcile_at)],
     )
+
+
+def bus_families(
+    producer: ProducerStats | None, consumers: list[ConsumerStats]
+) -> Iterator[Metric]:
+    """The cluster shape's bus: `k2 feed`'s producer and `k2 ingest`'s consumer-group members."""
+    if producer is not None:
+        p = producer
+        for name, doc, value in (
+            ("k2_bus_producer_messages_total", "Messages handed to the producer.", p.messages),
+            ("k2_bus_producer_delivered_total", "Messages the broker acknowledged.", p.delivered),
+            (
+                "k2_bus_producer_delivery_errors_total",
+                "Messages the broker refused or the producer gave up.",
+                p.delivery_errors,
+            ),
+            (
+                "k2_bus_producer_overflows_total",
+                "Times the producer's buffer was full and capture waited.",
+                p.overflows,
+            ),
+            (
+                "k2_bus_producer_backpressure_seconds_total",
+                "Time capture waited for room in the producer's buffer.",
+                p.backpressure_s,
+            ),
+        ):
+            yield counter(name, doc, [], [((), value)])
+        yield gauge(
+            "k2_bus_producer_buffered_messages",
+            "Messages waiting in the producer's buffer for the broker's acknowledgement.",
+            [],
+            [((), p.buffered)],
+        )
+        yield gauge(
+            "k2_bus_producer_buffer_limit_messages",
+            "The producer buffer's size (bus.producer_buffer_messages).",
+            [],
+            [((), p.buffer_limit)],
+        )
+        yield gauge(
+            "k2_bus_broker_up",
+            "1 while the producer reaches the broker, 0 while it does not.",
+            [],
+            [((), 0 if p.brokers_down_since else 1)],
+        )
+        yield gauge(
+            "k2_bus_producer_fatal",
+            "1 if the producer failed for good (the process stops).",
+            [],
+            [((), 1 if p.fatal else 0)],
+        )
+    if consumers:
+        member = ["member"]
+        for name, doc, attr in (
+            ("k2_bus_consumer_batches_total", "Batches written to the hot store.", "batches"),
+            ("k2_bus_consumer_messages_total", "Messages read from the bus.", "messages"),
+            (
+                "k2_bus_consumer_undecodable_total",
+                "Messages that were not K2's (sent to rejects).",
+                "undecodable",
+            ),
+            (
+                "k2_bus_consumer_replayed_batches_total",
+                "Recorded cuts replayed after a restart or a partition move.",
+                "redelivered_batches",
+            ),
+            ("k2_bus_consumer_rebalances_total", "Partition assignments.", "rebalances"),
+        ):
+            yield counter(name, doc, member, [((c.member,), getattr(c, attr)) for c in consumers])
+        yield gauge(
+            "k2_bus_consumer_lag_messages",
+            "Messages in a partition not yet written to the hot store.",
+            ["member", "topic", "partition"],
+            [
+                ((c.member, lag.topic, str(lag.partition)), lag.lag)
+                for c in consumers
+                for lag in c.lag
+            ],
+        )
+        yield gauge(
+            "k2_bus_consumer_assigned_partitions",
+            "Partitions assigned to each member.",
+            member,
+            [((c.member,), len(c.assigned)) for c in consumers],
+        )

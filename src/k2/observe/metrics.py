@@ -21,9 +21,16 @@ from prometheus_client.registry import Collector
 
 from k2 import __version__
 from k2.archive.status import ArchiveStatus
+from k2.bus.stats import ConsumerStats, ProducerStats
 from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import LIVE, STATES, FeedStats
-from k2.observe.families import archive_families, counter, gauge, writer_families
+from k2.observe.families import (
+    archive_families,
+    bus_families,
+    counter,
+    gauge,
+    writer_families,
+)
 from k2.telemetry import PipelineMetrics
 
 if TYPE_CHECKING:
@@ -46,6 +53,10 @@ class Source(Protocol):
     def writer_stats(self) -> WriterStats | None: ...
 
     def archive_status(self) -> ArchiveStatus | None: ...
+
+    def bus_stats(self) -> tuple[ProducerStats | None, list[ConsumerStats]]:
+        """The cluster shape's producer (k2 feed) and consumers (k2 ingest); none in k2 up."""
+        ...
 
 
 def memory_limit_bytes(configured: int | None) -> int:
@@ -90,6 +101,7 @@ class K2Collector(Collector):
         status = src.archive_status()
         if status is not None:
             yield from archive_families(status)
+        yield from bus_families(*src.bus_stats())
         for histogram in src.metrics.histograms():
             yield histogram.collect()
         requests = src.metrics.api_request_counts()

@@ -1,0 +1,42 @@
+"""What the bus's producer and consumers count, for /metrics and `k2 health` (plain numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ProducerStats:
+    messages: int = 0  # produced (handed to the client)
+    delivered: int = 0  # acknowledged by the broker (acks=all)
+    delivery_errors: int = 0  # the broker refused a message, or the client gave it up
+    overflows: int = 0  # times the local buffer was full and a feed had to wait
+    backpressure_s: float = 0.0  # time feeds spent waiting for room
+    buffered: int = 0  # messages in the local buffer, not acknowledged yet
+    buffer_limit: int = 0
+    brokers_down_since: float = 0.0  # UNIX time; 0 while the broker is reachable
+    last_error: str = ""
+    fatal: str = ""  # the producer cannot go on (this process must restart)
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int  # next offset to read (-1: nothing committed yet)
+    high: int  # the partition's end
+    lag: int
+
+
+@dataclass
+class ConsumerStats:
+    member: str
+    batches: int = 0
+    messages: int = 0
+    undecodable: int = 0  # messages that are not K2's: to rejects, never retried
+    redelivered_batches: int = 0  # a batch replayed after a restart or a partition move
+    rebalances: int = 0
+    assigned: list[tuple[str, int]] = field(default_factory=list)
+    lag: list[PartitionLag] = field(default_factory=list)
+    lag_checked_at: float = 0.0
+    last_error: str = ""

@@ -1,0 +1,187 @@
+"""The cluster shape's bus on a real broker (Tansu, its own process): feeds publish, ingest members
+write the hot store exactly once, through redelivery, replays and rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from k2.bus.client import ensure_topics
+from k2.bus.consumer import IngestMember, read_cut
+from k2.bus.producer import BusSink
+from k2.bus.resume import resume_from_bus
+from k2.bus.topics import trades_topic
+from k2.hotstore import migrate
+from k2.hotstore.clickhouse import ClickHouseStore
+from k2.hotstore.writer import StoreWriter
+from k2.settings import BusSettings, HotStoreSettings, WriterSettings
+from tests.bus_support import Broker
+from tests.hot_support import assert_candles_equal, read_silver
+from tests.integration.test_feed_sessions import faults
+from tests.support import SMALL, capture, truth_by_key
+
+pytestmark = pytest.mark.integration
+WRITER = WriterSettings(batch_rows=2_000, batch_interval_ms=100)
+
+
+def assert_silver_is_the_tape(silver: dict, sim) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """Silver holds every trade the simulator made, once, exactly (canonical symbols aside)."""
+    truth = truth_by_key(sim)
+    stored = {k: v[1:] for k, v in silver.items()}
+    missing, extra = set(truth) - set(stored), set(stored) - set(truth)
+    assert not missing and not extra, (len(missing), sorted(missing)[:3], sorted(extra)[:3])
+    wrong = [k for k in truth if stored[k] != truth[k]]
+    assert not wrong, [(k, stored[k], truth[k]) for k in wrong[:2]]
+
+
+def publish(bus: BusSettings, fault_names: tuple[str, ...], seconds: float = 5.0, during=None):  # type: ignore[no-untyped-def]
+    partitions = ensure_topics(bus)
+
+    async def run():  # type: ignore[no-untyped-def]
+        sink = BusSink(bus, partitions)
+        cap = await capture(
+            SMALL, faults(*fault_names), fault_seconds=seconds, sink=sink, during=during
+        )
+        assert await sink.close(time.monotonic() + 30) == 0
+        return cap, sink
+
+    return asyncio.run(run())
+
+
+class Members:
+    """Ingest members on threads, sharing one writer and store (as in one k2 ingest process)."""
+
+    def __init__(self, bus: BusSettings, store: ClickHouseStore) -> None:
+        self.bus, self.store = bus, store
+        self.writer = StoreWriter(store, WRITER, 0)
+        self.running: list[tuple[IngestMember, threading.Thread, threading.Event]] = []
+
+    def start(self, name: str) -> IngestMember:
+        member = IngestMember(self.bus, WRITER, self.store, self.writer, name)
+        stop = threading.Event()
+        thread = threading.Thread(target=member.run, args=(stop,), name=name)
+        thread.start()
+        self.running.append((member, thread, stop))
+        return member
+
+    def stop(self, member: IngestMember | None = None) -> None:
+        for m, thread, stop in list(self.running):
+            if member is None or m is member:
+                stop.set()
+                thread.join(60)
+                assert not thread.is_alive()
+                self.running.remove((m, thread, stop))
+
+
+def end_offsets(bus: BusSettings) -> dict[tuple[str, int], int]:
+    c = Consumer({"bootstrap.servers": bus.bootstrap_servers, "group.id": "probe"})
+    try:
+        out = {}
+        for topic, n in ensure_topics(bus).items():
+            for p in range(n):
+                out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+        return out
+    finally:
+        c.close()
+
+
+def wait_caught_up(bus: BusSettings, timeout: float = 90) -> None:
+    """Until the group has committed every partition's end (each batch written first)."""
+    ends = end_offsets(bus)
+    probe = Consumer({"bootstrap.servers": bus.bootstrap_servers, "group.id": bus.group_id})
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = probe.committed([TopicPartition(t, p) for (t, p) in ends], 10)
+            done = {(tp.topic, tp.partition): tp.offset for tp in got}
+            if all(done[tp] >= end for tp, end in ends.items() if end > 0):
+                return
+            time.sleep(0.2)
+    finally:
+        probe.close()
+    raise AssertionError(f"ingest did not catch up: {ends} vs {done}")
+
+
+def test_feeds_through_the_broker_into_silver_exactly_with_faults(
+    broker: Broker, tmp_path: Path
+) -> None:
+    bus = broker.settings()
+    ensure_topics(bus)
+    store = ClickHouseStore.at(tmp_path / "hot")
+    try:
+        migrate.apply(store, HotStoreSettings())
+        group = Members(bus, store)
+        first = group.start("m1")
+        joined: list[IngestMember] = []
+
+        async def second_joins(_cap) -> None:  # type: ignore[no-untyped-def]
+            while not first.stats.batches:  # noqa: ASYNC110 - a thread's counter
+                await asyncio.sleep(0.1)
+            joined.append(group.start("m2"))  # mid-run: a rebalance moves partitions
+
+        cap, sink = publish(
+            bus, ("disconnect", "gaps", "duplicates", "reorder"), during=second_joins
+        )
+        assert sink.stats.delivered == sink.stats.messages > 0
+        assert sink.stats.delivery_errors == 0
+        second = joined[0]
+        wait_caught_up(bus)
+        group.stop()
+        assert first.stats.rebalances >= 2 and second.stats.batches > 0
+        silver = read_silver(store)
+        assert_silver_is_the_tape(silver, cap.sim)
+        assert_candles_equal(store, silver)
+    finally:
+        store.close()
+
+
+def test_a_replayed_cut_writes_nothing_twice_and_the_feed_resumes_from_the_bus(
+    broker: Broker, tmp_path: Path
+) -> None:
+    bus = broker.settings()
+    cap, _sink = publish(bus, ("gaps",), seconds=3)
+    topic = trades_topic(bus.topic_prefix)
+    store = ClickHouseStore.at(tmp_path / "hot")
+    try:
+        migrate.apply(store, HotStoreSettings())
+        group = Members(bus, store)
+        group.start("m1")
+        wait_caught_up(bus)
+        group.stop()
+        before = read_silver(store)
+        assert_silver_is_the_tape(before, cap.sim)
+        # A crash after a batch reached the store but before its offset was committed: the group's
+        # offset goes back to the start of the last cut of a partition.
+        partition = max(
+            range(bus.partitions), key=lambda p: (read_cut(store, topic, p) or (0, 0))[1]
+        )
+        first, last = read_cut(store, topic, partition) or (0, 0)
+        assert last > first
+        c = Consumer({"bootstrap.servers": bus.bootstrap_servers, "group.id": bus.group_id})
+        c.commit(offsets=[TopicPartition(topic, partition, first)], asynchronous=False)
+        c.close()
+        again = group.start("m1-restarted")
+        wait_caught_up(bus)
+        group.stop()
+        assert again.stats.redelivered_batches >= 1
+        assert read_silver(store) == before
+        assert_candles_equal(store, before)
+    finally:
+        store.close()
+    # The feed's restart point is the bus: every symbol's highest id published.
+    truth = truth_by_key(cap.sim)
+    for venue, symbols in SMALL.items():
+        from k2.exchanges import make_adapter
+
+        state = resume_from_bus(
+            bus, topic, bus.partitions, venue, symbols, 100, make_adapter(venue).contiguous_ids
+        )
+        for symbol in symbols:
+            top = max(k[2] for k in truth if k[:2] == (venue, symbol))
+            assert state.cursors[venue][symbol].high == top, (venue, symbol)
+        assert not state.pending.get(venue)
