@@ -133,6 +133,7 @@ def test_a_store_made_before_the_typed_source_upgrades_and_gains_a_venue(
         assert migrate.apply(s, HotStoreSettings()) == [
             "012_ingest_source.sql",
             "013_bronze_views_source.sql",
+            "014_bus_cuts.sql",
         ]
 
         def mine(venue: str, first: int) -> list[Trade]:
