@@ -276,7 +276,10 @@ def offloaded(harness: str, tmp_path_factory: pytest.TempPathFactory) -> Offload
     data = tmp_path_factory.mktemp("cli")
     store = ClickHouseStore.at(data / "hot")
     migrate.apply(store, HotStoreSettings())
-    Market(store).write(10)
+    # Trades from 22:00 yesterday (UTC), so even the 1d window has closed whatever the time of day
+    # (three hours before now left no closed 1d window after 03:00 UTC: no 1d line to check).
+    day = 86_400 * 10**9
+    Market(store, start_ns=time.time_ns() // day * day - 2 * 3_600 * 10**9).write(10)
     store.close()
     recovery.mark_clean(data / "hot")  # as `k2 up` leaves it when it stops
     started = time.time_ns()
@@ -296,8 +299,8 @@ def test_offload_prints_a_line_per_table_and_a_summary_that_fits_80_columns(
     assert re.search(rf"  [1-9][\d,]* rows  1 commit  watermark {RFC3339}  ", found["ohlcv_1m"])
     for name, line in found.items():
         mark = rfc3339_to_ns(re.findall(RFC3339, line)[0])
-        if BY_NAME[name].is_candles:  # the end of the last closed window: within the last day
-            assert offloaded.started_ns - 86_400 * 10**9 <= mark <= offloaded.finished_ns, line
+        if BY_NAME[name].is_candles:  # the end of the last closed window: since yesterday 22:00
+            assert offloaded.started_ns - 2 * 86_400 * 10**9 <= mark <= offloaded.finished_ns, line
         else:  # the ingest sequence: when the trades were written, just before the offload
             assert offloaded.started_ns - 600 * 10**9 <= mark <= offloaded.started_ns, line
     header, rows = assert_readable(out, "offload")

@@ -10,6 +10,7 @@ first record of every gap still pending.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -20,12 +21,17 @@ import msgspec
 
 from k2.bus.client import config, partition_for
 from k2.bus.topics import GapRecord, TradeBatch, decode_trades_message, record_gap, trade_key
-from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor, holes_in
-from k2.records import PENDING, GapKind
+from k2.ingest.repair import id_gap
+from k2.ingest.state import ResumedGap, ResumeState, SymbolCursor, holes_in, subtract_ranges
+from k2.records import PENDING, Gap, GapKind
 from k2.settings import BusSettings
 
 log = logging.getLogger(__name__)
 WINDOW = 5_000  # messages read per step back
+# Contiguous venues: the ids received this long before a symbol's newest are checked for holes no
+# gap record covers. A feed publishes a gap once its grace (ingest.gap_grace_s, 0.3 s) is over, so
+# a kill can leave holes without a record only among its last moments' trades: 30 s is ample.
+HOLE_SCAN_NS = 30 * 1_000_000_000
 
 
 @dataclass
@@ -36,6 +42,11 @@ class _Symbol:
     seen_gaps: set[str] = field(default_factory=set)
     pending: dict[str, GapRecord] = field(default_factory=dict)
     accepted: set[int] = field(default_factory=set)  # ids accepted in what was read back
+    # contiguous venues: every id read back (with its event time) and the id ranges gap records
+    # cover, to find holes a crash left before their gap record was published
+    ids: dict[int, int] = field(default_factory=dict)
+    covered: list[tuple[int, int]] = field(default_factory=list)
+    newest_recv: int = 0
 
 
 def resume_from_bus(
@@ -120,6 +131,8 @@ def _take_back(
     if s is None or s.done:
         return
     if isinstance(message, GapRecord):
+        if message.kind == GapKind.IDS:
+            s.covered.append((message.first_id, message.last_id))
         if message.gap_id not in s.seen_gaps:  # newest first: its latest version
             s.seen_gaps.add(message.gap_id)
             if message.outcome == PENDING:
@@ -134,10 +147,14 @@ def _take_back(
         s.recent.extend(sorted(ids, reverse=True))
     oldest_gap = min((g.detected_at for g in s.pending.values()), default=None)
     newest_recv = max(w.ts_recv for w in message.trades)
+    s.newest_recv = s.newest_recv or newest_recv
+    if contiguous:
+        s.ids.update((w.trade_id, w.ts_event) for w in message.trades)
     s.done = (
         s.cursor is not None
         and (contiguous or len(s.recent) >= recent_ids)
         and (oldest_gap is None or newest_recv < oldest_gap)
+        and (not contiguous or newest_recv < s.newest_recv - HOLE_SCAN_NS)
     )
 
 
@@ -158,6 +175,18 @@ def _state(venue: str, wanted: dict[int, dict[str, _Symbol]], contiguous: bool) 
                     gap, missing=sum(hi - lo + 1 for lo, hi in holes), recovered=0
                 )
                 state.pending.setdefault(venue, []).append(ResumedGap(gap, holes))
+            for gap in _unrecorded(venue, symbol, s):
+                log.warning(
+                    "%s %s: ids %d-%d were missing at the last stop and no gap record covers "
+                    "them: repairing",
+                    venue,
+                    symbol,
+                    gap.first_id,
+                    gap.last_id,
+                )
+                state.pending.setdefault(venue, []).append(
+                    ResumedGap(gap, [(gap.first_id, gap.last_id)])
+                )
     if state.pending:
         log.info(
             "%s: resuming %d gap repairs that were pending at the last stop",
@@ -165,3 +194,15 @@ def _state(venue: str, wanted: dict[int, dict[str, _Symbol]], contiguous: bool) 
             sum(len(v) for v in state.pending.values()),
         )
     return state
+
+
+def _unrecorded(venue: str, symbol: str, s: _Symbol) -> list[Gap]:
+    """Holes among the ids read back (contiguous venues) that no gap record covers: a feed killed
+    after publishing the trade that revealed a hole, before the hole's gap record."""
+    ordered = sorted(s.ids.items())
+    gaps = []
+    for (prev, prev_ts), (tid, ts) in itertools.pairwise(ordered):
+        if tid > prev + 1:
+            for a, b in subtract_ranges(prev + 1, tid - 1, s.covered):
+                gaps.append(id_gap(venue, symbol, a, b, prev_ts, ts))
+    return gaps

@@ -27,6 +27,7 @@ from k2.hotstore.rows import gap_rows
 from k2.hotstore.schema import DATABASE, TIMEFRAMES, bronze_table, ohlcv_table
 from k2.hotstore.store import HotStore
 from k2.ingest.repair import id_gap
+from k2.ingest.state import subtract_ranges
 from k2.records import Gap
 from k2.timeutil import ns_to_rfc3339
 
@@ -67,19 +68,6 @@ def _one_minute_select() -> str:
     if f"FROM {DATABASE}.silver_trades\nGROUP BY" not in select:
         raise RuntimeError("007_ohlcv_1m_mv.sql changed shape: update recovery._one_minute_select")
     return select
-
-
-def _subtract(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Return the parts of lo..hi outside every (inclusive) range in `covered`."""
-    parts = [(lo, hi)]
-    for a, b in covered:
-        parts = [
-            piece
-            for x, y in parts
-            for piece in ((x, min(y, a - 1)), (max(x, b + 1), y))
-            if piece[0] <= piece[1]
-        ]
-    return parts
 
 
 def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
@@ -144,7 +132,7 @@ def unrecorded_holes(store: HotStore, venues: list[str]) -> list[Gap]:
         if before and before[0][0] + 1 < lo:
             holes.insert(0, (before[0][0] + 1, lo - 1, before[0][1], lo_ts))
         for first, last, ts_from, ts_to in holes:
-            for a, b in _subtract(first, last, recorded.get((exchange, symbol), [])):
+            for a, b in subtract_ranges(first, last, recorded.get((exchange, symbol), [])):
                 found.append(id_gap(exchange, symbol, a, b, ts_from, ts_to))
     return found
 

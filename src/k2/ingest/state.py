@@ -44,3 +44,16 @@ def holes_in(first: int, last: int, present: Iterable[int]) -> list[tuple[int, i
     if lo <= last:
         holes.append((lo, last))
     return holes
+
+
+def subtract_ranges(lo: int, hi: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of lo..hi outside every (inclusive) range in `covered`."""
+    parts = [(lo, hi)]
+    for a, b in covered:
+        parts = [
+            piece
+            for x, y in parts
+            for piece in ((x, min(y, a - 1)), (max(x, b + 1), y))
+            if piece[0] <= piece[1]
+        ]
+    return parts
