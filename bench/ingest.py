@@ -181,7 +181,7 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
                number % 2 = 0,
                fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
                fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
-               'bench', false, '', number + 1
+               'bench', 'ws', false, '', number + 1
         FROM numbers({trades})""")
     load_s = time.monotonic() - began
     # A store that has run for days has merged its parts: let the background merges finish.

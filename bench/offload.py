@@ -49,7 +49,7 @@ def insert_trades(
                fromUnixTimestamp64Nano(
                    toInt64({start_ns} + number * {span_ns // max(n, 1)}), 'UTC'
                ),
-               now64(9), 'bench', false, '{{"bench":true}}', {first_seq} + number
+               now64(9), 'bench', 'ws', false, '{{"bench":true}}', {first_seq} + number
         FROM numbers({n})""")
     return first_seq + n
 

@@ -110,6 +110,8 @@ class IngestMember:
                     "session.timeout.ms": bus.session_timeout_ms,
                     "heartbeat.interval.ms": max(500, bus.session_timeout_ms // 5),
                     "max.poll.interval.ms": max(300_000, bus.session_timeout_ms),
+                    # answer a fetch as soon as there is data, and within 50 ms when there is none
+                    "fetch.wait.max.ms": 50,
                 },
             )
         )
@@ -179,46 +181,56 @@ class IngestMember:
                 )
             )
         if self._forced.get(tp) == offset:
-            self._write(tp)
+            self._write([tp])
 
     def _cut(self, final: bool) -> None:
         now = time.monotonic()
         interval = self._settings.batch_interval_ms / 1000
-        for tp, pending in list(self._pending.items()):
-            if tp in self._forced:
-                continue  # a replay ends where the recorded cut did, never elsewhere
-            due = final or pending.batch.rows >= self._settings.batch_rows
-            if (due or now - pending.started >= interval) and not self._write(tp):
-                return
+        due = [
+            tp
+            for tp, pending in self._pending.items()
+            # a replay ends where the recorded cut did, never elsewhere
+            if tp not in self._forced
+            and (
+                final
+                or pending.batch.rows >= self._settings.batch_rows
+                or now - pending.started >= interval
+            )
+        ]
+        if due:
+            self._write(due)
 
-    def _write(self, tp: tuple[str, int]) -> bool:
-        pending = self._pending[tp]
-        topic, partition = tp
-        cut = pa.Table.from_pylist(
+    def _write(self, tps: list[tuple[str, int]]) -> bool:
+        """Cut these partitions' pending messages into one batch each and write them: the cuts
+        first (one insert for all), so whoever replays a range cuts it exactly so."""
+        cuts = pa.Table.from_pylist(
             [
                 {
                     "topic": topic,
                     "partition": partition,
-                    "first_offset": pending.first,
-                    "last_offset": pending.last,
+                    "first_offset": self._pending[topic, partition].first,
+                    "last_offset": self._pending[topic, partition].last,
                     "member": self.stats.member,
                 }
+                for topic, partition in tps
             ],
             schema=CUTS_SCHEMA,
         )
-        # the cut first: whoever replays this range must cut it exactly so
-        recorded = self._writer.retrying(
-            lambda: self._store.insert_arrow(CUTS_TABLE, cut, {"async_insert": 0}), self._stop
-        )
-        if not recorded or not self._writer.commit_batch(
-            pending.batch, token(topic, partition, pending.first, pending.last), self._stop
+        if not self._writer.retrying(
+            lambda: self._store.insert_arrow(CUTS_TABLE, cuts, {"async_insert": 0}), self._stop
         ):
-            return False  # stopping: the batch stays pending, and is not committed
-        del self._pending[tp]
-        self._forced.pop(tp, None)
-        self.stats.batches += 1
-        self._next[tp] = pending.last + 1
-        self._commit(tp)
+            return False
+        for tp in tps:
+            pending = self._pending[tp]
+            if not self._writer.commit_batch(
+                pending.batch, token(*tp, pending.first, pending.last), self._stop
+            ):
+                return False  # stopping: the batch stays pending, and is not committed
+            del self._pending[tp]
+            self._forced.pop(tp, None)
+            self.stats.batches += 1
+            self._next[tp] = pending.last + 1
+            self._commit(tp)
         return True
 
     def _commit(self, tp: tuple[str, int]) -> None:

@@ -111,19 +111,20 @@ class K2Collector(Collector):
             ["route", "status"],
             [(k, n) for k, n in sorted(requests.items())],
         )
-        disk = shutil.disk_usage(src.settings.data_dir)
-        yield gauge(
-            "k2_storage_free_bytes",
-            "Free space on the data directory's filesystem.",
-            [],
-            [((), disk.free)],
-        )
-        yield gauge(
-            "k2_storage_size_bytes",
-            "Size of the data directory's filesystem.",
-            [],
-            [((), disk.total)],
-        )
+        if src.settings.data_dir.is_dir():  # k2 feed keeps no data directory
+            disk = shutil.disk_usage(src.settings.data_dir)
+            yield gauge(
+                "k2_storage_free_bytes",
+                "Free space on the data directory's filesystem.",
+                [],
+                [((), disk.free)],
+            )
+            yield gauge(
+                "k2_storage_size_bytes",
+                "Size of the data directory's filesystem.",
+                [],
+                [((), disk.total)],
+            )
         yield gauge(
             "k2_process_memory_limit_bytes",
             "Memory this process may use (setting, cgroup or RAM).",
