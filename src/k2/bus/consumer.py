@@ -42,6 +42,7 @@ from k2.settings import BusSettings, WriterSettings
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
+POLL_S = 0.05  # a consume call returns within this long: cuts are checked at least this often
 CUTS_TABLE = f"{DATABASE}.bus_cuts"
 CUTS_SCHEMA = pa.schema(
     [
@@ -129,7 +130,7 @@ class IngestMember:
         lag_at = 0.0
         try:
             while not stop.is_set():
-                for msg in self._consumer.consume(5_000, 0.05):
+                for msg in self._consumer.consume(5_000, POLL_S):
                     error = msg.error()
                     if error is not None:
                         self.stats.last_error = error.str()
