@@ -89,7 +89,8 @@ class BusSettings(_Section):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = Field("k2", pattern=r"^[A-Za-z0-9._-]+$")
-    partitions: int = Field(12, ge=1)  # when K2 creates the topics
+    # when K2 creates the topics: as many as ingest members (docs/CLUSTER.md, "Scaling ingest")
+    partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     group_id: str = "k2-ingest"
     # The producer's local buffer while the broker is slow or down: beyond it the feeds wait.
