@@ -18,7 +18,10 @@ log = logging.getLogger("k2.cluster")
 
 def feed(
     venue: list[str] = typer.Option(
-        None, "--venue", help="Capture this venue (repeat for several; default: every enabled one)."
+        None,
+        "--venue",
+        metavar="VENUE",
+        help="Capture this venue (repeat for several; default: every enabled one).",
     ),
     duration: float = typer.Option(
         None, help="Stop cleanly after this many seconds (default: until Ctrl-C)."
