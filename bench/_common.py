@@ -106,3 +106,30 @@ def cpu_reference(seconds: float = 1.0) -> float:
             binance_baseline(_REFERENCE_MESSAGE, 1)
         best = max(best, 10_000 / (time.perf_counter() - start))
     return best
+
+
+def run_phase(script: Path, args: Sequence[str]) -> dict[str, object]:
+    """Run `script --phase ARGS` in a fresh process (its peak RSS is its own) and return the JSON
+    object its last line prints."""
+    out = subprocess.run(
+        [sys.executable, str(script), "--phase", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"phase {list(args)} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM), in MB; NaN if it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")

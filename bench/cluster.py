@@ -33,22 +33,19 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from _common import cpu_reference, pct, scratch_dir, start_simulator  # bench/_common.py
+from _common import (  # bench/_common.py
+    cpu_reference,
+    pct,
+    peak_rss_mb,
+    run_phase,
+    scratch_dir,
+    start_simulator,
+)
 
 HERE = Path(__file__).resolve()
 INGEST = HERE.parent / "ingest.py"
 FIREHOSE = "6000"
 VENUES = ("binance", "kraken", "coinbase")
-
-
-def peak_rss_mb(pid: int | str = "self") -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def feed_trades(port: int) -> float:
@@ -177,19 +174,6 @@ def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) ->
     return result
 
 
-def run(args: list[str], script: Path = HERE) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, str(script), "--phase", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"phase {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,10 +194,10 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores; {symbols} instruments; every stage its own process; "
         f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
     )
-    embedded = run(["pipeline", FIREHOSE, "20", "on", window, "firehose"], INGEST)
-    embedded_steady = run(["pipeline", steady, "1", "on", window, "latency"], INGEST)
-    cluster = run([FIREHOSE, "20", window])
-    cluster_steady = run([steady, "1", window])
+    embedded = run_phase(INGEST, ["pipeline", FIREHOSE, "20", "on", window, "firehose"])
+    embedded_steady = run_phase(INGEST, ["pipeline", steady, "1", "on", window, "latency"])
+    cluster = run_phase(HERE, [FIREHOSE, "20", window])
+    cluster_steady = run_phase(HERE, [steady, "1", window])
     emb = float(embedded["silver_rows_per_s"])  # type: ignore[arg-type]
     clu = float(cluster["silver_rows_per_s"])  # type: ignore[arg-type]
     print(

@@ -26,8 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,6 +34,8 @@ import pyarrow.compute as pc
 from _common import (  # bench/_common.py
     cpu_reference,
     pct,
+    peak_rss_mb,
+    run_phase,
     scratch_dir,
     start_simulator,
     venues_from_env,
@@ -46,13 +46,6 @@ HERE = Path(__file__).resolve()
 # all) k2 kept up for most of a phase once the ingest path got faster, which measures the offer,
 # not k2.
 FIREHOSE = "6000"
-
-
-def rss_peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pipeline_phase(
@@ -153,7 +146,7 @@ def pipeline_phase(
         sim.wait(10)
     if latency:
         result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
-    result["rss_peak_mb"] = rss_peak_mb()
+    result["rss_peak_mb"] = peak_rss_mb()
     return result
 
 
@@ -205,21 +198,8 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
         "load_s": load_s,
         "p50_ms": pct(timings, 0.5),
         "p99_ms": pct(timings, 0.99),
-        "rss_peak_mb": rss_peak_mb(),
+        "rss_peak_mb": peak_rss_mb(),
     }
-
-
-def run_phase(args: list[str]) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, str(HERE), "--phase", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"phase {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -272,7 +252,9 @@ def main() -> None:
     # interleaved (on, off, off, on, ...): drift on a noisy machine hits both
     for i in range(args.rounds):
         for mode in modes if i % 2 == 0 else modes[::-1]:
-            fire = run_phase(["pipeline", FIREHOSE, "20", mode, str(args.seconds), "firehose"])
+            fire = run_phase(
+                HERE, ["pipeline", FIREHOSE, "20", mode, str(args.seconds), "firehose"]
+            )
             fires[mode].append(fire)
             print(
                 f"[metrics {mode}] round {i + 1}: "
@@ -303,13 +285,13 @@ def main() -> None:
             f"({throughput['on']:,.0f} on vs {throughput['off']:,.0f} off)"
         )
     if args.offload:
-        fire = run_phase(["pipeline", FIREHOSE, "20", modes[0], str(args.seconds), "offload"])
+        fire = run_phase(HERE, ["pipeline", FIREHOSE, "20", modes[0], str(args.seconds), "offload"])
         print(
             f"firehose with an offload cycle ({fire.get('offloaded_rows', 0):,} rows archived): "
             f"{fire['silver_rows_per_s']:,.0f} trades/s committed, "
             f"peak RSS {fire['rss_peak_mb']:.0f} MB"
         )
-    q = run_phase(["query", str(args.trades)])
+    q = run_phase(HERE, ["query", str(args.trades)])
     print(
         f"query 'last 100 1m candles of one symbol' with {q['stored']:,} trades stored: "
         f"p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms (loaded in {q['load_s']:.0f} s)"

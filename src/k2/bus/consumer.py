@@ -132,8 +132,8 @@ class IngestMember:
             while not stop.is_set():
                 for msg in self._consumer.consume(5_000, POLL_S):
                     error = msg.error()
-                    if error is not None:
-                        self.stats.last_error = error.str()
+                    if error is not None:  # the client retries by itself: say so, go on
+                        log.warning("ingest %s: %s", self.stats.member, error.str())
                         continue
                     self._add(msg)
                 self._cut(final=False)
@@ -242,7 +242,7 @@ class IngestMember:
                 offsets=[TopicPartition(tp[0], tp[1], self._next[tp])], asynchronous=True
             )
         except KafkaException as err:  # the broker is away: the recorded cut covers it
-            self.stats.last_error = str(err)
+            log.warning("ingest %s: cannot commit %s[%d]: %s", self.stats.member, *tp, err)
 
     def _commit_sync(self, tps: list[tuple[str, int]] | None = None) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -255,8 +255,8 @@ class IngestMember:
         if offsets:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as err:
-                self.stats.last_error = str(err)
+            except KafkaException as err:  # the recorded cuts cover it
+                log.warning("ingest %s: cannot commit offsets: %s", self.stats.member, err)
 
     # -- rebalances -------------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -311,7 +311,7 @@ class IngestMember:
                     position = self._consumer.position([TopicPartition(topic, partition)])
                     at = position[0].offset if position and position[0].offset >= 0 else high
                 lags.append(PartitionLag(topic, partition, at, high, max(0, high - at)))
-        except KafkaException as err:
-            self.stats.last_error = str(err)
+        except KafkaException as err:  # the last figures stand until the broker answers
+            log.warning("ingest %s: cannot read the partitions' ends: %s", self.stats.member, err)
             return
-        self.stats.lag, self.stats.lag_checked_at = lags, time.time()
+        self.stats.lag = lags

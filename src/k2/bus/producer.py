@@ -132,7 +132,6 @@ class BusSink:
             self.stats.delivered += 1
             return
         self.stats.delivery_errors += 1
-        self.stats.last_error = err.str()
         log.error(
             "bus: the broker did not take a message for %s (partition %s): %s",
             msg.topic(),
@@ -155,7 +154,6 @@ class BusSink:
             log.error("bus: the producer failed for good: %s", err.str())
         else:
             log.warning("bus: %s", err.str())
-        self.stats.last_error = err.str()
 
     def _poll(self) -> None:
         """Serve delivery reports (and errors) as they come, on this thread."""

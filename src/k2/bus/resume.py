@@ -127,7 +127,7 @@ def _take_back(
         message = decode_trades_message(value)
     except msgspec.DecodeError:
         return  # not K2's: the ingest workers count it
-    s = states.get(message.symbol) if message.venue == venue else None
+    s = states.get(message.symbol) if message.exchange == venue else None
     if s is None or s.done:
         return
     if isinstance(message, GapRecord):

@@ -15,7 +15,6 @@ class ProducerStats:
     buffered: int = 0  # messages in the local buffer, not acknowledged yet
     buffer_limit: int = 0
     brokers_down_since: float = 0.0  # UNIX time; 0 while the broker is reachable
-    last_error: str = ""
     fatal: str = ""  # the producer cannot go on (this process must restart)
 
 
@@ -38,5 +37,3 @@ class ConsumerStats:
     rebalances: int = 0
     assigned: list[tuple[str, int]] = field(default_factory=list)
     lag: list[PartitionLag] = field(default_factory=list)
-    lag_checked_at: float = 0.0
-    last_error: str = ""

@@ -46,7 +46,7 @@ class WireTrade(msgspec.Struct, array_like=True, frozen=True):
 
 
 class TradeBatch(msgspec.Struct, tag="trades", frozen=True):
-    venue: str
+    exchange: str
     symbol: str
     canonical_symbol: str
     conn_id: str
@@ -59,8 +59,10 @@ class TradeBatch(msgspec.Struct, tag="trades", frozen=True):
 
 
 class GapRecord(msgspec.Struct, tag="gap", frozen=True):
+    """A gap record: `records.Gap`'s fields, in its order."""
+
     gap_id: str
-    venue: str
+    exchange: str
     symbol: str
     first_id: int
     last_id: int
@@ -76,7 +78,9 @@ class GapRecord(msgspec.Struct, tag="gap", frozen=True):
 
 
 class RejectRecord(msgspec.Struct, tag="reject", frozen=True):
-    venue: str
+    """A reject: `records.Reject`'s fields, in its order."""
+
+    exchange: str
     reason: str
     raw: bytes
     ts_recv: int
@@ -127,30 +131,11 @@ def encode_trades(
 
 
 def encode_gap(gap: Gap) -> bytes:
-    return _encoder.encode(
-        GapRecord(
-            gap.gap_id,
-            gap.exchange,
-            gap.symbol,
-            gap.first_id,
-            gap.last_id,
-            gap.ts_from,
-            gap.ts_to,
-            gap.detected_at,
-            gap.resolved_at,
-            gap.outcome,
-            gap.missing,
-            gap.recovered,
-            gap.kind,
-            gap.detail,
-        )
-    )
+    return _encoder.encode(GapRecord(*msgspec.structs.astuple(gap)))
 
 
 def encode_reject(reject: Reject) -> bytes:
-    return _encoder.encode(
-        RejectRecord(reject.exchange, reject.reason, reject.raw, reject.ts_recv, reject.conn_id)
-    )
+    return _encoder.encode(RejectRecord(*msgspec.structs.astuple(reject)))
 
 
 def decode_trades_message(value: bytes) -> TradesMessage:
@@ -167,7 +152,7 @@ def batch_trades(batch: TradeBatch) -> tuple[list[Trade], list[Trade]]:
     """The batch's trades (received) and the accepted ones among them (the same objects)."""
     received = [
         Trade(
-            batch.venue,
+            batch.exchange,
             batch.symbol,
             batch.canonical_symbol,
             w.trade_id,
@@ -186,23 +171,8 @@ def batch_trades(batch: TradeBatch) -> tuple[list[Trade], list[Trade]]:
 
 
 def record_gap(record: GapRecord) -> Gap:
-    return Gap(
-        record.gap_id,
-        record.venue,
-        record.symbol,
-        record.first_id,
-        record.last_id,
-        record.ts_from,
-        record.ts_to,
-        record.detected_at,
-        record.resolved_at,
-        record.outcome,
-        record.missing,
-        record.recovered,
-        record.kind,
-        record.detail,
-    )
+    return Gap(*msgspec.structs.astuple(record))
 
 
 def record_reject(record: RejectRecord) -> Reject:
-    return Reject(record.venue, record.reason, record.raw, record.ts_recv, record.conn_id)
+    return Reject(*msgspec.structs.astuple(record))

@@ -24,6 +24,7 @@ error or a timeout mid-insert) is completed by its retry, never doubled.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -35,19 +36,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.errors import StoreError, StoreRefused, StoreUnavailable
+from k2.errors import StoreError
 from k2.hotstore.batch import (
     Batch,
     Chunk,
     TableSlices,
     Write,
     batch_ingest_rows,
-    insert_settings,
-    slice_token,
     without_unconvertible,
 )
+from k2.hotstore.inserts import write_slices
 from k2.hotstore.rows import gap_rows, reject_rows
-from k2.hotstore.schema import DATABASE, INGEST_TABLE, SILVER_TABLE, bronze_table
+from k2.hotstore.schema import INGEST_TABLE
 from k2.hotstore.stats import WriterStats
 from k2.hotstore.store import HotStore
 from k2.ingest.backoff import Backoff
@@ -182,7 +182,7 @@ class StoreWriter:
         w = self._inflight
         while True:
             try:
-                await asyncio.wrap_future(self._store.submit(self._write, w))
+                await asyncio.wrap_future(self._submit(w))
                 break
             except StoreError as err:  # unavailable (the rows are not the problem): wait, retry
                 delay = self._store_down(err)
@@ -211,14 +211,14 @@ class StoreWriter:
         with self._commit_lock:
             self.stats.pending += batch.rows
             w = Write(self._tables(batch), batch.rows, token)
-            if not self.retrying(lambda: self._store.submit(self._write, w).result(), stop):
+            if not self.retrying(lambda: self._submit(w).result(), stop):
                 self.stats.pending -= batch.rows
                 return False
             self._committed(w)
             refused, self._batch.rejects = self._batch.rejects, []
             if refused:  # trades the store refused, as rejects: part of this batch's identity
                 rest = Write(self._tables(Batch(rejects=refused)), 0, f"{token}:refused")
-                return self.retrying(lambda: self._store.submit(self._write, rest).result(), stop)
+                return self.retrying(lambda: self._submit(rest).result(), stop)
         return True
 
     def retrying(self, write: Callable[[], object], stop: threading.Event) -> bool:
@@ -232,6 +232,10 @@ class StoreWriter:
                     return False
                 continue
             return True
+
+    def _submit(self, w: Write) -> concurrent.futures.Future[None]:
+        """Insert what is left of `w` on the store's thread (inserts.write_slices)."""
+        return self._store.submit(write_slices, self._store, w, self.stats)
 
     def _store_down(self, err: StoreError) -> float:
         s = self.stats
@@ -332,88 +336,6 @@ class StoreWriter:
         if batch.rejects:
             out.append(TableSlices.whole("rejects", reject_rows(batch.rejects)))
         return out
-
-    # -- on the store's owner thread --------------------------------------------------------------
-    def _write(self, w: Write) -> None:
-        """Insert what is left of `w`: bronze first (silver and candles follow inside each insert),
-        then gap records, so a gap is never marked repaired before its trades exist.
-
-        Raises StoreUnavailable (or StoreError) when the store is the problem; what was inserted
-        stays inserted, and the next call resumes with the rest.
-        """
-        for table in w.tables:
-            while table.todo:
-                offset, length = table.todo[0]
-                piece = table.data.slice(offset, length)
-                started = time.perf_counter()
-                try:
-                    self._store.insert_arrow(
-                        f"{DATABASE}.{table.name}",
-                        piece,
-                        insert_settings(
-                            table.name, length, slice_token(w.token, table.name, offset, length)
-                        ),
-                    )
-                except StoreRefused as err:
-                    w.split(table, str(err))
-                    continue
-                except StoreUnavailable:
-                    raise
-                except StoreError as err:
-                    # Unclassified: the rows, if the store keeps taking others meanwhile.
-                    if w.written_at_unclassified is None:
-                        w.written_at_unclassified = w.written
-                    if length > 1 and self._store.ping():
-                        w.split(table, str(err), refuse_single=False)
-                    elif length == 1:
-                        table.deferred.append(table.todo.pop(0))
-                    else:
-                        raise
-                    continue
-                table.todo.pop(0)
-                w.written += 1
-                self._note(table.name, piece, time.perf_counter() - started, w)
-            if table.deferred:
-                # Single rows an unclassified error struck: refused if other rows went in since
-                # (so the store works); otherwise it is the store, and they wait.
-                if w.written_at_unclassified is not None and w.written > w.written_at_unclassified:
-                    for offset, _ in table.deferred:
-                        self._try_one(w, table, offset)
-                    table.deferred.clear()
-                else:
-                    table.todo, table.deferred = table.deferred, []
-                    raise StoreUnavailable(
-                        f"every insert into {table.name} fails; the store answers, the rows "
-                        "look fine: treated as the store being unavailable"
-                    )
-
-    def _try_one(self, w: Write, table: TableSlices, offset: int) -> None:
-        piece = table.data.slice(offset, 1)
-        started = time.perf_counter()
-        try:
-            self._store.insert_arrow(
-                f"{DATABASE}.{table.name}",
-                piece,
-                insert_settings(table.name, 1, slice_token(w.token, table.name, offset, 1)),
-            )
-        except StoreUnavailable:
-            raise
-        except StoreError as err:
-            w.refused.append((table.name, piece, str(err)))
-            return
-        w.written += 1
-        self._note(table.name, piece, time.perf_counter() - started, w)
-
-    def _note(self, name: str, piece: pa.Table, seconds: float, w: Write) -> None:
-        w.insert_s += seconds
-        if name == INGEST_TABLE:  # fanned out to the bronze tables, silver and the candles
-            counts = pc.value_counts(piece.column("exchange").combine_chunks().dictionary_decode())
-            for item in counts.to_pylist():
-                self.stats.note_insert(bronze_table(item["values"]), item["counts"], seconds)
-            accepted = piece.num_rows - (pc.sum(piece.column("duplicate")).as_py() or 0)
-            self.stats.note_insert(SILVER_TABLE, accepted, seconds)
-        else:
-            self.stats.note_insert(name, piece.num_rows, seconds)
 
     # -- stopping ---------------------------------------------------------------------------------
     async def close(self, deadline: float | None = None) -> int:
