@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from k2.archive.status import ArchiveStatus
 from k2.bus.stats import ConsumerStats, ProducerStats
+from k2.errors import InputError
 from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import FeedStats
 from k2.settings import Settings
@@ -55,7 +56,12 @@ def serve_metrics(settings: Settings, **parts: Any) -> Any:
     from k2.observe.metrics import build_registry
 
     registry = build_registry(ProcessState(settings, **parts))
-    server, _thread = start_http_server(
-        settings.bus.metrics_port, addr=settings.api.host, registry=registry
-    )
+    host, port = settings.api.host, settings.bus.metrics_port
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as err:
+        raise InputError(
+            f"cannot serve /metrics on {host}:{port} (setting bus.metrics_port): "
+            f"{err.strerror or err}"
+        ) from None
     return server
