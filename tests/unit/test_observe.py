@@ -263,3 +263,18 @@ def test_disk_thresholds() -> None:
     assert _by_name(_inputs())["disk"] in (OK, WARN, FAIL)
     assert _by_name(_inputs(), disk_warn_pct=100.0, disk_fail_pct=0.0)["disk"] == WARN
     assert _by_name(_inputs(), disk_warn_pct=100.0, disk_fail_pct=100.0)["disk"] == FAIL
+
+
+def test_a_cluster_process_on_a_busy_metrics_port_says_which_and_why() -> None:
+    import socket
+
+    from k2.errors import InputError
+    from k2.observe.process import serve_metrics
+    from k2.settings import load_settings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=rf"127\.0\.0\.1:{port} \(setting bus\.metrics_port\)"):
+            serve_metrics(load_settings(bus={"metrics_port": port}))
