@@ -159,7 +159,7 @@ def hot_rows(
         data = store.query_arrow(spec.select_windows(0, closed))
         key = ("exchange", "canonical_symbol", "window_start")
     else:
-        data = store.query_arrow(spec.select_range(0, 2**62))
+        data = store.query_arrow(spec.select_range("1"))
         key = ("ingest_seq",)
     return _rows(data, key)
 

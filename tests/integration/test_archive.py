@@ -14,12 +14,14 @@ import pytest
 from pyiceberg.expressions import EqualTo
 
 from k2.archive import maintenance as mnt
+from k2.archive import marks
 from k2.archive.lake import Lake, watermark
 from k2.archive.offload import POINTS, offload_table
 from k2.archive.reconcile import reconcile_table
-from k2.archive.tables import BY_NAME, TABLES, WATERMARK
+from k2.archive.tables import BY_NAME, TABLES, WATERMARK, WRITER_MARKS
 from k2.hotstore.clickhouse import ClickHouseStore
-from k2.settings import ArchiveSettings
+from k2.hotstore.writer import StoreWriter
+from k2.settings import ArchiveSettings, WriterSettings
 from tests.archive_support import Market, archive_rows, archive_settings, hot_rows
 
 pytestmark = pytest.mark.integration
@@ -361,3 +363,67 @@ def test_watermark_walks_back_past_snapshots_without_one(
     empty = pa.Table.from_pylist([], schema=table.schema().as_arrow())
     table.append(empty)  # a snapshot some other tool made, with no K2 property
     assert watermark(lake.table(BY_NAME["bronze_trades_kraken"])) == mark
+
+
+def test_several_writers_each_keep_their_own_watermark(store: ClickHouseStore, lake: Lake) -> None:
+    """Two writers on one store (two `k2 ingest` processes), one whose clock runs an hour ahead:
+    its rows, numbered higher, are archived first; the other's come later numbered below
+    everything archived. One watermark for the table would skip them; one per writer does not."""
+    ahead = Market(store)
+    ahead.writer = StoreWriter(store, WriterSettings(), time.time_ns() // 1000 + 3600 * 10**6)
+    ahead.next_id = dict.fromkeys(ahead.next_id, 500_000)
+    ahead.write(50)
+    offload_all(store, lake)
+    behind = Market(store)
+    behind.write(40)
+    silver = lake.table(BY_NAME["silver_trades"])
+    ((lowest,),) = store.rows(
+        "SELECT max(ingest_seq) FROM k2.silver_trades WHERE writer = {w:String}",
+        {"w": behind.writer.writer_id},
+    )
+    assert lowest < (watermark(silver) or 0)  # below the newest sequence already archived
+    rows = offload_all(store, lake, chunk_rows=70)  # several chunks, each writer's rows cut alike
+    assert rows["silver_trades"] == 160 and rows["bronze_trades_binance"] == 80
+    assert_archive_equals_hot(store, lake)
+    silver = lake.table(BY_NAME["silver_trades"])
+    assert set(marks.read(silver, WRITER_MARKS, WATERMARK)) == {
+        ahead.writer.writer_id,
+        behind.writer.writer_id,
+    }
+    for spec in TRADE_TABLES:
+        checks = reconcile_table(store, lake, spec, retention_days=30)
+        assert checks and all(c.ok for c in checks), (spec.name, checks)
+    again = offload_all(store, lake)
+    assert all(again[t.name] == 0 for t in TRADE_TABLES)
+
+
+def test_an_archive_from_before_the_writer_marks_resumes_from_its_watermark(
+    store: ClickHouseStore, lake: Lake
+) -> None:
+    """An archive whose snapshots carry only the single watermark (made before the marks per
+    writer): it is the mark of the rows that have no writer, and nothing is archived twice."""
+    Market(store).write(10)
+    store.execute(
+        "ALTER TABLE k2.silver_trades UPDATE writer = '' WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    spec = BY_NAME["silver_trades"]
+    old = lake.table(spec)
+    ((top,),) = store.rows("SELECT max(ingest_seq) FROM k2.silver_trades")
+    old.append(
+        pa.Table.from_pylist([], schema=old.schema().as_arrow()),
+        snapshot_properties={WATERMARK: str(top)},
+    )
+    assert marks.read(lake.table(spec), WRITER_MARKS, WATERMARK) == {"": int(top)}
+    later = Market(store)
+    later.next_id = dict.fromkeys(later.next_id, 9_000)
+    later.write(5)
+    result = offload_table(store, lake, spec, chunk_rows=1000, lookback_minutes=180)
+    assert result.rows == 20  # the new writer's rows only: the old ones are below the watermark
+    ((newest,),) = store.rows(
+        "SELECT max(ingest_seq) FROM k2.silver_trades WHERE writer = {w:String}",
+        {"w": later.writer.writer_id},
+    )
+    assert marks.read(lake.table(spec), WRITER_MARKS, WATERMARK) == {
+        "": int(top),
+        later.writer.writer_id: int(newest),
+    }

@@ -92,12 +92,14 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
                     "ingest_source",
                     "bronze_views_source",
                     "bus_cuts",
+                    "writer",
+                    "bronze_writer",
                 ],
                 1,
             )
         ]
         assert migrate.apply(s, HotStoreSettings()) == []
-        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 14
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 16
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
         expected = {
             "bronze_trades_binance",
@@ -113,7 +115,7 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
         s.close()
 
 
-def test_a_store_made_before_the_typed_source_upgrades_and_gains_a_venue(
+def test_a_store_made_before_the_typed_source_and_writer_upgrades_and_gains_a_venue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A data directory from schema version 11 (bronze derived `source` from a `-rest` connection
@@ -134,13 +136,16 @@ def test_a_store_made_before_the_typed_source_upgrades_and_gains_a_venue(
             "012_ingest_source.sql",
             "013_bronze_views_source.sql",
             "014_bus_cuts.sql",
+            "015_writer.sql",
+            "016_bronze_writer.sql",
         ]
 
         def mine(venue: str, first: int) -> list[Trade]:
             return [trade(venue, first + i, "1", "1", NOW + i, symbol="BTC-USD") for i in range(2)]
 
+        writer = StoreWriter(s, WriterSettings(), last_sequence(s))
+
         async def run() -> None:
-            writer = StoreWriter(s, WriterSettings(), last_sequence(s))
             for venue in ("binance", "coinbase"):
                 # the names would have said the opposite
                 await writer.trades(*[mine(venue, 1)] * 2, f"{venue}-rest", Source.WS)
@@ -152,6 +157,11 @@ def test_a_store_made_before_the_typed_source_upgrades_and_gains_a_venue(
             assert s.rows(
                 f"SELECT trade_id, toString(source) FROM k2.bronze_trades_{venue} ORDER BY trade_id"
             ) == [(1, "ws"), (2, "ws"), (10, "rest"), (11, "rest")]
+            # and every row names its writer (015, 016): the offload's marks are per writer
+            assert s.rows(f"SELECT DISTINCT writer FROM k2.bronze_trades_{venue}") == [
+                (writer.writer_id,)
+            ]
+        assert s.rows("SELECT DISTINCT writer FROM k2.silver_trades") == [(writer.writer_id,)]
         assert migrate.apply(s, HotStoreSettings()) == []  # and the next start changes nothing
         (views,) = s.rows(
             "SELECT count() FROM system.tables WHERE database = 'k2' "

@@ -73,7 +73,9 @@ def trades(first: int, n: int, price: str = "64000.123456789012345678") -> list[
 
 def batch(first: int, n: int, seq: int) -> pa.Table:
     received = trades(first, n)
-    return ingest_rows(received, ["binance"], ["binance-1"], [Source.WS], [n], None, seq)
+    return ingest_rows(
+        received, ["binance"], ["binance-1"], [Source.WS], [n], None, seq, writer="contract"
+    )
 
 
 def counts(store: HotStore) -> tuple[int, int, int]:

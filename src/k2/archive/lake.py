@@ -26,6 +26,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.table import Table
 
+from k2.archive.marks import snapshot_text
 from k2.archive.tables import NAMESPACE, WATERMARK, ArchiveTable
 from k2.errors import ArchiveError
 from k2.settings import ArchiveSettings
@@ -55,22 +56,10 @@ def warehouse(settings: ArchiveSettings, data_dir: Path) -> str:
 
 
 def snapshot_property(table: Table, key: str) -> int | None:
-    """Return integer property `key` from the newest snapshot that carries it.
-
-    Walks back from the current snapshot through its parents, so a snapshot without the property
-    (one pyiceberg, another tool, or an intermediate K2 commit made) never hides the last one.
-    """
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
-        value = snapshot.summary.additional_properties.get(key) if snapshot.summary else None
-        if value is not None:
-            return int(value)
-        snapshot = (
-            table.snapshot_by_id(snapshot.parent_snapshot_id)
-            if snapshot.parent_snapshot_id
-            else None
-        )
-    return None
+    """Return integer property `key` from the newest snapshot that carries it (marks.snapshot_text:
+    a snapshot without it, one pyiceberg or an intermediate K2 commit made, never hides it)."""
+    value = snapshot_text(table, key)
+    return int(value) if value is not None else None
 
 
 def watermark(table: Table) -> int | None:

@@ -19,8 +19,17 @@ import pyarrow.compute as pc
 from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
-from k2.archive.lake import Lake, watermark
-from k2.archive.tables import WATERMARK, ArchiveTable, partition_ordinal, time_range
+from k2.archive.lake import Lake
+from k2.archive.marks import snapshot_text
+from k2.archive.tables import (
+    SILVER_SEQUENCE,
+    SILVER_WRITER_MARKS,
+    WATERMARK,
+    WRITER_MARKS,
+    ArchiveTable,
+    partition_ordinal,
+    time_range,
+)
 from k2.errors import ArchiveError
 from k2.settings import ArchiveSettings
 
@@ -60,7 +69,12 @@ def compact(
     by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for f in files:
         by_partition[partition_ordinal(next(iter(f["partition"].values())))].append(f)
-    mark = watermark(table)
+    # The offload's marks, carried onto the rewrite (readers walk back past it anyway).
+    kept = {
+        key: text
+        for key in (WATERMARK, WRITER_MARKS, SILVER_WRITER_MARKS, SILVER_SEQUENCE)
+        if (text := snapshot_text(table, key)) is not None
+    }
     for value, members in sorted(by_partition.items()):
         if len(members) < 2 or not any(m["file_size_in_bytes"] < small for m in members):
             continue
@@ -74,9 +88,7 @@ def compact(
                 f"manifests say {expected}"
             )
         data = data.sort_by([(c, "ascending") for c in spec.sort_by])
-        props = {"k2.operation": "compaction"} | (
-            {WATERMARK: str(mark)} if mark is not None else {}
-        )
+        props = {"k2.operation": "compaction"} | kept
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
             table.overwrite(data, overwrite_filter=where, snapshot_properties=props)

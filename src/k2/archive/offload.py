@@ -1,9 +1,10 @@
 """Offload: copy the hot tables to the archive exactly once.
 
-Trade tables (bronze, silver): rows whose ingest sequence is above the table's watermark and at
-or below the high mark taken when the run starts, in chunks of at most `chunk_rows`. Each chunk
-is one Iceberg commit that carries the new watermark in the same snapshot's summary, so data and
-watermark land together or not at all, and a rerun after a crash anywhere resumes exactly.
+Trade tables (bronze, silver): per writer, rows whose ingest sequence is above the writer's
+watermark and at or below its highest visible sequence when the run starts (archive/marks.py),
+in chunks of at most `chunk_rows`. Each chunk is one Iceberg commit that carries the new marks in
+the same snapshot's summary, so data and marks land together or not at all, and a rerun after a
+crash anywhere resumes exactly.
 
 Candle tables: windows that have closed, re-archived over a lookback and wherever silver rows
 added since the last run fall (so a late trade corrects a candle already archived, however late).
@@ -25,8 +26,16 @@ from dataclasses import dataclass
 import pyarrow as pa
 from pyiceberg.table import Table
 
-from k2.archive.lake import Lake, snapshot_property, watermark
-from k2.archive.tables import SILVER_SEQUENCE, WATERMARK, ArchiveTable, time_range
+from k2.archive import marks
+from k2.archive.lake import Lake, watermark
+from k2.archive.tables import (
+    SILVER_SEQUENCE,
+    SILVER_WRITER_MARKS,
+    WATERMARK,
+    WRITER_MARKS,
+    ArchiveTable,
+    time_range,
+)
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
 
@@ -127,19 +136,21 @@ _PARQUET = (
 
 
 def _chunk_ends(
-    store: HotStore, spec: ArchiveTable, after: int, high: int, chunk_rows: int
+    store: HotStore, spec: ArchiveTable, base: marks.Marks, highs: marks.Marks, chunk_rows: int
 ) -> list[int]:
-    """Ingest sequences that cut the rows in (after, high] into chunks of about `chunk_rows`."""
-    where = f"ingest_seq > {after} AND ingest_seq <= {high}"
+    """Ingest sequences that cut the rows between the marks into chunks of about `chunk_rows`
+    (a cut applies to every writer: chunk i holds each writer's rows up to cut i)."""
+    where = marks.between(base, highs)
+    top = max(highs.values())
     ((count,),) = store.rows(f"SELECT count() FROM {DATABASE}.{spec.name} WHERE {where}")
     pieces = -(-int(count) // chunk_rows)
     if pieces <= 1:
-        return [high] if count else []
+        return [top] if count else []
     levels = ", ".join(f"{i / pieces:.9f}" for i in range(1, pieces))
     ((cuts,),) = store.rows(
         f"SELECT quantilesExactLow({levels})(ingest_seq) FROM {DATABASE}.{spec.name} WHERE {where}"
     )
-    return [*sorted({int(c) for c in cuts if after < c < high}), high]
+    return [*sorted({int(c) for c in cuts if c < top}), top]
 
 
 def _rows(
@@ -150,12 +161,16 @@ def _rows(
     chunk_rows: int,
     checkpoint: Checkpoint,
 ) -> None:
-    mark = result.watermark_before or 0
-    ((high,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.{spec.name}")
-    high = int(high or 0)
-    for upper in _chunk_ends(store, spec, mark, high, chunk_rows) if mark < high else []:
+    highs = marks.highs(store, spec.name)
+    # A writer no longer in hot has nothing left to archive: its mark goes (it never writes again,
+    # and one that did would have all its rows in hot above 0).
+    archived = marks.read(table, WRITER_MARKS, WATERMARK)
+    base = {w: archived.get(w, 0) for w in highs}
+    pending = any(h > base[w] for w, h in highs.items())
+    for cut in _chunk_ends(store, spec, base, highs, chunk_rows) if pending else []:
         checkpoint(spec.name, "before_read")
-        where = f"ingest_seq > {mark} AND ingest_seq <= {upper}"
+        upper = {w: max(base[w], min(h, cut)) for w, h in highs.items()}
+        where = marks.between(base, upper)
         days = store.rows(
             f"SELECT toUInt32(toDate(ts_event)) d, count(), max(toUnixTimestamp64Nano(ts_event)) "
             f"FROM {DATABASE}.{spec.name} WHERE {where} GROUP BY d ORDER BY d"
@@ -163,7 +178,7 @@ def _rows(
         checkpoint(spec.name, "before_write")
         files = []
         for day, _count, _newest in days:  # one file per day partition: its partition value
-            blob = store.query_bytes(spec.select_range(mark, upper, day) + _PARQUET, "Parquet")
+            blob = store.query_bytes(spec.select_range(where, day) + _PARQUET, "Parquet")
             date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
             path = (
                 f"{table.location()}/data/{spec.partition_by}_day={date.isoformat()}/"
@@ -174,18 +189,23 @@ def _rows(
             files.append(path)
         checkpoint(spec.name, "files_written")  # data files exist; nothing refers to them yet
         rows = sum(n for _d, n, _t in days)
+        newest = max(upper.values())
         tx = table.transaction()
         tx.add_files(
             files,
-            snapshot_properties={WATERMARK: str(upper), "k2.rows": str(rows)},
+            snapshot_properties={
+                WRITER_MARKS: marks.encode(upper),
+                WATERMARK: str(newest),
+                "k2.rows": str(rows),
+            },
             check_duplicate_files=False,
         )
         tx.commit_transaction()
         checkpoint(spec.name, "committed")
-        mark = upper
+        base = upper
         result.rows += rows
         result.commits += 1
-        result.watermark_after = upper
+        result.watermark_after = newest
         result.newest_event_ns = max(result.newest_event_ns, *(t for _d, _n, t in days))
 
 
@@ -223,19 +243,18 @@ def _candles(
     )
     if not markets:
         return
-    seen = snapshot_property(table, SILVER_SEQUENCE) or 0
-    ((high,),) = store.rows(f"SELECT max(ingest_seq) FROM {DATABASE}.silver_trades")
-    high = int(high or 0)
+    seen = marks.read(table, SILVER_WRITER_MARKS, SILVER_SEQUENCE)
+    highs = marks.highs(store, "silver_trades")
     spans = []
     start = hot_start if result.watermark_before is None else result.watermark_before - lookback_s
     start = max(start, hot_start) // step * step  # never before what hot holds: hot is the truth
     if start < closed:
         spans.append((start, closed))
-    if result.watermark_before is not None and high > seen:
+    if result.watermark_before is not None and any(h > seen.get(w, 0) for w, h in highs.items()):
         for (window,) in store.rows(
             "SELECT DISTINCT toUnixTimestamp("
             f"toStartOfInterval(toDateTime(ts_event, 'UTC'), INTERVAL {tf.interval})) "
-            f"FROM {DATABASE}.silver_trades WHERE ingest_seq > {seen} AND ingest_seq <= {high}"
+            f"FROM {DATABASE}.silver_trades WHERE {marks.between(seen, highs)}"
         ):
             if hot_start <= window < closed:
                 spans.append((window, window + step))
@@ -247,7 +266,15 @@ def _candles(
         # Only the last commit moves the marks: a crash before it makes the rerun redo everything
         # (each commit replaces whole windows with what hot holds, so redoing is harmless).
         last = i == len(pieces) - 1
-        props = {WATERMARK: str(closed), SILVER_SEQUENCE: str(high)} if last else {}
+        props = (
+            {
+                WATERMARK: str(closed),
+                SILVER_WRITER_MARKS: marks.encode(highs),
+                SILVER_SEQUENCE: str(max(highs.values(), default=0)),
+            }
+            if last
+            else {}
+        )
         _commit(
             table, spec, data, props | {"k2.rows": str(data.num_rows)}, checkpoint, (start, end)
         )

@@ -20,8 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 
+from k2.archive import marks
 from k2.archive.lake import Lake, watermark
-from k2.archive.tables import ArchiveTable, TableKind, partition_ordinal, time_range
+from k2.archive.tables import (
+    WATERMARK,
+    WRITER_MARKS,
+    ArchiveTable,
+    TableKind,
+    partition_ordinal,
+    time_range,
+)
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 
@@ -159,9 +167,10 @@ def reconcile_table(
             )
             checks = [DayCheck(spec.name, _day(d), n, cold.get(d, 0)) for d, n in whole]
         return checks
+    held = marks.upto(marks.read(table, WRITER_MARKS, WATERMARK))  # what the archive holds
     rows = store.rows(
         f"SELECT toUInt32(toDate(ts_event)), count() FROM {DATABASE}.{spec.name} "
-        f"WHERE ingest_seq <= {int(mark)} GROUP BY 1 ORDER BY 1"
+        f"WHERE {held} GROUP BY 1 ORDER BY 1"
     )
     whole = [(d, n) for d, n in rows if d >= first_whole_day]
     cold = _archive_days_from_metadata(table)
@@ -171,7 +180,7 @@ def reconcile_table(
         hot = dict(
             store.rows(
                 f"SELECT toUInt32(toDate(ts_event)), {_HOT_SUM} FROM {DATABASE}.{spec.name} "
-                f"WHERE ingest_seq <= {int(mark)} "
+                f"WHERE {held} "
                 f"AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"
             )
         )

@@ -37,6 +37,10 @@ from k2.settings import HotStoreSettings
 NAMESPACE = "k2"
 WATERMARK = "k2.watermark"  # snapshot summary property: the archive holds everything up to here
 SILVER_SEQUENCE = "k2.silver_seq"  # candles: silver rows up to this sequence are reflected
+# Trade tables: the watermark per writer (archive/marks.py); WATERMARK is their newest, for display.
+WRITER_MARKS = "k2.writer_marks"
+# Candles: silver rows up to each writer's sequence here are reflected; SILVER_SEQUENCE, newest.
+SILVER_WRITER_MARKS = "k2.silver_writer_marks"
 DEC = DecimalType(38, 18)
 
 
@@ -200,9 +204,9 @@ class ArchiveTable:
             )
         )
 
-    def select_range(self, after: int, upto: int, day: int | None = None) -> str:
-        """Hot rows with ingest_seq in (after, upto] (and event day `day`, days since 1970), in
-        archive form and sort order."""
+    def select_range(self, where: str, day: int | None = None) -> str:
+        """Hot rows matching `where` (marks.between: ingest sequence ranges per writer), and of
+        event day `day` (days since 1970) if given, in archive form and sort order."""
         if self.kind is TableKind.SILVER:
             cols = [
                 "exchange",
@@ -239,7 +243,7 @@ class ArchiveTable:
         )
         return (
             f"SELECT {', '.join(cols)} FROM {DATABASE}.{self.name} "
-            f"WHERE ingest_seq > {int(after)} AND ingest_seq <= {int(upto)}{in_day} "
+            f"WHERE {where}{in_day} "
             f"ORDER BY {', '.join(self.sort_by)}"
         )
 

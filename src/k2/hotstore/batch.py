@@ -118,9 +118,9 @@ def slice_token(batch_token: str, table: str, offset: int, length: int) -> str:
     return f"{batch_token}:{table}:{offset}+{length}"
 
 
-def batch_ingest_rows(chunks: Chunks, last_seq: int) -> tuple[pa.Table | None, int]:
-    """The ingest insert of a batch's trade chunks, with ingest sequences after `last_seq`;
-    returns it (None: no trades) and the last sequence used."""
+def batch_ingest_rows(chunks: Chunks, last_seq: int, writer: str) -> tuple[pa.Table | None, int]:
+    """The ingest insert of a batch's trade chunks, numbered by `writer` with ingest sequences
+    after `last_seq`; returns it (None: no trades) and the last sequence used."""
     trades: list[Trade] = []
     venues: list[str] = []
     conns: list[str] = []
@@ -144,7 +144,8 @@ def batch_ingest_rows(chunks: Chunks, last_seq: int) -> tuple[pa.Table | None, i
     if not trades:
         return None, last_seq
     first = next_sequence(last_seq)
-    return ingest_rows(trades, venues, conns, sources, sizes, dups, first), first + len(trades) - 1
+    rows = ingest_rows(trades, venues, conns, sources, sizes, dups, first, writer)
+    return rows, first + len(trades) - 1
 
 
 def without_unconvertible(chunks: Chunks) -> tuple[Chunks, list[Reject]]:

@@ -21,6 +21,9 @@ from k2.settings import HotStoreSettings
 
 log = logging.getLogger(__name__)
 _PER_VENUE = {"002_bronze.sql", "003_bronze_views.sql", "013_bronze_views_source.sql"}
+# Per venue too, but they alter a venue's bronze table: only the venues that have one (a venue
+# added later gets its table from 002, with today's definition, after the migrations).
+_PER_EXISTING_VENUE = {"016_bronze_writer.sql"}
 _PER_TIMEFRAME = {"006_ohlcv.sql"}
 _PER_ROLLUP = {"008_ohlcv_rollups.sql"}  # every timeframe but 1m, rolled up from 1m
 # The venue and timeframe tables and views (all IF NOT EXISTS): re-applied at every start, after
@@ -47,14 +50,19 @@ def statements(text: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*$", body, flags=re.MULTILINE) if s.strip()]
 
 
-def render(name: str, text: str, settings: HotStoreSettings) -> list[str]:
-    """Return the statements of one DDL file, expanded per venue or timeframe where it applies."""
+def render(
+    name: str, text: str, settings: HotStoreSettings, venues: tuple[str, ...] = VENUE_NAMES
+) -> list[str]:
+    """Return the statements of one DDL file, expanded per venue or timeframe where it applies
+    (`venues`: those with a bronze table, for the migrations that alter one)."""
     values: dict[str, int | str] = {
         "bronze_ttl_days": settings.bronze_ttl_days,
         "silver_ttl_days": settings.silver_ttl_days,
     }
     if name in _PER_VENUE:
         variants = [values | {"venue": v} for v in VENUE_NAMES]
+    elif name in _PER_EXISTING_VENUE:
+        variants = [values | {"venue": v} for v in venues]
     elif name in _PER_TIMEFRAME:
         variants = [values | {"tf": tf.name, "interval": tf.interval} for tf in TIMEFRAMES]
     elif name in _PER_ROLLUP:
@@ -78,7 +86,7 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
     for version, name, text in every:  # each once per data directory, in order
         if version in done:
             continue
-        for statement in render(name, text, settings):
+        for statement in render(name, text, settings, _venues_with_bronze(store)):
             store.execute(statement)
         store.execute(
             f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{name}')"
@@ -92,6 +100,12 @@ def apply(store: HotStore, settings: HotStoreSettings) -> list[str]:
     sync_ttls(store, settings)
     sync_dedup_windows(store)
     return applied
+
+
+def _venues_with_bronze(store: HotStore) -> tuple[str, ...]:
+    query = f"SELECT name FROM system.tables WHERE database = '{DATABASE}'"
+    tables = {row[0] for row in store.rows(query)}
+    return tuple(v for v in VENUE_NAMES if bronze_table(v) in tables)
 
 
 def _ttl_tables(settings: HotStoreSettings) -> dict[str, tuple[str, int]]:

@@ -152,7 +152,7 @@ def recover(store: HotStore) -> dict[str, int]:
         store.execute(
             f"INSERT INTO {DATABASE}.{table} "
             "SELECT symbol, canonical_symbol, trade_id, price, amount, '', "
-            "taker_side, ts_event, ts_recv, 'recovered', 'ws', false, '', ingest_seq "
+            "taker_side, ts_event, ts_recv, 'recovered', 'ws', false, '', ingest_seq, writer "
             f"FROM {DATABASE}.silver_trades WHERE exchange = {{venue:String}} "
             "AND ts_recv >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
             f"AND (symbol, trade_id) NOT IN (SELECT symbol, trade_id FROM {DATABASE}.{table} "

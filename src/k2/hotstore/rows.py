@@ -47,6 +47,7 @@ def ingest_rows(
     chunk_sizes: list[int],
     dups: list[bool] | None,
     first_seq: int,
+    writer: str,
 ) -> pa.Table:
     """One batch of trades, every venue, as the Arrow table the ingest insert takes.
 
@@ -73,6 +74,7 @@ def ingest_rows(
             pa.array(dups, pa.bool_()) if dups is not None else pa.array(np.zeros(n, np.bool_)),
             pa.array([t.raw for t in trades], pa.binary()),
             pa.array(np.arange(first_seq, first_seq + n, dtype=np.uint64)),
+            _per_chunk([writer], [n]),
         ],
         schema=INGEST_INSERT,
     )

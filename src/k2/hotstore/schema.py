@@ -55,6 +55,7 @@ INGEST_INSERT = pa.schema(
         ("duplicate", pa.bool_()),
         ("raw", pa.binary()),
         ("ingest_seq", pa.uint64()),
+        ("writer", pa.dictionary(pa.int32(), pa.string())),  # who numbered ingest_seq
     ]
 )
 

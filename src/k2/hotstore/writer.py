@@ -4,8 +4,11 @@ per table.
 Every received trade becomes a bronze row (duplicates flagged). A batch is one insert into the
 Null table `ingest_trades`; materialized views inside that insert fan it out to the bronze tables,
 then silver, then the candles. The ingest sequence is a hybrid clock,
-max(previous + 1, now in µs): monotonic per table and never reused, even after a restart on a
-store whose tables TTL emptied.
+max(previous + 1, now in µs), and each row names the writer that numbered it (`writer_id`): it
+is monotonic per writer and never reused, even after a restart on a store whose tables TTL
+emptied. Several writers may fill one store (`k2 ingest` processes); the offload keeps a
+watermark per writer (archive/offload.py), since one writer's rows may commit after another's
+higher-numbered ones.
 
 Two kinds of failure, told apart by the store's error (clickhouse.classify):
 
@@ -27,6 +30,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -80,6 +85,8 @@ class StoreWriter:
         self._last_seq = last_seq
         # Batch tokens: unique to this writer's run, then numbered.
         self._run_id, self._batches = uuid.uuid4().hex, 0
+        # Names this run's rows: host and process for the operator, the run id for uniqueness.
+        self.writer_id = f"{socket.gethostname()}:{os.getpid()}:{self._run_id[:8]}"
         self._commit_lock = threading.Lock()
         self.stats = WriterStats()
         self._batch = Batch()
@@ -320,12 +327,12 @@ class StoreWriter:
         """Turn a batch into one Arrow table per destination, assigning ingest sequences."""
         chunks = batch.chunks
         try:
-            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq)
+            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq, self.writer_id)
         except (OverflowError, TypeError, ValueError, pa.ArrowException):
             # A trade whose values do not fit its columns (the adapters' limits should make this
             # impossible): send it to rejects, and convert the rest.
             chunks, refused = without_unconvertible(chunks)
-            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq)
+            ingest, self._last_seq = batch_ingest_rows(chunks, self._last_seq, self.writer_id)
             batch.rejects.extend(refused)
             batch.rows -= len(refused)
             self.stats.pending -= len(refused)

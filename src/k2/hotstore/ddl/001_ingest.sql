@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS k2.ingest_trades
     source            Enum8('ws' = 1, 'rest' = 2),  -- how it came: a WebSocket message, a REST page
     duplicate         Bool,
     raw               String,
-    ingest_seq        UInt64
+    ingest_seq        UInt64,
+    writer            LowCardinality(String)  -- since 015; here so 003's views find it on a new store
 )
 ENGINE = Null;

@@ -1,5 +1,6 @@
 -- Bronze: one table per venue, every trade exactly as received (duplicates included), with the
 -- venue's raw JSON, where and when it arrived, and the writer's ingest sequence.
+-- Also the table's definition for a venue added later (re-applied after every migration).
 -- Applied once per registered venue ($venue); TTLs are synced from settings at every start.
 CREATE TABLE IF NOT EXISTS k2.bronze_trades_$venue
 (
@@ -16,7 +17,8 @@ CREATE TABLE IF NOT EXISTS k2.bronze_trades_$venue
     source            Enum8('ws' = 1, 'rest' = 2),
     duplicate         Bool COMMENT 'already seen: kept here, not in silver',
     raw               String CODEC(LZ4) COMMENT 'the venue JSON of this trade (LZ4: cheap to merge)',
-    ingest_seq        UInt64 COMMENT 'writer sequence, monotonic per table',
+    ingest_seq        UInt64 COMMENT 'writer sequence, monotonic per writer',
+    writer            LowCardinality(String) COMMENT 'the writer that numbered the row (migration 015)',
     INDEX idx_seq ingest_seq TYPE minmax GRANULARITY 1
 )
 ENGINE = MergeTree
