@@ -211,6 +211,11 @@ class HealthSettings(_Section):
     reconcile_max_age_h: float = Field(26.0, gt=0)
     disk_warn_pct: float = Field(10.0, ge=0, le=100)  # free space of the data directory's disk
     disk_fail_pct: float = Field(5.0, ge=0, le=100)
+    # the cluster shape (when bus.bootstrap_servers is set): see docs/CLUSTER.md, "Operations"
+    bus_silent_s: float = Field(60.0, gt=0)  # a process without a heartbeat this long fails
+    bus_lag_warn_messages: int = Field(50_000, ge=1)  # the ingest group's lag on one partition
+    bus_lag_fail_messages: int = Field(500_000, ge=1)
+    bus_forget_h: float = Field(24.0, gt=0)  # a process's last heartbeat is shown this long
 
 
 class SimulatorSettings(_Section):

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from k2.archive.status import ArchiveStatus
 from k2.bus.client import ensure_topics
 from k2.bus.consumer import IngestMember, read_cut
 from k2.bus.producer import BusSink
 from k2.bus.resume import resume_from_bus
-from k2.bus.topics import trades_topic
+from k2.bus.topics import status_topic, trades_topic
 from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.writer import StoreWriter
-from k2.settings import BusSettings, HotStoreSettings, WriterSettings
-from tests.bus_support import Broker
+from k2.settings import BusSettings, HealthSettings, HotStoreSettings, WriterSettings
+from tests.bus_support import Broker, free_port
 from tests.hot_support import assert_candles_equal, read_silver
 from tests.integration.test_feed_sessions import faults
 from tests.support import SMALL, capture, truth_by_key
@@ -83,6 +84,8 @@ def end_offsets(bus: BusSettings) -> dict[tuple[str, int], int]:
     try:
         out = {}
         for topic, n in ensure_topics(bus).items():
+            if topic == status_topic(bus.topic_prefix):
+                continue  # heartbeats: no consumer group reads them
             for p in range(n):
                 out[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
         return out
@@ -185,3 +188,63 @@ def test_a_replayed_cut_writes_nothing_twice_and_the_feed_resumes_from_the_bus(
             top = max(k[2] for k in truth if k[:2] == (venue, symbol))
             assert state.cursors[venue][symbol].high == top, (venue, symbol)
         assert not state.pending.get(venue)
+
+
+def test_health_reads_each_process_by_its_heartbeat_and_the_groups_lag(broker: Broker) -> None:
+    from confluent_kafka import Producer
+
+    from k2.bus.stats import ProducerStats
+    from k2.bus.status import Heartbeats, read_bus
+    from k2.observe.health import FAIL, OK, HealthInputs, evaluate
+
+    bus = broker.settings(partitions=2)
+    ensure_topics(bus)
+    view = read_bus(bus)
+    assert not view.error and not view.processes
+    assert {(p.topic, p.lag) for p in view.lag} == {(trades_topic(bus.topic_prefix), 0)} | {
+        (f"{bus.topic_prefix}.rejects.v1", 0)
+    }
+    producer = Producer({"bootstrap.servers": bus.bootstrap_servers})
+    for i in range(7):  # seven messages nobody has read
+        producer.produce(trades_topic(bus.topic_prefix), b"x", partition=i % 2)
+        # one record per batch: Tansu's high watermark leaves out all but the first record of a
+        # partition's last batch (Kafka's does not)
+        assert producer.flush(10) == 0
+
+    stats = ProducerStats(messages=5, delivered=5, buffer_limit=100)
+    beats = [
+        Heartbeats(bus, "feed", f"venue_{i}", lambda: {"producer": stats}, 0.2) for i in (1, 2)
+    ]
+    time.sleep(1.0)
+    stats.overflows = 1  # later heartbeats carry the later counters
+    beats[1].close()  # venue_2's process stops cleanly; venue_1's keeps beating
+    time.sleep(0.5)
+    view = read_bus(bus)
+    beats[0].close()
+    assert not view.error
+    by_name = {b.process: b for b in view.processes}
+    assert set(by_name) == {beats[0].process, beats[1].process}
+    assert by_name[beats[1].process].stopped and not by_name[beats[0].process].stopped
+    assert by_name[beats[1].process].producer == stats
+    assert sum(p.lag for p in view.lag) == 7, view.lag
+    assert all(p.committed == -1 for p in view.lag)
+
+    inputs = HealthInputs(time.time(), False, [], Path("."), ArchiveStatus(), bus=view)
+    checks = {c.name: c for c in evaluate(inputs, HealthSettings())}
+    assert checks["bus broker"].status == OK
+    assert "7 messages to read" in checks["bus lag"].detail
+    assert "4 of 4 partitions never committed" in checks["bus lag"].detail
+    assert checks[beats[0].process].status == OK
+    assert "stopped cleanly" in checks[beats[1].process].detail
+    later = HealthInputs(time.time() + 120, False, [], Path("."), ArchiveStatus(), bus=view)
+    silent = {c.name: c for c in evaluate(later, HealthSettings())}[beats[0].process]
+    assert silent.status == FAIL and "no heartbeat for 2 min" in silent.detail
+
+
+def test_health_says_when_the_broker_cannot_be_read(broker: Broker) -> None:
+    from k2.bus.status import read_bus
+
+    bus = broker.settings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    view = read_bus(bus, timeout_s=2.0)
+    assert view.error and time.monotonic() - started < 10

@@ -7,6 +7,7 @@ Afterwards silver equals the simulator's tape and the candles equal a recomputat
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -18,7 +19,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from k2.archive.status import ArchiveStatus
 from k2.bus.client import ensure_topics
+from k2.bus.status import read_bus
+from k2.bus.topics import status_topic
+from k2.observe.health import HealthInputs, evaluate
+from k2.settings import HealthSettings
 from tests.bus_support import Broker, free_port
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
 from tests.integration.test_up import K2, env_without_k2, open_store, write_config
@@ -57,7 +63,8 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
     broker: Broker, tmp_path: Path
 ) -> None:
     bus = broker.settings()
-    topics = ensure_topics(bus)
+    # the partitions the ingest group consumes (not the heartbeats')
+    topics = {t: n for t, n in ensure_topics(bus).items() if t != status_topic(bus.topic_prefix)}
     truth_file = tmp_path / "truth.jsonl"
     config = write_config(tmp_path, "")
     env = env_without_k2() | {
@@ -135,6 +142,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         ):
             time.sleep(1)
         scraped = {name: metrics(port) for name, port in ports.items()}  # all still running
+        running = read_bus(bus)  # each process's heartbeat, as k2 health reads them
         for venue, process in feeds.items():
             process.send_signal(signal.SIGTERM)
             assert process.wait(60) == 0, venue
@@ -160,6 +168,36 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
     assert exported["k2_bus_producer_delivered_total"] > 0
     assert exported["k2_bus_consumer_batches_total"] > 0
     assert exported["k2_bus_consumer_assigned_partitions"] > 0
+    # k2 health in the cluster shape: every process by its heartbeat (the restarted kraken feed
+    # replaces the killed one), its feeds' rows from them, then each process's clean stop
+    assert {tuple(b.process.split()[::2]) for b in running.processes} == {
+        *(("feed", v) for v in VENUES),
+        ("ingest", bus.group_id),
+    }
+    assert not any(b.stopped for b in running.processes)
+    assert {b.pid for b in running.processes if b.role == "feed"} == {p.pid for p in feeds.values()}
+    live = evaluate(
+        HealthInputs(time.time(), False, list(VENUES), tmp_path, ArchiveStatus(), bus=running),
+        HealthSettings(),
+    )
+    rows = {c.name: c for c in live}
+    assert "feeds" not in rows and all(f"feed {v}" in rows for v in VENUES)
+    assert rows["bus broker"].status == "OK" and rows["bus lag"].status == "OK"
+    assert all(rows[b.process].status != "FAIL" for b in running.processes), live
+    done = subprocess.run(
+        [*K2, "--config", str(config), "health", "--json"],
+        env=run_env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 2, report  # nothing captures any more
+    stopped = {c["name"]: c for c in report["checks"] if c["name"] in rows}
+    assert all("stopped cleanly" in stopped[b.process]["detail"] for b in running.processes), (
+        stopped
+    )
+    assert stopped["bus lag"]["status"] == "OK"
     kraken_restart = (tmp_path / "feed-kraken-4.log").read_text()
     assert re.search(r"kraken: resuming [1-9]\d* symbols from the bus", kraken_restart)
     store = open_store(tmp_path / "data")

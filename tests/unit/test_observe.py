@@ -14,6 +14,7 @@ from k2.archive.maintenance import MaintenanceResult
 from k2.archive.reconcile import DayCheck
 from k2.archive.status import ArchiveStatus
 from k2.bus.stats import ConsumerStats, PartitionLag, ProducerStats
+from k2.bus.status import BusView, FeedReport, Heartbeat
 from k2.hotstore.stats import WriterStats
 from k2.ingest.stats import LIVE, RECONNECTING, FeedStats
 from k2.observe.health import EXIT_CODES, FAIL, OK, WARN, HealthInputs, evaluate, overall, report
@@ -257,6 +258,101 @@ def test_maintenance_and_reconcile() -> None:
     assert names["maintenance"] == FAIL and names["reconcile"] == FAIL
     status.maintenance_ok, status.maintenance_success_at = True, NOW - 30 * 3600
     assert _by_name(_inputs(archive=status))["maintenance"] == WARN
+
+
+def _beat(role: str, sent_ago: float = 5.0, **kw: object) -> Heartbeat:
+    fields: dict[str, object] = {
+        "process": f"{role} host1 {'venue_a' if role == 'feed' else 'k2-ingest'}",
+        "role": role,
+        "host": "host1",
+        "pid": 42,
+        "started_at": NOW - 600,
+        "sent_at": NOW - sent_ago,
+    }
+    return Heartbeat(**(fields | kw))  # type: ignore[arg-type]
+
+
+def _feed_beat(sent_ago: float = 5.0, **kw: object) -> Heartbeat:
+    stats = FeedStats("venue_a", state=LIVE)
+    stats.trades = 1234
+    report = FeedReport(stats, live_for=300.0, down_for=0.0, open_gaps=1)
+    return _beat("feed", sent_ago, producer=ProducerStats(buffer_limit=100), feeds=[report], **kw)
+
+
+def _cluster(*beats: Heartbeat, lag: int = 0, error: str = "") -> HealthInputs:
+    lags = [PartitionLag("k2.trades.v1", 0, 10, 10 + lag, lag)]
+    view = BusView("127.0.0.1:9092", error, "k2-ingest", lags, list(beats))
+    return _inputs(running=False, started_at=0.0, bus=view)
+
+
+def test_the_cluster_shape_judges_feeds_by_their_heartbeats() -> None:
+    checks = {c.name: c for c in evaluate(_cluster(_feed_beat(), _beat("ingest")), NOT_ABOUT_DISK)}
+    assert "feeds" not in checks  # every venue has a feed process reporting it
+    assert checks["feed venue_a"].status == OK
+    assert "1,234 trades" in checks["feed venue_a"].detail
+    assert "1 being repaired" in checks["gaps venue_a"].detail
+    assert checks["bus broker"].status == OK and checks["bus lag"].status == OK
+    assert checks["feed host1 venue_a"].status == OK
+    assert checks["ingest host1 k2-ingest"].status == OK
+    assert overall(list(checks.values())) == OK, [c for c in checks.values() if c.status != OK]
+
+
+def test_a_feed_down_for_long_in_its_process_fails() -> None:
+    beat = _feed_beat()
+    beat.feeds[0].stats.state = RECONNECTING
+    beat.feeds[0].live_for, beat.feeds[0].down_for = 0.0, 100.0  # plus 5 s since it was sent
+    assert _by_name(_cluster(beat))["feed venue_a"] == FAIL
+
+
+def test_a_silent_process_fails_and_its_venues_count_as_uncaptured() -> None:
+    names = _by_name(_cluster(_feed_beat(sent_ago=120)))
+    assert names["feed host1 venue_a"] == FAIL
+    assert names["feeds"] == FAIL  # no process reports venue_a any more
+    assert "feed venue_a" not in names
+
+
+def test_a_cleanly_stopped_process_is_reported_then_forgotten() -> None:
+    names = _by_name(_cluster(_feed_beat(sent_ago=3600, stopped=True)))
+    assert names["feed host1 venue_a"] == OK and names["feeds"] == FAIL
+    assert "feed host1 venue_a" not in _by_name(_cluster(_feed_beat(sent_ago=2 * 86400)))
+
+
+def test_producer_overflow_and_errors_show_in_its_process_row() -> None:
+    beat = _feed_beat()
+    assert beat.producer is not None
+    beat.producer.overflows, beat.producer.last_overflow_at = 3, NOW - 60
+    checks = {c.name: c for c in evaluate(_cluster(beat), NOT_ABOUT_DISK)}
+    assert checks["feed host1 venue_a"].status == WARN
+    assert "buffer full 3 times" in checks["feed host1 venue_a"].detail
+    beat.producer.last_overflow_at = NOW - 3600  # long ago: counted, no longer a warning
+    assert _by_name(_cluster(beat))["feed host1 venue_a"] == OK
+    beat.producer.buffered = 90
+    assert _by_name(_cluster(beat))["feed host1 venue_a"] == WARN
+    beat.producer.delivery_errors, beat.producer.last_delivery_error_at = 1, NOW - 10
+    assert _by_name(_cluster(beat))["feed host1 venue_a"] == FAIL
+
+
+def test_ingest_lag_and_an_unreachable_broker() -> None:
+    assert _by_name(_cluster(_feed_beat(), lag=60_000))["bus lag"] == WARN
+    assert _by_name(_cluster(_feed_beat(), lag=600_000))["bus lag"] == FAIL
+    names = _by_name(_cluster(error="Local: Broker transport failure"))
+    assert names["bus broker"] == FAIL and names["feeds"] == FAIL
+    assert "bus lag" not in names
+
+
+def test_an_ingest_process_whose_store_is_down_fails() -> None:
+    writer = WriterStats(store_down_since=NOW - 90, store_error="connection refused")
+    consumer = ConsumerStats("k2-ingest-1", undecodable=2, last_undecodable_at=NOW - 30)
+    checks = {
+        c.name: c
+        for c in evaluate(
+            _cluster(_feed_beat(), _beat("ingest", consumers=[consumer], writer=writer)),
+            NOT_ABOUT_DISK,
+        )
+    }
+    row = checks["ingest host1 k2-ingest"]
+    assert row.status == FAIL
+    assert "not taking inserts for 90 s" in row.detail and "2 messages not K2's" in row.detail
 
 
 def test_disk_thresholds() -> None:

@@ -6,7 +6,7 @@ import logging
 import zlib
 from typing import Any
 
-from k2.bus.topics import rejects_topic, trades_topic
+from k2.bus.topics import rejects_topic, status_topic, trades_topic
 from k2.errors import ConfigError
 from k2.settings import BusSettings
 
@@ -32,12 +32,14 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 def ensure_topics(settings: BusSettings, timeout_s: float = 30.0) -> dict[str, int]:
-    """Create K2's topics if missing; return each one's partition count."""
+    """Create K2's topics if missing; return each one's partition count (the status topic has
+    one partition: `k2 health` reads its tail)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(config(settings))
-    names = [trades_topic(settings.topic_prefix), rejects_topic(settings.topic_prefix)]
+    prefix = settings.topic_prefix
+    names = [trades_topic(prefix), rejects_topic(prefix), status_topic(prefix)]
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as err:
@@ -48,7 +50,14 @@ def ensure_topics(settings: BusSettings, timeout_s: float = 30.0) -> dict[str, i
     missing = [n for n in names if n not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing],
+            [
+                NewTopic(
+                    n,
+                    1 if n == status_topic(prefix) else settings.partitions,
+                    settings.replication_factor,
+                )
+                for n in missing
+            ],
             operation_timeout=timeout_s,
         )
         for name, future in futures.items():

@@ -172,6 +172,7 @@ class IngestMember:
                     batch.gaps.append(record_gap(message))
         except msgspec.DecodeError as err:
             self.stats.undecodable += 1
+            self.stats.last_undecodable_at = time.time()
             batch.rejects.append(
                 Reject(
                     "bus",

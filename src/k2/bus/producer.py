@@ -122,6 +122,7 @@ class BusSink:
                 if not waited_since:
                     waited_since = time.monotonic()
                     self.stats.overflows += 1
+                    self.stats.last_overflow_at = time.time()
                 await asyncio.sleep(ROOM_POLL_S)
         if waited_since:
             self.stats.backpressure_s += time.monotonic() - waited_since
@@ -132,6 +133,7 @@ class BusSink:
             self.stats.delivered += 1
             return
         self.stats.delivery_errors += 1
+        self.stats.last_delivery_error_at = time.time()
         log.error(
             "bus: the broker did not take a message for %s (partition %s): %s",
             msg.topic(),

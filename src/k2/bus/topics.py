@@ -5,6 +5,8 @@
   bronze) and the symbol's gap records (a gap follows the trade that revealed it, and precedes its
   fills). One symbol's messages share a partition, so its order holds end to end.
 - `<prefix>.rejects.v1`, keyed `<venue>`: messages that failed validation.
+- `<prefix>.status.v1`, one partition, keyed by process: each `k2 feed` and `k2 ingest` process's
+  heartbeat, JSON (bus/status.py), read by `k2 health`.
 
 Values are MessagePack (msgspec), a tagged union per topic; prices and amounts are exact decimal
 text. A change that old readers cannot read gets a new version suffix, never a reuse.
@@ -27,6 +29,10 @@ def trades_topic(prefix: str) -> str:
 
 def rejects_topic(prefix: str) -> str:
     return f"{prefix}.rejects.{VERSION}"
+
+
+def status_topic(prefix: str) -> str:
+    return f"{prefix}.status.{VERSION}"
 
 
 def trade_key(venue: str, symbol: str) -> bytes:

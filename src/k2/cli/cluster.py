@@ -37,6 +37,7 @@ def feed(
     from k2.bus.client import ensure_topics
     from k2.bus.producer import BusSink
     from k2.bus.resume import resume_from_bus
+    from k2.bus.status import Heartbeats, feed_snapshot
     from k2.bus.topics import trades_topic
     from k2.exchanges import make_adapter
     from k2.ingest.runner import build_feeds, describe_gap, http_client, run_feeds, stop_feeds
@@ -81,6 +82,9 @@ def feed(
             async with http_client() as http:
                 feeds = build_feeds(cfg, mine, sink, http, resume)
                 server = serve_metrics(cfg, feeds=feeds, producer=sink.stats)
+                beats = Heartbeats(
+                    cfg.bus, "feed", ",".join(sorted(mine)), lambda: feed_snapshot(sink, feeds)
+                )
                 feeds_stop, repair_stop = asyncio.Event(), asyncio.Event()
                 async with asyncio.TaskGroup() as tg:
                     timer = tg.create_task(stop_after(stop, duration))
@@ -95,6 +99,7 @@ def feed(
                     timer.cancel()
                     fatal.cancel()
                 unacked = await sink.close(started + grace - 0.5)
+                await asyncio.to_thread(beats.close)
                 if server is not None:
                     server.shutdown()
             for gap in left:
@@ -136,6 +141,7 @@ def ingest(
     """
     from k2.bus.client import ensure_topics
     from k2.bus.consumer import IngestMember
+    from k2.bus.status import Heartbeats
     from k2.hotstore.owner import OwnedStore
     from k2.hotstore.resume import last_sequence
     from k2.hotstore.store import check_data_dir
@@ -159,6 +165,12 @@ def ingest(
                 for i in range(members)
             ]
             server = serve_metrics(cfg, writer=writer.stats, consumers=[m.stats for m in group])
+            beats = Heartbeats(
+                cfg.bus,
+                "ingest",
+                cfg.bus.group_id,
+                lambda: {"consumers": [m.stats for m in group], "writer": writer.stats},
+            )
 
             async def main(stop: asyncio.Event) -> None:
                 halt = threading.Event()
@@ -177,6 +189,7 @@ def ingest(
                     await asyncio.to_thread(t.join)
 
             run_until_signal(main)
+            beats.close()
             if server is not None:
                 server.shutdown()
             clean = True

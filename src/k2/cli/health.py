@@ -1,7 +1,9 @@
 """`k2 health`: feeds, freshness, offload, maintenance, reconcile and disk, each OK / WARN / FAIL.
 
 Asks the running `k2 up` (its /health endpoint) when one holds the data directory; otherwise reads
-the stopped data directory itself. Exit code 0 (all OK), 1 (a warning) or 2 (a failure).
+the stopped data directory itself, and in the cluster shape (bus.bootstrap_servers set) the bus:
+its broker, the ingest group's lag, and the feed and ingest processes' heartbeats. Exit code 0
+(all OK), 1 (a warning) or 2 (a failure).
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ def _from_data_dir(cfg: Settings, owner: OwnedStore) -> dict[str, Any]:
     status = ArchiveStatus()
     ops.load_status(owner.store, status, TABLES)
     inputs = HealthInputs(time.time(), False, venues, cfg.data_dir, status, rows, newest)
+    if cluster_shape(cfg):
+        from k2.bus.status import read_bus
+
+        inputs.bus = read_bus(cfg.bus)
+        inputs.now = time.time()
     return report(evaluate(inputs, cfg.health))
+
+
+def cluster_shape(cfg: Settings) -> bool:
+    """Is this the cluster shape? Its processes are told where the bus is; `k2 up` never is."""
+    return "bootstrap_servers" in cfg.bus.model_fields_set
 
 
 def health(
@@ -51,7 +63,11 @@ def health(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check that K2 is capturing, fresh and archived; exit 0 OK, 1 WARN, 2 FAIL."""
+    """Check that K2 is capturing, fresh and archived; exit 0 OK, 1 WARN, 2 FAIL.
+
+    In the cluster shape (bus.bootstrap_servers set) it also checks the bus: the broker, the
+    ingest group's lag, and every k2 feed and k2 ingest process by its heartbeat.
+    """
     with reported():
         cfg = settings(**({"data_dir": data_dir} if data_dir else {}))
         url = running_api(cfg.data_dir)
@@ -65,9 +81,8 @@ def health(
     if json_out:
         typer.echo(json.dumps(body, indent=2))
     else:
-        table = Table(
-            title=f"k2 health: {body['status']}" + ("" if url else " (k2 up is not running)")
-        )
+        shape = " (cluster shape)" if cluster_shape(cfg) else " (k2 up is not running)"
+        table = Table(title=f"k2 health: {body['status']}{'' if url else shape}")
         for column in ("check", "status", "detail"):
             table.add_column(column, overflow="fold")
         for check in body["checks"]:

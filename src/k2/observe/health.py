@@ -2,7 +2,9 @@
 
 One set of rules for both ways of asking: `k2 up` evaluates them on its live state; with the
 process stopped, `k2 health` evaluates them on what the data directory holds (the ops tables the
-flows write, the hot tables' newest rows) and reports that nothing is capturing.
+flows write, the hot tables' newest rows) and reports that nothing is capturing. In the cluster
+shape it also reads the bus: the broker, the ingest group's lag, and each `k2 feed` and `k2 ingest`
+process's newest heartbeat (bus/status.py), whose feeds then stand for `k2 up`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from k2.ingest.stats import LIVE, STOPPED, FeedStats
 
 if TYPE_CHECKING:
     from k2.archive.status import ArchiveStatus
+    from k2.bus.status import BusView, Heartbeat
     from k2.hotstore.stats import WriterStats
     from k2.settings import HealthSettings
 
@@ -47,6 +50,7 @@ class HealthInputs:
     writer: WriterStats | None = None
     max_pending_rows: int = 0
     started_at: float = 0.0  # when the running process started (0: stopped)
+    bus: BusView | None = None  # the cluster shape's bus, as `k2 health` read it
 
 
 def ago(seconds: float) -> str:
@@ -82,6 +86,7 @@ def report(checks: Sequence[Check]) -> dict[str, Any]:
 def evaluate(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     return [
         *_feeds(inp, s),
+        *_bus(inp, s),
         *_freshness(inp, s),
         *_offload(inp, s),
         _maintenance(inp, s),
@@ -91,10 +96,23 @@ def evaluate(inp: HealthInputs, s: HealthSettings) -> list[Check]:
 
 
 def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
-    if not inp.running:
-        return [Check("feeds", FAIL, "k2 up is not running: no feed is capturing trades")]
     checks = []
-    for f, open_gaps in inp.feeds:
+    feeds = inp.feeds
+    if not inp.running:
+        if inp.bus is None:
+            return [Check("feeds", FAIL, "k2 up is not running: no feed is capturing trades")]
+        if inp.bus.error:
+            return [Check("feeds", FAIL, "unknown: the bus cannot be read")]
+        feeds = [
+            (f.rebased(inp.now - b.sent_at), f.open_gaps)
+            for b in _reporting(inp, s)
+            if b.role == "feed"
+            for f in b.feeds
+        ]
+        missing = sorted(set(inp.venues) - {f.venue for f, _ in feeds})
+        if missing:
+            checks.append(Check("feeds", FAIL, f"no k2 feed process reports {', '.join(missing)}"))
+    for f, open_gaps in feeds:
         name = f"feed {f.venue}"
         if f.state == LIVE:
             silent = sorted(
@@ -160,6 +178,94 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         else:
             checks.append(Check("hot store", OK, "taking inserts"))
     return checks
+
+
+def _reporting(inp: HealthInputs, s: HealthSettings) -> list[Heartbeat]:
+    """The processes running now: heard from lately, and not stopped."""
+    assert inp.bus is not None
+    return [b for b in inp.bus.processes if not b.stopped and inp.now - b.sent_at <= s.bus_silent_s]
+
+
+def _bus(inp: HealthInputs, s: HealthSettings) -> list[Check]:
+    view = inp.bus
+    if view is None:
+        return []
+    if view.error:
+        return [Check("bus broker", FAIL, f"cannot read {view.address}: {view.error[:200]}")]
+    checks = [Check("bus broker", OK, f"answers at {view.address}")]
+    if view.lag:
+        worst = max(view.lag, key=lambda p: p.lag)
+        never = sum(p.committed < 0 for p in view.lag)
+        lag_status = (
+            FAIL
+            if worst.lag >= s.bus_lag_fail_messages
+            else WARN
+            if worst.lag >= s.bus_lag_warn_messages
+            else OK
+        )
+        detail = (
+            f"group {view.group}: {sum(p.lag for p in view.lag):,} messages to read, most on "
+            f"{worst.topic}[{worst.partition}] ({worst.lag:,})"
+        )
+        if never:
+            detail += f"; {never} of {len(view.lag)} partitions never committed"
+        checks.append(Check("bus lag", lag_status, detail))
+    else:
+        checks.append(Check("bus lag", OK, "no K2 topics yet"))
+    for b in view.processes:
+        age = inp.now - b.sent_at
+        if age > s.bus_forget_h * 3600:
+            continue
+        name = b.process
+        if b.stopped:
+            checks.append(Check(name, OK, f"stopped cleanly {ago(age)} ago"))
+        elif age > s.bus_silent_s:
+            checks.append(
+                Check(name, FAIL, f"no heartbeat for {ago(age)} (pid {b.pid}): killed or stuck")
+            )
+        else:
+            checks.append(_process(b, inp.now))
+    return checks
+
+
+def _process(b: Heartbeat, now: float) -> Check:
+    """A running process's own row: its producer's or its consumers' and writer's state."""
+    fails: list[str] = []
+    warns: list[str] = []
+    parts = [f"pid {b.pid}, up {ago(now - b.started_at)}"]
+    p = b.producer
+    if p is not None:
+        parts.append(
+            f"{p.delivered:,} of {p.messages:,} messages acknowledged, "
+            f"buffer {p.buffered:,}/{p.buffer_limit:,}"
+        )
+        if p.fatal:
+            fails.append(f"producer failed: {p.fatal[:160]}")
+        if p.last_delivery_error_at and now - p.last_delivery_error_at < 600:
+            fails.append(f"{p.delivery_errors:,} delivery errors")
+        if p.brokers_down_since:
+            warns.append(f"broker unreachable for {ago(now - p.brokers_down_since)}")
+        if p.buffer_limit and p.buffered >= 0.8 * p.buffer_limit:
+            warns.append("buffer over 80 % full")
+        if p.last_overflow_at and now - p.last_overflow_at < 300:
+            waited = f"capture waited {p.backpressure_s:.1f} s in all"
+            warns.append(f"buffer full {p.overflows:,} times, {waited}")
+    if b.consumers:
+        batches = sum(c.batches for c in b.consumers)
+        assigned = sum(len(c.assigned) for c in b.consumers)
+        parts.append(
+            f"{len(b.consumers)} members, {assigned} partitions, {batches:,} batches, "
+            f"{sum(c.messages for c in b.consumers):,} messages"
+        )
+        undecodable = sum(c.undecodable for c in b.consumers)
+        if any(c.last_undecodable_at and now - c.last_undecodable_at < 900 for c in b.consumers):
+            warns.append(f"{undecodable:,} messages not K2's (in rejects)")
+    w = b.writer
+    if w is not None and w.store_down_since:
+        down = ago(now - w.store_down_since)
+        fails.append(f"hot store not taking inserts for {down} ({w.store_error[:120]})")
+    status = FAIL if fails else WARN if warns else OK
+    return Check(b.process, status, "; ".join([", ".join(parts), *fails, *warns]))
 
 
 def _freshness(inp: HealthInputs, s: HealthSettings) -> list[Check]:
