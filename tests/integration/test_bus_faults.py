@@ -1,0 +1,92 @@
+"""Broker faults no real broker process here can make on demand: librdkafka's mock cluster
+(tests/mock_kafka.py) takes brokers down and up and moves partition leaders while feeds publish
+and two ingest members write, and silver still equals the simulator's tape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from k2.bus.consumer import IngestMember
+from k2.bus.topics import rejects_topic, status_topic, trades_topic
+from k2.hotstore import migrate
+from k2.hotstore.clickhouse import ClickHouseStore
+from k2.settings import BusSettings, HotStoreSettings
+from tests.hot_support import assert_candles_equal, read_silver
+from tests.integration.test_bus import Members, assert_silver_is_the_tape, publish, wait_caught_up
+from tests.mock_kafka import MockCluster
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 4
+
+
+@pytest.fixture
+def cluster() -> Iterator[MockCluster]:
+    c = MockCluster(brokers=3)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_brokers_down_and_up_and_moving_leaders_lose_and_double_nothing(
+    cluster: MockCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = BusSettings(
+        bootstrap_servers=cluster.bootstrap_servers,
+        topic_prefix="k2mock",
+        group_id="k2-ingest-mock",
+        partitions=PARTITIONS,
+        replication_factor=3,
+        session_timeout_ms=6000,
+    )
+    trades = trades_topic(bus.topic_prefix)
+    # the mock cannot create topics through the admin API: K2 finds them made
+    cluster.create_topic(trades, PARTITIONS, 3)
+    cluster.create_topic(rejects_topic(bus.topic_prefix), PARTITIONS, 3)
+    cluster.create_topic(status_topic(bus.topic_prefix), 1, 3)
+    caplog.set_level(logging.WARNING, logger="k2")
+    store = ClickHouseStore.at(tmp_path / "hot")
+    try:
+        migrate.apply(store, HotStoreSettings())
+        group = Members(bus, store)
+        first = group.start("m1")
+        joined: list[IngestMember] = []
+
+        async def faults(_cap) -> None:  # type: ignore[no-untyped-def]
+            while not first.stats.batches:  # noqa: ASYNC110 - a thread's counter
+                await asyncio.sleep(0.1)
+            for p in range(PARTITIONS):  # every leader moves to broker 2
+                cluster.set_leader(trades, p, 2)
+            await asyncio.sleep(1.5)
+            cluster.down(2)  # ... which then fails, leaders and all
+            await asyncio.sleep(3)
+            cluster.up(2)
+            joined.append(group.start("m2"))  # a rebalance on top
+            await asyncio.sleep(1.5)
+            for p in range(PARTITIONS):  # leaders move while the new member takes over
+                cluster.set_leader(trades, p, 1 + p % 3)
+            await asyncio.sleep(1)
+            for b in cluster.brokers:  # the whole cluster goes away for 5 s
+                cluster.down(b)
+            await asyncio.sleep(5)
+            for b in cluster.brokers:
+                cluster.up(b)
+
+        cap, sink = publish(bus, ("disconnect", "gaps", "duplicates"), seconds=14, during=faults)
+        assert sink.stats.delivered == sink.stats.messages > 0
+        assert sink.stats.delivery_errors == 0 and not sink.stats.fatal
+        wait_caught_up(bus, timeout=120)
+        group.stop()
+        assert joined and joined[0].stats.batches > 0
+        assert first.stats.rebalances >= 2
+        assert "bus: the broker is unreachable" in caplog.text  # the outage was felt
+        silver = read_silver(store)  # asserts no trade is there twice
+        assert_silver_is_the_tape(silver, cap.sim)
+        assert_candles_equal(store, silver)
+    finally:
+        store.close()
