@@ -10,7 +10,8 @@ process is a real one on this machine's 2 cores. Figures:
 
 1. sustained trades/s from the simulator to silver, under a firehose (6,000 trades/s per
    instrument offered);
-2. each feed process's trades/s parsed and published over the same window;
+2. each feed process's trades/s parsed and published over the same window, and each one alone
+   (only it, the simulator and the broker running: the most one feed process does here);
 3. end-to-end latency at 5,000 trades/s, from the simulator stamping a trade (1 ms clock) to the
    batch holding it being committed, i.e. visible in silver: p50/p99;
 4. peak RSS of every process.
@@ -91,8 +92,11 @@ def start_broker() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"127.0.0.1:{port}"
 
 
-def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) -> dict[str, object]:
-    """Simulator, broker and one `k2 feed` per venue as processes; ingest in this process."""
+def cluster_phase(
+    rate: float, tick_ms: float, warmup: float, seconds: float, alone: str = ""
+) -> dict[str, object]:
+    """Simulator, broker and one `k2 feed` per venue as processes; ingest in this process. With
+    `alone`, only that venue's feed runs, and no ingest."""
     from k2.bus.client import ensure_topics
     from k2.bus.consumer import IngestMember
     from k2.hotstore.owner import OwnedStore
@@ -112,7 +116,8 @@ def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) ->
     env["K2_LOG_LEVEL"] = "WARNING"
     settings = load_settings(data_dir=data, bus=bus)
     ensure_topics(settings.bus)
-    ports = {v: free_port() for v in VENUES}
+    venues = (alone,) if alone else VENUES
+    ports = {v: free_port() for v in venues}
     feeds = {
         v: subprocess.Popen(
             [sys.executable, "-m", "k2", "feed", "--venue", v],
@@ -120,7 +125,7 @@ def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) ->
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for v in VENUES
+        for v in venues
     }
     owner = OwnedStore(data, settings.hotstore, "bench ingest", repair=False)
     writer = StoreWriter(owner.store, settings.writer, 0)
@@ -138,7 +143,8 @@ def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) ->
     member = IngestMember(settings.bus, settings.writer, owner.store, writer, "bench-ingest-1")
     stop = threading.Event()
     thread = threading.Thread(target=member.run, args=(stop,))
-    thread.start()
+    if not alone:
+        thread.start()
     result: dict[str, object] = {}
     try:
         time.sleep(warmup)
@@ -162,7 +168,8 @@ def cluster_phase(rate: float, tick_ms: float, warmup: float, seconds: float) ->
         for p in feeds.values():
             p.wait(60)
         stop.set()
-        thread.join(60)
+        if thread.is_alive():
+            thread.join(60)
         owner.close()
         sim.terminate()
         sim.wait(10)
@@ -182,8 +189,9 @@ def main() -> None:
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        rate, tick, seconds = (float(x) for x in args.phase)
-        print(json.dumps(cluster_phase(rate, tick, 10, seconds)))
+        rate, tick, seconds = (float(x) for x in args.phase[:3])
+        alone = args.phase[3] if len(args.phase) > 3 else ""
+        print(json.dumps(cluster_phase(rate, tick, 10, seconds, alone)))
         return
     from k2.instruments import load_instruments
 
@@ -198,6 +206,7 @@ def main() -> None:
     embedded_steady = run_phase(INGEST, ["pipeline", steady, "1", "on", window, "latency"])
     cluster = run_phase(HERE, [FIREHOSE, "20", window])
     cluster_steady = run_phase(HERE, [steady, "1", window])
+    alone = {v: run_phase(HERE, [FIREHOSE, "20", window, v]) for v in VENUES}
     emb = float(embedded["silver_rows_per_s"])  # type: ignore[arg-type]
     clu = float(cluster["silver_rows_per_s"])  # type: ignore[arg-type]
     print(
@@ -209,7 +218,11 @@ def main() -> None:
         f"({clu / emb:.2f}x embedded)"
     )
     for venue, rate_ in cluster["feed_trades_per_s"].items():  # type: ignore[attr-defined]
-        print(f"  k2 feed --venue {venue}: {rate_:,.0f} trades/s parsed and published")
+        solo = alone[venue]["feed_trades_per_s"][venue]  # type: ignore[index]
+        print(
+            f"  k2 feed --venue {venue}: {rate_:,.0f} trades/s parsed and published alongside "
+            f"the others and ingest; {solo:,.0f} trades/s alone with the broker"
+        )
     print(
         f"latency at 5,000 trades/s, venue timestamp -> visible in silver: embedded p50 "
         f"{embedded_steady['p50_ms']:.1f} ms, p99 {embedded_steady['p99_ms']:.1f} ms; through the "
