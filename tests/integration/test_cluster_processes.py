@@ -203,7 +203,9 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
     store = open_store(tmp_path / "data")
     try:
         silver = read_silver(store)  # asserts no trade is there twice
-        assert assert_silver_equals(silver, load_record(truth_file), from_first_stored=True) > 1000
+        compared = assert_silver_equals(silver, load_record(truth_file), from_first_stored=True)
+        assert compared > 1000
+        print(f"truth check: {compared:,} trades, silver equal to the tape, 0 missing, 0 twice")
         assert_candles_equal(store, silver)
     finally:
         store.close()
