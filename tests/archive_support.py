@@ -1,5 +1,5 @@
-"""Fixtures for the archive tests: a populated hot store, a lake on SQLite or PostgreSQL, and the
-two sides read in the same form for comparison."""
+"""Fixtures for the archive tests: a populated hot store, a lake on SQLite or PostgreSQL with
+local disk or S3, and the two sides read in the same form for comparison."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from k2.records import Source, Trade
 from k2.settings import ArchiveSettings, HotStoreSettings, WriterSettings
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+S3_KEY = "k2-test"  # moto takes any keys; K2 insists on explicit ones
 MARKETS = (
     ("binance", "BTCUSDT", "BTC/USDT"),
     ("binance", "ETHUSDT", "ETH/USDT"),
@@ -45,23 +46,64 @@ def postgres_available() -> str | None:
     return None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog_uri(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None (the default SQLite catalog under the data dir), or a fresh PostgreSQL database."""
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint on loopback (moto's server, as pyiceberg's own tests use)."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        pytest.skip("moto[server] (a dev dependency) is not installed")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def make_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"k2-test-{uuid.uuid4().hex[:10]}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_KEY,
+    ).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgresql+s3"])
+def lake_target(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Archive settings for the two shapes' catalog and warehouse: SQLite and local disk (the
+    embedded default), or a fresh PostgreSQL database and a fresh bucket on loopback S3 (the
+    cluster's)."""
     if request.param == "sqlite":
-        yield None
+        yield {}
         return
     reason = postgres_available()
     if reason:
         pytest.skip(reason)
     import psycopg2
 
+    target: dict[str, Any] = {}
+    if request.param.endswith("+s3"):
+        endpoint = request.getfixturevalue("s3_endpoint")
+        target["warehouse"] = f"s3://{make_bucket(endpoint)}/warehouse"
+        target["s3"] = {
+            "endpoint": endpoint,
+            "access_key_id": S3_KEY,
+            "secret_access_key": S3_KEY,
+        }
     name = f"k2_test_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
     admin.autocommit = True
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
-        yield f"{PG}/{name}"
+        yield target | {"catalog_uri": f"{PG}/{name}"}
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
@@ -75,13 +117,13 @@ def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
     s.close()
 
 
-def archive_settings(catalog_uri: str | None, **extra: Any) -> ArchiveSettings:
-    return ArchiveSettings(**({"catalog_uri": catalog_uri} if catalog_uri else {}), **extra)
+def archive_settings(lake_target: dict[str, Any], **extra: Any) -> ArchiveSettings:
+    return ArchiveSettings.model_validate(lake_target | extra)
 
 
 @pytest.fixture
-def lake(tmp_path: Path, catalog_uri: str | None) -> Iterator[Lake]:
-    lk = Lake(archive_settings(catalog_uri), tmp_path)
+def lake(tmp_path: Path, lake_target: dict[str, Any]) -> Iterator[Lake]:
+    lk = Lake(archive_settings(lake_target), tmp_path)
     yield lk
     lk.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# catalog_uri, lake, store: the archive fixtures; broker: the bus tests' Kafka broker
+# lake_target, lake, store, s3_endpoint: the archive fixtures; broker: the bus tests' Kafka broker
 pytest_plugins = ["tests.archive_support", "tests.bus_support"]
 
 SAMPLES = Path(__file__).parent / "fixtures" / "exchange-samples"

@@ -112,10 +112,50 @@ class HotStoreSettings(_Section):
     silver_ttl_days: int = Field(30, ge=1)
 
 
+class S3Settings(_Section):
+    """Where an `s3://` warehouse lives (docs/ARCHIVE.md, "On S3"). Keys are explicit, never
+    looked up: K2 does not ask cloud metadata endpoints for a region or credentials."""
+
+    endpoint: str | None = None  # http(s)://host:port of MinIO, Ceph, moto...; None: AWS itself
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None  # K2_ARCHIVE__S3__ACCESS_KEY_ID; or access_key_id_file
+    access_key_id_file: Path | None = None  # a file holding it (one line: a secret mount)
+    secret_access_key: SecretStr | None = None  # or secret_access_key_file
+    secret_access_key_file: Path | None = None
+    path_style: bool = True  # http://endpoint/bucket/key (MinIO, moto); False: bucket.endpoint
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> S3Settings:
+        for key in ("access_key_id", "secret_access_key"):
+            if getattr(self, key) is not None and getattr(self, f"{key}_file") is not None:
+                raise ValueError(f"set archive.s3.{key} or archive.s3.{key}_file, not both")
+        return self
+
+    def key(self, name: str) -> str:
+        """`access_key_id` or `secret_access_key`, from the setting or its file."""
+        value: SecretStr | None = getattr(self, name)
+        if value is not None:
+            return value.get_secret_value()
+        path: Path | None = getattr(self, f"{name}_file")
+        if path is None:
+            raise ConfigError(
+                f"an s3:// warehouse needs archive.s3.{name} (K2_ARCHIVE__S3__{name.upper()}) "
+                f"or archive.s3.{name}_file"
+            )
+        try:
+            text = path.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"archive.s3.{name}_file {path}: {err.strerror or err}") from None
+        if not text:
+            raise ConfigError(f"archive.s3.{name}_file {path} is empty")
+        return text
+
+
 class ArchiveSettings(_Section):
     catalog_uri: SecretStr | None = None  # default: SQLite under <data_dir>/lake
-    warehouse: str | None = None  # default: file://<data_dir>/lake/warehouse
-    catalog_properties: dict[str, str] = {}  # extra pyiceberg catalog properties (s3.*, ...)
+    warehouse: str | None = None  # default: file://<data_dir>/lake/warehouse; or s3://bucket/path
+    s3: S3Settings = S3Settings()  # for an s3:// warehouse
+    catalog_properties: dict[str, str] = {}  # extra pyiceberg catalog properties (they win)
     offload_cron: str = "*/15 * * * *"
     maintenance_cron: str = "0 2 * * *"
     reconcile_cron: str = "30 2 * * *"

@@ -74,6 +74,54 @@ def test_settings_are_frozen_and_secrets_masked() -> None:
         s.data_dir = Path("y")  # type: ignore[misc]
 
 
+def test_an_s3_warehouse_takes_explicit_keys_from_settings_or_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from k2.archive.lake import s3_properties
+
+    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
+    (tmp_path / "key").write_text("AKIDEXAMPLE\n")
+    s = load_settings(
+        archive={
+            "warehouse": "s3://lake/k2",
+            "s3": {
+                "endpoint": "http://minio:9000",
+                "access_key_id_file": str(tmp_path / "key"),
+                "secret_access_key": "s3cr3t",
+            },
+        }
+    )
+    assert "s3cr3t" not in repr(s)
+    props = s3_properties(s.archive)
+    assert props == {
+        "s3.endpoint": "http://minio:9000",
+        "s3.region": "us-east-1",
+        "s3.access-key-id": "AKIDEXAMPLE",
+        "s3.secret-access-key": "s3cr3t",
+        "s3.force-virtual-addressing": "false",
+    }
+    assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"  # never the metadata address
+    monkeypatch.setenv("K2_ARCHIVE__S3__SECRET_ACCESS_KEY", "from-env")
+    assert load_settings().archive.s3.key("secret_access_key") == "from-env"
+
+
+def test_an_s3_warehouse_without_keys_or_with_two_sources_is_one_line() -> None:
+    from k2.archive.lake import s3_properties
+
+    with pytest.raises(ConfigError, match=r"archive\.s3\.access_key_id \(K2_ARCHIVE__S3__"):
+        s3_properties(load_settings(archive={"warehouse": "s3://lake/k2"}).archive)
+    with pytest.raises(ConfigError, match=r"archive\.s3\.secret_access_key_file /nope"):
+        s3_properties(
+            load_settings(
+                archive={
+                    "s3": {"access_key_id": "a", "secret_access_key_file": "/nope"},
+                }
+            ).archive
+        )
+    with pytest.raises(ConfigError, match=r"set archive\.s3\.access_key_id or"):
+        load_settings(archive={"s3": {"access_key_id": "a", "access_key_id_file": "/k"}})
+
+
 def test_with_venues_overrides_one_venue() -> None:
     s = with_venues(load_settings(), {"coinbase": {"ws_url": "ws://127.0.0.1:1"}})
     assert s.venue("coinbase").ws_url == "ws://127.0.0.1:1" and s.venue("binance").ws_url is None

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +54,24 @@ def catalog_uri(settings: ArchiveSettings, data_dir: Path) -> str:
 
 def warehouse(settings: ArchiveSettings, data_dir: Path) -> str:
     return settings.warehouse or f"file://{(data_dir / LAKE_DIR / 'warehouse').resolve()}"
+
+
+def s3_properties(settings: ArchiveSettings) -> dict[str, str]:
+    """pyiceberg's FileIO properties for an s3:// warehouse: the endpoint, the region and the
+    keys, all explicit. Without a region pyarrow asks AWS for one, and without keys it probes the
+    EC2 metadata address; off AWS both stall, so neither may happen (the metadata lookup is
+    switched off for the whole process)."""
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    s3 = settings.s3
+    props = {
+        "s3.region": s3.region,
+        "s3.access-key-id": s3.key("access_key_id"),
+        "s3.secret-access-key": s3.key("secret_access_key"),
+        "s3.force-virtual-addressing": "false" if s3.path_style else "true",
+    }
+    if s3.endpoint:
+        props["s3.endpoint"] = s3.endpoint
+    return props
 
 
 def snapshot_property(table: Table, key: str) -> int | None:
@@ -171,6 +190,7 @@ class Lake:
         props: dict[str, Any] = {
             "uri": self.uri,
             "warehouse": self.warehouse,
+            **(s3_properties(settings) if self.warehouse.startswith("s3://") else {}),
             **settings.catalog_properties,
         }
         try:

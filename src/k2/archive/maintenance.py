@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 from pyarrow import fs as pafs
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
 from k2.archive.lake import Lake
@@ -130,12 +131,22 @@ def referenced_files(table: Table) -> set[str]:
     return refs
 
 
+def _filesystem(table: Table) -> tuple[pafs.FileSystem, str]:
+    """The table's file system as its FileIO configured it (an S3 endpoint and keys included),
+    and the table's root in it."""
+    scheme, netloc, path = PyArrowFileIO.parse_location(table.location())
+    if isinstance(table.io, PyArrowFileIO):
+        return table.io.fs_by_scheme(scheme, netloc), path
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    return filesystem, root
+
+
 def remove_orphans(
     table: Table, settings: ArchiveSettings, result: MaintenanceResult, now: float
 ) -> None:
     """Delete files under the table that nothing references and that are older than
     the safety age."""
-    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    filesystem, root = _filesystem(table)
     keep = referenced_files(table)
     cutoff = now - settings.orphan_min_age_hours * 3600
     try:
