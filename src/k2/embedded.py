@@ -254,6 +254,7 @@ class Embedded:
             self.settings.writer,
             await asyncio.to_thread(last_sequence, self.store),
             self.metrics if self.settings.metrics.enabled else None,
+            self.settings.hotstore.shortest_retention_days,
         )
         settings = self.settings
         if self.simulate:

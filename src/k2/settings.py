@@ -108,8 +108,14 @@ class HotStoreSettings(_Section):
     # chdb:///path (embedded ClickHouse) or http(s)://user:password@host:8123 (a ClickHouse
     # server); default: chDB in <data_dir>/hot
     url: SecretStr | None = None
+    # Days of trades (by event time) bronze and silver keep, once the archive holds them: expiry
+    # never deletes what is not archived (archive/retention.py).
     bronze_ttl_days: int = Field(7, ge=1)
     silver_ttl_days: int = Field(30, ge=1)
+
+    @property
+    def shortest_retention_days(self) -> int:
+        return min(self.bronze_ttl_days, self.silver_ttl_days)
 
 
 class S3Settings(_Section):

@@ -428,3 +428,51 @@ def test_an_archive_from_before_the_writer_marks_resumes_from_its_watermark(
         "": int(top),
         later.writer.writer_id: int(newest),
     }
+
+
+def test_hot_retention_drops_only_days_the_archive_holds(
+    store: ClickHouseStore, lake: Lake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An archive down for longer than a (shortened) retention loses nothing: old days stay in hot
+    until offloaded, then go; a late repair of an expired day comes back and goes the same way."""
+    from k2.archive.retention import expire_hot
+    from k2.settings import HotStoreSettings
+
+    hot = HotStoreSettings(bronze_ttl_days=1, silver_ttl_days=2)
+    day_ns = 86_400 * 10**9
+    now_hour = time.time_ns() // 3_600_000_000_000 * 3_600_000_000_000
+    market = Market(store)
+    market.writer = StoreWriter(store, WriterSettings(), 0, retention_days=1)
+    caplog.set_level("WARNING", logger="k2")
+    market.write(10, start_ns=now_hour - 5 * day_ns)  # a REST repair after a 5-day outage
+    market.write(10, start_ns=now_hour - 3 * 3_600_000_000_000)
+    assert market.writer.stats.old_rows == 40
+    assert "40 trades arrived older than the hot store's retention (1 days" in caplog.text
+    trade_tables = [t for t in TABLES if t.retention_days(hot) is not None]
+    written = {t.name: hot_rows(store, t) for t in trade_tables}
+    time.sleep(3)  # under a TTL, chDB would have deleted the old rows by now
+    assert {t.name: hot_rows(store, t) for t in trade_tables} == written
+
+    # The archive has not taken anything yet (it was down): every old day stays.
+    results = {r.table: r for r in expire_hot(store, lake, hot)}
+    assert not any(r.dropped for r in results.values())
+    assert results["silver_trades"].kept and sum(results["silver_trades"].kept.values()) == 40
+    assert "the archive lacks 40 of its 40 rows" in caplog.text
+
+    offload_all(store, lake)  # the archive is back
+    results = {r.table: r for r in expire_hot(store, lake, hot)}
+    assert results["silver_trades"].rows_dropped == 40 and not results["silver_trades"].kept
+    for spec in trade_tables:
+        assert archive_rows(lake, spec) == written[spec.name], spec.name  # every row, once
+        kept = hot_rows(store, spec)
+        assert kept and all(r in written[spec.name] for r in kept)
+        assert len(kept) == len(written[spec.name]) - results[spec.name].rows_dropped
+    assert len(hot_rows(store, BY_NAME["silver_trades"])) == 40  # the recent ones
+
+    market.write(1, start_ns=now_hour - 5 * day_ns + 60 * 10**9)  # late, into an expired day
+    assert not any(r.dropped for r in expire_hot(store, lake, hot))  # not archived yet: kept
+    offload_all(store, lake)
+    assert (
+        sum(r.rows_dropped for r in expire_hot(store, lake, hot) if r.table == "silver_trades") == 4
+    )
+    assert len(archive_rows(lake, BY_NAME["silver_trades"])) == 84

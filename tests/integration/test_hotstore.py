@@ -179,20 +179,25 @@ def test_the_store_returns_freed_memory_promptly(store: ClickHouseStore) -> None
     assert "opt.dirty_decay_ms: 250 " in stats
 
 
-def test_ttl_settings_reach_the_tables(tmp_path: Path) -> None:
+def test_trade_tables_have_no_ttl_and_the_rejects_ttl_follows_the_settings(
+    tmp_path: Path,
+) -> None:
+    """Bronze and silver expire through archive/retention.py (only archived days), never by a TTL:
+    a store from before loses its TTLs at the next start."""
     s = ClickHouseStore.at(tmp_path / "hot")
     try:
         migrate.apply(s, HotStoreSettings(bronze_ttl_days=3, silver_ttl_days=11))
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
-        assert "toIntervalDay(3)" in engines["bronze_trades_kraken"]
-        assert "toIntervalDay(11)" in engines["silver_trades"]
-        # a later start changes them
+        assert " TTL " not in engines["bronze_trades_kraken"]
+        assert " TTL " not in engines["silver_trades"]
+        assert "toIntervalDay(11)" in engines["rejects"]
+        for table in ("silver_trades", "bronze_trades_binance"):  # as an older K2 made them
+            s.execute(f"ALTER TABLE k2.{table} MODIFY TTL toDateTime(ts_event) + INTERVAL 7 DAY")
         migrate.apply(s, HotStoreSettings(bronze_ttl_days=5, silver_ttl_days=40))
         engines = dict(s.rows("SELECT name, engine_full FROM system.tables WHERE database = 'k2'"))
-        assert (
-            "toIntervalDay(5)" in engines["bronze_trades_binance"]
-            and "toIntervalDay(40)" in engines["silver_trades"]
-        )
+        assert " TTL " not in engines["bronze_trades_binance"]
+        assert " TTL " not in engines["silver_trades"]
+        assert "toIntervalDay(40)" in engines["rejects"]
     finally:
         s.close()
 

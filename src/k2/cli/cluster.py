@@ -159,7 +159,12 @@ def ingest(
         owner = OwnedStore(cfg.data_dir, cfg.hotstore, "k2 ingest", repair=False)
         clean = False
         try:
-            writer = StoreWriter(owner.store, cfg.writer, last_sequence(owner.store))
+            writer = StoreWriter(
+                owner.store,
+                cfg.writer,
+                last_sequence(owner.store),
+                retention_days=cfg.hotstore.shortest_retention_days,
+            )
             group = [
                 IngestMember(cfg.bus, cfg.writer, owner.store, writer, f"k2-ingest-{i + 1}")
                 for i in range(members)

@@ -1,4 +1,5 @@
-"""The maintenance flow: compaction, snapshot expiry, orphan files and an audit, once a day."""
+"""The maintenance flow, once a day: compaction, snapshot expiry, orphan files and an audit per
+archive table, then the hot store's retention (only days the archive holds in full go)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prefect import flow, task
 
 from k2.archive import ops
 from k2.archive.maintenance import MaintenanceResult, maintain_table
+from k2.archive.retention import expire_hot
 from k2.archive.tables import BY_NAME, table_names
 from k2.flows.common import failed_tables, for_each_table
 from k2.flows.runtime import ArchiveRuntime, current
@@ -23,6 +25,12 @@ NAME = "maintenance"
 def maintain_one(table: str) -> dict[str, Any]:
     rt = current()
     return asdict(maintain_table(rt.lake, BY_NAME[table], rt.settings.archive))
+
+
+@task(name="hot-retention")
+def hot_retention() -> list[dict[str, Any]]:
+    rt = current()
+    return [asdict(r) for r in expire_hot(rt.store, rt.lake, rt.settings.hotstore)]
 
 
 class _Steps:
@@ -66,6 +74,12 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
             return {"skipped": True}
         names = table_names(tables)
         results, failures = for_each_table(rt, NAME, names, maintain_one, _Steps(rt))
+        if tables is None and not rt.stop_requested.is_set():  # every table: hot retention too
+            try:
+                results["hot retention"] = hot_retention()
+            except Exception as err:  # noqa: BLE001 - reported like a table's failure
+                log.error("hot retention failed: %s", err)
+                failures["hot retention"] = str(err)
         rt.status.maintenance_at, rt.status.maintenance_ok = time.time(), not failures
         if failures:
             rt.status.maintenance_failures += 1

@@ -109,17 +109,23 @@ def _venues_with_bronze(store: HotStore) -> tuple[str, ...]:
 
 
 def _ttl_tables(settings: HotStoreSettings) -> dict[str, tuple[str, int]]:
-    tables = {bronze_table(v): ("ts_event", settings.bronze_ttl_days) for v in VENUE_NAMES}
-    tables[SILVER_TABLE] = ("ts_event", settings.silver_ttl_days)
-    tables["rejects"] = ("ts_recv", settings.silver_ttl_days)
-    return tables
+    return {"rejects": ("ts_recv", settings.silver_ttl_days)}
 
 
 def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
-    """Make every table's TTL match the settings (only tables whose TTL differs are altered)."""
+    """Make every table's TTL match the settings (only tables whose TTL differs are altered).
+
+    Bronze and silver have none: a TTL would delete rows the archive does not hold yet, so their
+    retention is archive/retention.py, which drops a day only once it is archived. Stores made
+    before that lose theirs here (and their CREATE statements still carry one, removed at once).
+    """
     current = dict(
         store.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{DATABASE}'")
     )
+    for table in (*(bronze_table(v) for v in VENUE_NAMES), SILVER_TABLE):
+        if " TTL " in current.get(table, ""):
+            store.execute(f"ALTER TABLE {DATABASE}.{table} REMOVE TTL")
+            log.info("hot store: %s has no TTL now (expiry waits for the archive)", table)
     for table, (column, days) in _ttl_tables(settings).items():
         if f"toIntervalDay({days})" not in current.get(table, ""):
             store.execute(

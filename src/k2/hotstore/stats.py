@@ -19,6 +19,7 @@ class WriterStats:
     store_down_since: float = 0.0
     store_error: str = ""  # why, while the store is unavailable
     refused_rows: int = 0  # trades the store refused: quarantined as rejects
+    old_rows: int = 0  # trades older than the hot retention when they arrived (kept until archived)
     dropped_records: int = 0  # gap or reject records the store refused: logged, not retried
     unwritten_rows: int = 0  # at stop: trades still buffered when the grace period ended
 

@@ -79,8 +79,12 @@ class StoreWriter:
         settings: WriterSettings,
         last_seq: int,
         metrics: PipelineMetrics | None = None,
+        retention_days: int | None = None,
     ) -> None:
         self._store, self._settings = store, settings
+        # the shortest hot retention (bronze's): older trades are said so when they arrive
+        self._retention_ns = retention_days * 86_400 * 10**9 if retention_days else 0
+        self._old_logged_at = 0.0
         self.metrics = metrics
         self._last_seq = last_seq
         # Batch tokens: unique to this writer's run, then numbered.
@@ -284,12 +288,32 @@ class StoreWriter:
             )
             self.metrics.batch_committed(w.rows, w.insert_s, recv_ns, committed)
         if inserted is not None:
+            if self._retention_ns:
+                self._note_old(inserted, committed)
             for listener in self.listeners:
                 listener(inserted, committed)
         s.batches += 1
         s.last_batch_rows = w.rows
         s.last_flush_at = time.time()
         s.pending -= w.rows
+
+    def _note_old(self, inserted: pa.Table, committed: int) -> None:
+        """Count (and say, at most every LOG_EVERY_S) trades older than the hot retention: a REST
+        repair after a long outage. They are kept until archived (archive/retention.py)."""
+        ts = pc.cast(inserted.column("ts_event"), pa.int64())
+        old = int(pc.sum(pc.less(ts, committed - self._retention_ns)).as_py() or 0)
+        if not old:
+            return
+        self.stats.old_rows += old
+        if time.monotonic() - self._old_logged_at >= LOG_EVERY_S:
+            self._old_logged_at = time.monotonic()
+            log.warning(
+                "writer: %d trades arrived older than the hot store's retention (%d days by event "
+                "time, %d so far): kept until the archive holds them, then expired",
+                old,
+                self._retention_ns // (86_400 * 10**9),
+                self.stats.old_rows,
+            )
 
     def _quarantine(self, refused: list[tuple[str, pa.Table, str]]) -> None:
         """Refused trades become rejects (written with the next batch);

@@ -1,0 +1,96 @@
+"""Hot-store retention that never deletes what the archive does not hold.
+
+Bronze and silver keep `hotstore.bronze_ttl_days` and `silver_ttl_days` of trades by event time.
+A ClickHouse TTL would delete rows by their age alone: a REST repair of old trades after a long
+outage, or an archive down for longer than the retention, would lose rows from both tiers (chDB
+deletes rows already past their TTL seconds after they are inserted). So these tables carry no
+TTL (hotstore/migrate.py removes it), and expiry is this step instead: a day's partition is
+dropped once the whole day is past the retention *and* the archive holds every row of it, by the
+per-writer marks of the table's Iceberg snapshot (archive/marks.py). A day the archive lacks rows
+of stays, and is said so; it goes at the first run after the offload has caught up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from k2.archive import marks
+from k2.archive.lake import Lake
+from k2.archive.tables import TABLES, WATERMARK, WRITER_MARKS, ArchiveTable
+from k2.hotstore.schema import DATABASE
+from k2.hotstore.store import HotStore
+from k2.settings import HotStoreSettings
+
+log = logging.getLogger(__name__)
+DAY = 86_400
+
+
+@dataclass
+class RetentionResult:
+    table: str
+    dropped: list[str] = field(default_factory=list)  # partitions (YYYYMMDD) dropped
+    rows_dropped: int = 0
+    kept: dict[str, int] = field(default_factory=dict)  # partition past retention -> rows unarchived
+
+
+def _expired_days(store: HotStore, table: str, days: int, now: float) -> list[str]:
+    """The table's day partitions whose whole day is older than `days` days."""
+    cutoff = time.strftime("%Y%m%d", time.gmtime(now - days * DAY - DAY))
+    rows = store.rows(
+        "SELECT DISTINCT partition FROM system.parts WHERE database = {db:String} "
+        "AND table = {t:String} AND active AND partition <= {cutoff:String} ORDER BY partition",
+        {"db": DATABASE, "t": table, "cutoff": cutoff},
+    )
+    return [str(r[0]) for r in rows]
+
+
+def expire_table(
+    store: HotStore, lake: Lake, spec: ArchiveTable, hot: HotStoreSettings, now: float
+) -> RetentionResult:
+    """Drop `spec`'s hot day partitions past retention that the archive holds in full."""
+    result = RetentionResult(spec.name)
+    days = spec.retention_days(hot)
+    if days is None:
+        return result
+    candidates = _expired_days(store, spec.name, days, now)
+    if not candidates:
+        return result
+    held = marks.upto(marks.read(lake.table(spec), WRITER_MARKS, WATERMARK))
+    for day in candidates:
+        ((total, missing),) = store.rows(
+            f"SELECT count(), countIf(NOT ({held})) FROM {DATABASE}.{spec.name} "
+            "WHERE toYYYYMMDD(ts_event) = {d:UInt32}",
+            {"d": int(day)},
+        )
+        if missing:
+            result.kept[day] = int(missing)
+            log.warning(
+                "hot store: keeping %s day %s past its %d-day retention: the archive lacks %d of "
+                "its %d rows (it goes once they are offloaded)",
+                spec.name,
+                day,
+                days,
+                missing,
+                total,
+            )
+            continue
+        assert day.isdigit(), day  # a partition ID of toYYYYMMDD, from system.parts
+        store.execute(f"ALTER TABLE {DATABASE}.{spec.name} DROP PARTITION ID '{day}'")
+        result.dropped.append(day)
+        result.rows_dropped += int(total)
+        log.info("hot store: dropped %s day %s (%d rows, all archived)", spec.name, day, total)
+    return result
+
+
+def expire_hot(
+    store: HotStore, lake: Lake, hot: HotStoreSettings, now: float | None = None
+) -> list[RetentionResult]:
+    """Apply the retention to every trade table (candles stay in hot for good)."""
+    now = time.time() if now is None else now
+    return [
+        expire_table(store, lake, spec, hot, now)
+        for spec in TABLES
+        if spec.retention_days(hot) is not None
+    ]
