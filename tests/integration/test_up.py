@@ -404,6 +404,7 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         check=False,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["silver_trades"]["files_after"] >= 1
+    assert json.loads(out.stdout)["silver_trades"]["hot_days_dropped"] == 0  # all within retention
     bad = subprocess.run(
         [*K2, "--config", str(config), "offload", "-t", "gold"],
         capture_output=True,

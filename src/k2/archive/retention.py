@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from k2.archive import marks
@@ -32,7 +33,7 @@ class RetentionResult:
     table: str
     dropped: list[str] = field(default_factory=list)  # partitions (YYYYMMDD) dropped
     rows_dropped: int = 0
-    kept: dict[str, int] = field(default_factory=dict)  # partition past retention -> rows unarchived
+    kept: dict[str, int] = field(default_factory=dict)  # day past retention -> rows not archived
 
 
 def _expired_days(store: HotStore, table: str, days: int, now: float) -> list[str]:
@@ -85,12 +86,16 @@ def expire_table(
 
 
 def expire_hot(
-    store: HotStore, lake: Lake, hot: HotStoreSettings, now: float | None = None
+    store: HotStore,
+    lake: Lake,
+    hot: HotStoreSettings,
+    now: float | None = None,
+    tables: Collection[str] | None = None,
 ) -> list[RetentionResult]:
-    """Apply the retention to every trade table (candles stay in hot for good)."""
+    """Apply the retention to every trade table, or those of `tables` (candles stay for good)."""
     now = time.time() if now is None else now
     return [
         expire_table(store, lake, spec, hot, now)
         for spec in TABLES
-        if spec.retention_days(hot) is not None
+        if spec.retention_days(hot) is not None and (tables is None or spec.name in tables)
     ]

@@ -259,7 +259,8 @@ def offload(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool 
 
 
 def maintain(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool = JSON) -> None:
-    """Compact small files, expire old snapshots, remove orphan files, and audit, now."""
+    """Compact small files, expire old snapshots, remove orphan files, audit, and drop the hot
+    days past retention that the archive holds in full, now."""
     busy = "another maintenance run is in progress"
     result, console = _run("maintenance", table, data_dir, json_out, busy)
     if console is not None:
@@ -270,10 +271,18 @@ def maintain(table: list[str] = TABLE, data_dir: Path = DATA_DIR, json_out: bool
                 r["partitions_compacted"],
                 r["snapshots_expired"],
                 r["orphans_removed"],
+                r.get("hot_days_dropped", ""),
             ]
             for n, r in result.items()
         ]
-        columns = ["table", "files", "compacted", "snapshots expired", "orphans removed"]
+        columns = [
+            "table",
+            "files",
+            "compacted",
+            "snapshots expired",
+            "orphans removed",
+            "hot days dropped",
+        ]
         _show(console, "maintenance", columns, rows)
 
 

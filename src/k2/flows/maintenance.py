@@ -28,9 +28,10 @@ def maintain_one(table: str) -> dict[str, Any]:
 
 
 @task(name="hot-retention")
-def hot_retention() -> list[dict[str, Any]]:
+def hot_retention(tables: list[str]) -> list[dict[str, Any]]:
+    """Drop the hot days past retention that the archive holds (of these maintained tables)."""
     rt = current()
-    return [asdict(r) for r in expire_hot(rt.store, rt.lake, rt.settings.hotstore)]
+    return [asdict(r) for r in expire_hot(rt.store, rt.lake, rt.settings.hotstore, tables=tables)]
 
 
 class _Steps:
@@ -74,9 +75,14 @@ def maintenance_flow(tables: list[str] | None = None) -> dict[str, Any]:
             return {"skipped": True}
         names = table_names(tables)
         results, failures = for_each_table(rt, NAME, names, maintain_one, _Steps(rt))
-        if tables is None and not rt.stop_requested.is_set():  # every table: hot retention too
+        done = [n for n in names if n in results]
+        if done and not rt.stop_requested.is_set():
             try:
-                results["hot retention"] = hot_retention()
+                for r in hot_retention(done):
+                    results[r["table"]] |= {
+                        "hot_days_dropped": len(r["dropped"]),
+                        "hot_days_kept": len(r["kept"]),
+                    }
             except Exception as err:  # noqa: BLE001 - reported like a table's failure
                 log.error("hot retention failed: %s", err)
                 failures["hot retention"] = str(err)
