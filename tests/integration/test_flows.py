@@ -265,3 +265,82 @@ def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(
         assert d.work_pool_name == "k2-process" and d.entrypoint == f"k2.flows.deployed:{name}"
         assert d.global_concurrency_limit is not None and d.global_concurrency_limit.limit == 1
         assert str(d.concurrency_options.collision_strategy).endswith("ENQUEUE")
+
+
+def test_k2_flows_serve_runs_deployments_one_run_at_a_time(harness: str, tmp_path: Path) -> None:
+    """`k2 flows serve` against a real Prefect API server: it registers the three deployments with
+    their schedules, and two runs of the offload asked for at once run one after the other, each
+    in its own process, into the archive."""
+    import signal
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from k2.hotstore import migrate
+    from k2.settings import HotStoreSettings
+
+    store = ClickHouseStore.at(tmp_path / "hot")
+    migrate.apply(store, HotStoreSettings())
+    Market(store).write(25)
+    store.close()  # chDB opens a path in one process: each flow run's, now
+    env = os.environ | {"PREFECT_API_URL": harness, "K2_DATA_DIR": str(tmp_path)}
+
+    async def deployments(clear: bool = False) -> dict[str, Any]:
+        async with get_client() as client:
+            found = await client.read_deployments()
+            if clear:  # another test's (deploy/prefect/prefect.yaml's, on a work pool)
+                for d in found:
+                    await client.delete_deployment(d.id)
+                return {}
+            return {d.name: d for d in found}
+
+    asyncio.run(deployments(clear=True))
+    log = (tmp_path / "serve.log").open("wb")
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "k2", "flows", "serve"], env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 120
+        found: dict[str, Any] = {}
+        while time.monotonic() < deadline and not {"offload", "maintenance", "reconcile"} <= set(
+            found
+        ):
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+            found = asyncio.run(deployments())
+        assert found["offload"].schedules[0].schedule.cron == "*/15 * * * *"
+        assert found["reconcile"].schedules[0].schedule.cron == "30 2 * * *"
+        assert found["offload"].global_concurrency_limit.limit == 1
+        runs = [
+            run_deployment("k2-offload-deployment/offload", timeout=0, as_subflow=False)
+            for _ in range(2)
+        ]
+
+        async def states() -> list[Any]:
+            async with get_client() as client:
+                return [await client.read_flow_run(r.id) for r in runs]
+
+        done: list[Any] = []
+        while time.monotonic() < deadline + 180:
+            done = asyncio.run(states())
+            if all(r.state is not None and r.state.is_final() for r in done):
+                break
+            time.sleep(1)
+        assert all(r.state.is_completed() for r in done), [
+            (r.state.name, r.state.message) for r in done
+        ]
+        first, second = sorted(done, key=lambda r: r.start_time)
+        assert first.end_time <= second.start_time  # one after the other, never at once
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.wait(60)
+        log.close()
+    store = ClickHouseStore.at(tmp_path / "hot")
+    lake = Lake(load_settings(data_dir=tmp_path).archive, tmp_path)
+    try:
+        for spec in TABLES:
+            if not spec.is_candles:
+                assert archive_rows(lake, spec) == hot_rows(store, spec), spec.name
+    finally:
+        lake.close()
+        store.close()
