@@ -5,9 +5,10 @@ A ClickHouse TTL would delete rows by their age alone: a REST repair of old trad
 outage, or an archive down for longer than the retention, would lose rows from both tiers (chDB
 deletes rows already past their TTL seconds after they are inserted). So these tables carry no
 TTL (hotstore/migrate.py removes it), and expiry is this step instead: a day's partition is
-dropped once the whole day is past the retention *and* the archive holds every row of it, by the
-per-writer marks of the table's Iceberg snapshot (archive/marks.py). A day the archive lacks rows
-of stays, and is said so; it goes at the first run after the offload has caught up.
+emptied once the whole day is past the retention *and* the archive holds every row of it, by the
+per-writer marks of the table's Iceberg snapshot (archive/marks.py). The delete itself names the
+archived rows, not the partition, so a trade that lands in the day meanwhile stays. A day the
+archive lacks rows of stays, and is said so; it goes at the first run after the offload caught up.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ DAY = 86_400
 @dataclass
 class RetentionResult:
     table: str
-    dropped: list[str] = field(default_factory=list)  # partitions (YYYYMMDD) dropped
+    dropped: list[str] = field(default_factory=list)  # days (partitions, YYYYMMDD) emptied
     rows_dropped: int = 0
     kept: dict[str, int] = field(default_factory=dict)  # day past retention -> rows not archived
 
@@ -50,7 +51,7 @@ def _expired_days(store: HotStore, table: str, days: int, now: float) -> list[st
 def expire_table(
     store: HotStore, lake: Lake, spec: ArchiveTable, hot: HotStoreSettings, now: float
 ) -> RetentionResult:
-    """Drop `spec`'s hot day partitions past retention that the archive holds in full."""
+    """Empty `spec`'s hot days past retention that the archive holds in full."""
     result = RetentionResult(spec.name)
     days = spec.retention_days(hot)
     if days is None:
@@ -65,6 +66,8 @@ def expire_table(
             "WHERE toYYYYMMDD(ts_event) = {d:UInt32}",
             {"d": int(day)},
         )
+        if not total:  # emptied by an earlier run; its empty parts are not cleaned up yet
+            continue
         if missing:
             result.kept[day] = int(missing)
             log.warning(
@@ -77,11 +80,18 @@ def expire_table(
                 total,
             )
             continue
-        assert day.isdigit(), day  # a partition ID of toYYYYMMDD, from system.parts
-        store.execute(f"ALTER TABLE {DATABASE}.{spec.name} DROP PARTITION ID '{day}'")
+        # Delete what the archive holds, not the partition: a late trade inserted into this day
+        # since the count above is not archived, and must stay. Synchronous, so the result is
+        # what the table holds when this returns.
+        store.execute(
+            f"ALTER TABLE {DATABASE}.{spec.name} DELETE "
+            f"WHERE toYYYYMMDD(ts_event) = {{d:UInt32}} AND ({held})",
+            {"d": int(day)},
+            settings={"mutations_sync": 2},
+        )
         result.dropped.append(day)
         result.rows_dropped += int(total)
-        log.info("hot store: dropped %s day %s (%d rows, all archived)", spec.name, day, total)
+        log.info("hot store: expired %s day %s (%d rows, all archived)", spec.name, day, total)
     return result
 
 

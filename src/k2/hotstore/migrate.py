@@ -116,7 +116,7 @@ def sync_ttls(store: HotStore, settings: HotStoreSettings) -> None:
     """Make every table's TTL match the settings (only tables whose TTL differs are altered).
 
     Bronze and silver have none: a TTL would delete rows the archive does not hold yet, so their
-    retention is archive/retention.py, which drops a day only once it is archived. Stores made
+    retention is archive/retention.py, which expires a day only once it is archived. Stores made
     before that lose theirs here (and their CREATE statements still carry one, removed at once).
     """
     current = dict(
