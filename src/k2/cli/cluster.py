@@ -99,7 +99,9 @@ def feed(
                     timer.cancel()
                     fatal.cancel()
                 unacked = await sink.close(started + grace - 0.5)
-                await asyncio.to_thread(beats.close)
+                # the last heartbeat ("stopped"), within what is left of the grace period
+                left_s = started + grace - time.monotonic()
+                await asyncio.to_thread(beats.close, max(0.1, min(3.0, left_s)))
                 if server is not None:
                     server.shutdown()
             for gap in left:
