@@ -26,7 +26,7 @@ from k2.archive.status import ArchiveStatus
 from k2.archive.tables import TABLES
 from k2.background import in_daemon_thread
 from k2.bus.stats import ConsumerStats, ProducerStats
-from k2.flows import FLOWS
+from k2.flows import API, FLOWS
 from k2.flows.runtime import ArchiveRuntime, using
 from k2.flows.schedule import Job, Schedule, validate_cron
 from k2.hotstore.owner import OwnedStore
@@ -140,6 +140,7 @@ class Embedded:
             self.writer_stats(),
             self.settings.writer.max_pending_rows,
             self.started_at,
+            prefect=(API.started_at, API.ready_at, API.error),
         )
 
     def schedule(self) -> list[Job]:
@@ -175,6 +176,15 @@ class Embedded:
                 ),
             )
         )
+        if API.started_at:  # a flow has asked for Prefect's API
+            rows.append(
+                (
+                    "prefect",
+                    f"API ready (answered after {API.waited():.0f} s)"
+                    if API.ready_at
+                    else f"starting its API server: {API.waited():.0f} s",
+                )
+            )
         return rows
 
     async def _refresh_table_rows(self, stop: asyncio.Event) -> None:

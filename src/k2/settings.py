@@ -257,6 +257,7 @@ class HealthSettings(_Section):
     reconcile_max_age_h: float = Field(26.0, gt=0)
     disk_warn_pct: float = Field(10.0, ge=0, le=100)  # free space of the data directory's disk
     disk_fail_pct: float = Field(5.0, ge=0, le=100)
+    prefect_start_fail_s: float = Field(180.0, gt=0)  # Prefect's API not answering this long fails
     # the cluster shape (when bus.bootstrap_servers is set): see docs/CLUSTER.md, "Operations"
     bus_silent_s: float = Field(60.0, gt=0)  # a process without a heartbeat this long fails
     bus_lag_warn_messages: int = Field(50_000, ge=1)  # the ingest group's lag on one partition

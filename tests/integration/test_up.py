@@ -380,6 +380,17 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         assert checked["silver_trades"]["differences"] == []
         assert checked["silver_trades"]["days"] in (1, 2)  # 2 if the run spans midnight UTC
         assert len(checked) == 10 and all(not r["differences"] for r in checked.values())
+        health = subprocess.run(
+            [*K2, "--config", str(config), "health", "--json"],
+            capture_output=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+        rows = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+        # the flows waited for Prefect's API once: how long is shown
+        assert rows["prefect"]["status"] == "OK", rows["prefect"]
+        assert rows["prefect"]["detail"].startswith("API answered after ")
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0

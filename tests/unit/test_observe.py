@@ -355,6 +355,16 @@ def test_an_ingest_process_whose_store_is_down_fails() -> None:
     assert "not taking inserts for 90 s" in row.detail and "2 messages not K2's" in row.detail
 
 
+def test_prefect_start_up_is_a_row_once_a_flow_asked_for_it() -> None:
+    assert "prefect" not in _by_name(_inputs())  # no flow has run yet
+    assert _by_name(_inputs(prefect=(NOW - 30, 0.0, "")))["prefect"] == WARN  # still starting
+    failing = _inputs(prefect=(NOW - 400, 0.0, "connection refused"))
+    checks = {c.name: c for c in evaluate(failing, NOT_ABOUT_DISK)}
+    assert checks["prefect"].status == FAIL and "connection refused" in checks["prefect"].detail
+    ready = {c.name: c for c in evaluate(_inputs(prefect=(NOW - 90, NOW - 63, "")), NOT_ABOUT_DISK)}
+    assert ready["prefect"].status == OK and ready["prefect"].detail == "API answered after 27 s"
+
+
 def test_disk_thresholds() -> None:
     assert _by_name(_inputs())["disk"] in (OK, WARN, FAIL)
     assert _by_name(_inputs(), disk_warn_pct=100.0, disk_fail_pct=0.0)["disk"] == WARN

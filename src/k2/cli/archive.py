@@ -60,9 +60,16 @@ def run_flow(
     def local(owner: OwnedStore) -> dict[str, Any]:
         setup_logging(cfg.log_level)
         prefect_env(cfg.data_dir)
-        from k2.flows import FLOWS
+        from k2.flows import API, FLOWS, prefect_api_ready
         from k2.flows.runtime import runtime_on
 
+        # The first flow here starts Prefect's temporary API server: tens of seconds on a busy
+        # machine. Say so while it starts (on stderr: --json keeps stdout to the result).
+        err = Console(stderr=True)
+        with err.status("starting Prefect's API server (for the flow run)"):
+            prefect_api_ready()
+        if API.ready_at and API.waited() >= 1:
+            err.print(f"Prefect's API answered after {API.waited():.1f} s", highlight=False)
         with runtime_on(owner.store, cfg):
             return dict(FLOWS[name](tables, on_table=on_table))
 

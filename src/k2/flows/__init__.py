@@ -6,8 +6,11 @@ as each table starts and ends (see progress.py).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from k2.archive.status import FLOW_NAMES
@@ -17,7 +20,25 @@ from k2.flows.offload import offload_flow
 from k2.flows.progress import OnTable, listening
 from k2.flows.reconcile import reconcile_flow
 
+log = logging.getLogger(__name__)
 _api_lock = threading.Lock()
+
+
+@dataclass
+class ApiStart:
+    """How Prefect's API came up in this process (its temporary server, or PREFECT_API_URL's):
+    shown as progress, in `k2 up`'s status and as the `prefect` health row."""
+
+    started_at: float = 0.0  # UNIX time of the first wait for it (0: not asked yet)
+    ready_at: float = 0.0  # when it first answered (0: not yet)
+    error: str = ""  # why the last wait failed
+
+    def waited(self, now: float | None = None) -> float:
+        end = self.ready_at or (time.time() if now is None else now)
+        return end - self.started_at if self.started_at else 0.0
+
+
+API = ApiStart()
 
 
 def prefect_api_ready() -> None:
@@ -30,8 +51,21 @@ def prefect_api_ready() -> None:
     """
     from prefect.client.orchestration import get_client
 
-    with _api_lock, get_client(sync_client=True) as client:
-        client.api_healthcheck()
+    with _api_lock:
+        if API.ready_at:
+            return
+        API.started_at = API.started_at or time.time()
+        try:
+            with get_client(sync_client=True) as client:
+                failed = client.api_healthcheck()
+        except Exception as err:  # its temporary server did not start
+            API.error = str(err)[:300]
+            raise
+        if failed is not None:  # the flow call says the rest
+            API.error = str(failed)[:300]
+            return
+        API.ready_at, API.error = time.time(), ""
+        log.info("Prefect's API answers after %.1f s", API.waited())
 
 
 def _when_ready(flow: Callable[..., Any]) -> Callable[..., Any]:

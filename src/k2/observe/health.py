@@ -51,6 +51,8 @@ class HealthInputs:
     max_pending_rows: int = 0
     started_at: float = 0.0  # when the running process started (0: stopped)
     bus: BusView | None = None  # the cluster shape's bus, as `k2 health` read it
+    # Prefect's API in this process (flows/__init__.py, API): first asked, first answered, error
+    prefect: tuple[float, float, str] = (0.0, 0.0, "")
 
 
 def ago(seconds: float) -> str:
@@ -91,8 +93,23 @@ def evaluate(inp: HealthInputs, s: HealthSettings) -> list[Check]:
         *_offload(inp, s),
         _maintenance(inp, s),
         _reconcile(inp, s),
+        *_prefect(inp, s),
         _disk(inp, s),
     ]
+
+
+def _prefect(inp: HealthInputs, s: HealthSettings) -> list[Check]:
+    """Prefect's API, from the first flow that asked for it: its temporary server takes tens of
+    seconds to start on a busy machine, and every flow waits for it."""
+    started, ready, error = inp.prefect
+    if not started:
+        return []
+    if ready:
+        return [Check("prefect", OK, f"API answered after {ago(ready - started)}")]
+    waited = inp.now - started
+    status = FAIL if waited > s.prefect_start_fail_s else WARN
+    why = f" ({error[:160]})" if error else ""
+    return [Check("prefect", status, f"flows wait for its API: {ago(waited)} so far{why}")]
 
 
 def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
