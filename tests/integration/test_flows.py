@@ -283,7 +283,16 @@ def test_k2_flows_serve_runs_deployments_one_run_at_a_time(harness: str, tmp_pat
     migrate.apply(store, HotStoreSettings())
     Market(store).write(25)
     store.close()  # chDB opens a path in one process: each flow run's, now
-    env = os.environ | {"PREFECT_API_URL": harness, "K2_DATA_DIR": str(tmp_path)}
+    # The settings come from a file given with --config: each flow run (a new process) must read
+    # the same one, or it would archive into the default lake instead of this one.
+    lake_dir = tmp_path / "elsewhere"
+    config = tmp_path / "k2-serve.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\n[archive]\ncatalog_uri = "sqlite:///{lake_dir}/catalog.db"\n'
+        f'warehouse = "file://{lake_dir}/warehouse"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env["PREFECT_API_URL"] = harness
 
     async def deployments(clear: bool = False) -> dict[str, Any]:
         async with get_client() as client:
@@ -297,7 +306,10 @@ def test_k2_flows_serve_runs_deployments_one_run_at_a_time(harness: str, tmp_pat
     asyncio.run(deployments(clear=True))
     log = (tmp_path / "serve.log").open("wb")
     serving = subprocess.Popen(
-        [sys.executable, "-m", "k2", "flows", "serve"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "k2", "--config", str(config), "flows", "serve"],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + 120
@@ -336,7 +348,8 @@ def test_k2_flows_serve_runs_deployments_one_run_at_a_time(harness: str, tmp_pat
         serving.wait(60)
         log.close()
     store = ClickHouseStore.at(tmp_path / "hot")
-    lake = Lake(load_settings(data_dir=tmp_path).archive, tmp_path)
+    lake = Lake(load_settings(config).archive, tmp_path)
+    assert (lake_dir / "warehouse").is_dir() and not (tmp_path / "lake" / "warehouse").exists()
     try:
         for spec in TABLES:
             if not spec.is_candles:

@@ -118,6 +118,9 @@ def test_an_s3_warehouse_without_keys_or_with_two_sources_is_one_line() -> None:
                 }
             ).archive
         )
+    given = {"s3.access-key-id": "a", "s3.secret-access-key": "b"}  # the way before [archive.s3]
+    props = s3_properties(load_settings(archive={"catalog_properties": given}).archive)
+    assert "s3.access-key-id" not in props  # the catalog properties' own win
     with pytest.raises(ConfigError, match=r"set archive\.s3\.access_key_id or"):
         load_settings(archive={"s3": {"access_key_id": "a", "access_key_id_file": "/k"}})
 

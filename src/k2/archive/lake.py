@@ -62,13 +62,17 @@ def s3_properties(settings: ArchiveSettings) -> dict[str, str]:
     EC2 metadata address; off AWS both stall, so neither may happen (the metadata lookup is
     switched off for the whole process)."""
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    s3 = settings.s3
+    s3, given = settings.s3, settings.catalog_properties
     props = {
         "s3.region": s3.region,
-        "s3.access-key-id": s3.key("access_key_id"),
-        "s3.secret-access-key": s3.key("secret_access_key"),
         "s3.force-virtual-addressing": "false" if s3.path_style else "true",
     }
+    for prop, key in (
+        ("s3.access-key-id", "access_key_id"),
+        ("s3.secret-access-key", "secret_access_key"),
+    ):
+        if prop not in given:  # archive.catalog_properties may carry them (as before [s3])
+            props[prop] = s3.key(key)
     if s3.endpoint:
         props["s3.endpoint"] = s3.endpoint
     return props

@@ -63,7 +63,7 @@ def ensure_topics(settings: BusSettings, timeout_s: float = 30.0) -> dict[str, i
         for name, future in futures.items():
             try:
                 future.result(timeout_s)
-                log.info("bus: created topic %s (%d partitions)", name, settings.partitions)
+                log.info("bus: created topic %s", name)
             except KafkaException as err:
                 if "TOPIC_ALREADY_EXISTS" not in str(err):  # another process made it first
                     raise

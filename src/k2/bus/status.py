@@ -110,6 +110,7 @@ class Heartbeats:
                 },
             )
         )
+        self._warned_at = -60.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="k2-heartbeat", daemon=True)
         self._thread.start()
@@ -119,6 +120,7 @@ class Heartbeats:
         return str(self._base["process"])
 
     def _send(self, stopped: bool = False) -> None:
+        """One heartbeat; never raises (a heartbeat lost is a row gone stale, nothing worse)."""
         try:
             beat = Heartbeat(**self._base, sent_at=time.time(), stopped=stopped, **self._snapshot())
             value = _encode(beat)
@@ -126,11 +128,16 @@ class Heartbeats:
             return
         try:
             self._producer.produce(self._topic, value, beat.process.encode())
+            self._producer.poll(0)
         except BufferError:  # the broker has been away for a while: this one is skipped
             pass
-        self._producer.poll(0)
+        except Exception as err:  # noqa: BLE001 - e.g. a message over the broker's size limit
+            if time.monotonic() - self._warned_at >= 60:
+                self._warned_at = time.monotonic()
+                log.warning("bus: cannot publish this process's heartbeat: %s", err)
 
     def _run(self) -> None:
+        self._send()  # at once: k2 health knows the process from its start
         while not self._stop.wait(self._every):
             self._send()
 
@@ -139,8 +146,11 @@ class Heartbeats:
         self._stop.set()
         self._thread.join()
         self._send(stopped=True)
-        if self._producer.flush(timeout_s):
-            log.warning("bus: the last heartbeat did not reach the broker")
+        try:
+            if self._producer.flush(timeout_s):
+                log.warning("bus: the last heartbeat did not reach the broker")
+        except Exception as err:  # noqa: BLE001 - stopping: say it and go on
+            log.warning("bus: the last heartbeat did not reach the broker: %s", err)
 
 
 @dataclass
@@ -152,6 +162,7 @@ class BusView:
     group: str = ""
     lag: list[PartitionLag] = field(default_factory=list)  # the group's, per partition
     processes: list[Heartbeat] = field(default_factory=list)  # the newest record of each
+    partial: bool = False  # the status topic's tail was not read to its end in time
 
 
 def read_bus(settings: BusSettings, timeout_s: float = 5.0) -> BusView:
@@ -173,7 +184,7 @@ def read_bus(settings: BusSettings, timeout_s: float = 5.0) -> BusView:
     try:
         topics = consumer.list_topics(timeout=timeout_s).topics
         view.lag = _lag(consumer, settings, topics, timeout_s)
-        view.processes = _heartbeats(consumer, settings, topics, timeout_s)
+        view.processes, view.partial = _heartbeats(consumer, settings, topics, timeout_s)
     except KafkaException as err:
         view.error = err.args[0].str() if err.args else str(err)
     finally:
@@ -204,34 +215,34 @@ def _lag(
 
 def _heartbeats(
     consumer: Any, settings: BusSettings, topics: dict[str, Any], timeout_s: float
-) -> list[Heartbeat]:
+) -> tuple[list[Heartbeat], bool]:
+    """Each process's newest heartbeat among the last TAIL, and whether the read was cut short."""
     from confluent_kafka import KafkaError, TopicPartition
 
     topic = status_topic(settings.topic_prefix)
     if topic not in topics:  # no process has started yet
-        return []
+        return [], False
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout_s)
     if high <= low:
-        return []
+        return [], False
     consumer.assign([TopicPartition(topic, 0, max(low, high - TAIL))])
     newest: dict[str, Heartbeat] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    done = False
+    while not done and time.monotonic() < deadline:
         msg = consumer.poll(0.2)
         if msg is None:
             continue
         if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                break
+            done = msg.error().code() == KafkaError._PARTITION_EOF
             continue
+        done = msg.offset() >= high - 1
         try:
             beat = _decode(msg.value())
         except (msgspec.ValidationError, msgspec.DecodeError):
             continue  # not a heartbeat this version writes
         newest[beat.process] = beat
-        if msg.offset() >= high - 1:
-            break
-    return sorted(newest.values(), key=lambda b: b.process)
+    return sorted(newest.values(), key=lambda b: b.process), not done
 
 
 def feed_snapshot(sink: BusSink, feeds: Sequence[Feed]) -> dict[str, Any]:

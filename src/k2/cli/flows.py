@@ -16,8 +16,9 @@ import os
 
 import typer
 
-from k2.cli.common import reported, settings, setup_logging
+from k2.cli.common import STATE, reported, settings, setup_logging
 from k2.errors import InputError
+from k2.settings import CONFIG_ENV
 
 log = logging.getLogger("k2.flows")
 app = typer.Typer(
@@ -38,6 +39,11 @@ def serve() -> None:
                 "k2 flows serve needs a Prefect server: set PREFECT_API_URL "
                 "(for example http://prefect:4200/api)"
             )
+        # Each flow run is a new process that loads the settings again: the same file, and the
+        # same data directory however relative it was.
+        if STATE.config is not None:
+            os.environ[CONFIG_ENV] = str(STATE.config.resolve())
+        os.environ["K2_DATA_DIR"] = str(cfg.data_dir.resolve())
         url = cfg.hotstore.url
         if url is None or url.get_secret_value().startswith("chdb:"):
             log.warning(

@@ -39,7 +39,11 @@ def _from_data_dir(cfg: Settings, owner: OwnedStore) -> dict[str, Any]:
     from k2.observe.health import HealthInputs, evaluate, report
     from k2.observe.hot import hot_state
 
-    venues = [v for v in load_instruments(cfg.instruments_file) if cfg.venue(v).enabled]
+    venues = [
+        v
+        for v, syms in load_instruments(cfg.instruments_file).items()
+        if syms and cfg.venue(v).enabled
+    ]
     rows, newest = hot_state(owner.store, venues)
     status = ArchiveStatus()
     ops.load_status(owner.store, status, TABLES)

@@ -59,10 +59,10 @@ def prefect_api_ready() -> None:
             with get_client(sync_client=True) as client:
                 failed = client.api_healthcheck()
         except Exception as err:  # its temporary server did not start
-            API.error = str(err)[:300]
+            API.error, API.started_at = str(err)[:300], 0.0  # the next flow waits afresh
             raise
         if failed is not None:  # the flow call says the rest
-            API.error = str(failed)[:300]
+            API.error, API.started_at = str(failed)[:300], 0.0
             return
         API.ready_at, API.error = time.time(), ""
         log.info("Prefect's API answers after %.1f s", API.waited())

@@ -210,6 +210,9 @@ def _bus(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     if view.error:
         return [Check("bus broker", FAIL, f"cannot read {view.address}: {view.error[:200]}")]
     checks = [Check("bus broker", OK, f"answers at {view.address}")]
+    if view.partial:
+        stale = "the heartbeats were not all read in time: process rows may be stale"
+        checks.append(Check("bus status", WARN, stale))
     if view.lag:
         worst = max(view.lag, key=lambda p: p.lag)
         never = sum(p.committed < 0 for p in view.lag)
