@@ -148,12 +148,7 @@ class Embedded:
         s = self.settings.archive
         if not s.schedule_enabled:
             return []
-        crons = {
-            "offload": s.offload_cron,
-            "maintenance": s.maintenance_cron,
-            "reconcile": s.reconcile_cron,
-        }
-        return [Job(name, cron, FLOWS[name]) for name, cron in crons.items()]
+        return [Job(name, cron, FLOWS[name]) for name, cron in s.crons.items()]
 
     def status_rows(self) -> list[tuple[str, str]]:
         """Rows per table for the status view: written by this run / stored."""

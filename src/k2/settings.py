@@ -37,6 +37,22 @@ MIN_TOKEN_CHARS = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _secret(value: SecretStr | None, path: Path | None, setting: str) -> str | None:
+    """A secret from its setting, or from the file its `<setting>_file` names (a secret mount);
+    None when neither is set."""
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{setting}_file {path}: {err.strerror or err}") from None
+    if not text:
+        raise ConfigError(f"{setting}_file {path} is empty")
+    return text
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -119,7 +135,7 @@ class HotStoreSettings(_Section):
 
 
 class S3Settings(_Section):
-    """Where an `s3://` warehouse lives (docs/ARCHIVE.md, "On S3"). Keys are explicit, never
+    """Where an `s3://` warehouse lives (README, "Configuration"). Keys are explicit, never
     looked up: K2 does not ask cloud metadata endpoints for a region or credentials."""
 
     endpoint: str | None = None  # http(s)://host:port of MinIO, Ceph, moto...; None: AWS itself
@@ -139,21 +155,12 @@ class S3Settings(_Section):
 
     def key(self, name: str) -> str:
         """`access_key_id` or `secret_access_key`, from the setting or its file."""
-        value: SecretStr | None = getattr(self, name)
-        if value is not None:
-            return value.get_secret_value()
-        path: Path | None = getattr(self, f"{name}_file")
-        if path is None:
+        text = _secret(getattr(self, name), getattr(self, f"{name}_file"), f"archive.s3.{name}")
+        if text is None:
             raise ConfigError(
                 f"an s3:// warehouse needs archive.s3.{name} (K2_ARCHIVE__S3__{name.upper()}) "
                 f"or archive.s3.{name}_file"
             )
-        try:
-            text = path.read_text().strip()
-        except OSError as err:
-            raise ConfigError(f"archive.s3.{name}_file {path}: {err.strerror or err}") from None
-        if not text:
-            raise ConfigError(f"archive.s3.{name}_file {path} is empty")
         return text
 
 
@@ -175,6 +182,15 @@ class ArchiveSettings(_Section):
     small_file_mb: int = Field(32, ge=1)
     retries: int = Field(3, ge=0)
     retry_delay_s: float = Field(10.0, ge=0)
+
+    @property
+    def crons(self) -> dict[str, str]:
+        """Each archive flow's schedule, by flow name."""
+        return {
+            "offload": self.offload_cron,
+            "maintenance": self.maintenance_cron,
+            "reconcile": self.reconcile_cron,
+        }
 
 
 class ApiSettings(_Section):
@@ -220,14 +236,9 @@ class ApiSettings(_Section):
 
     def bearer_token(self) -> str | None:
         """The token clients must send, read from api.token or api.token_file (None: no auth)."""
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_file is None:
-            return None
-        try:
-            token = self.token_file.read_text().strip()
-        except OSError as err:
-            raise ConfigError(f"api.token_file {self.token_file}: {err.strerror or err}") from None
+        token = _secret(self.token, self.token_file, "api.token")
+        if token is None or self.token is not None:  # (the setting's length is validated)
+            return token
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(
                 f"api.token_file {self.token_file} must hold a token of at least "

@@ -79,6 +79,12 @@ class Members:
                 self.running.remove((m, thread, stop))
 
 
+async def writing(member: IngestMember) -> None:
+    """Until `member` (on its thread) has written its first batch."""
+    while not member.stats.batches:  # noqa: ASYNC110 - a thread's counter
+        await asyncio.sleep(0.1)
+
+
 def end_offsets(bus: BusSettings) -> dict[tuple[str, int], int]:
     c = Consumer({"bootstrap.servers": bus.bootstrap_servers, "group.id": "probe"})
     try:
@@ -123,8 +129,7 @@ def test_feeds_through_the_broker_into_silver_exactly_with_faults(
         joined: list[IngestMember] = []
 
         async def second_joins(_cap) -> None:  # type: ignore[no-untyped-def]
-            while not first.stats.batches:  # noqa: ASYNC110 - a thread's counter
-                await asyncio.sleep(0.1)
+            await writing(first)
             joined.append(group.start("m2"))  # mid-run: a rebalance moves partitions
 
         cap, sink = publish(

@@ -17,7 +17,13 @@ from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.settings import BusSettings, HotStoreSettings
 from tests.hot_support import assert_candles_equal, read_silver
-from tests.integration.test_bus import Members, assert_silver_is_the_tape, publish, wait_caught_up
+from tests.integration.test_bus import (
+    Members,
+    assert_silver_is_the_tape,
+    publish,
+    wait_caught_up,
+    writing,
+)
 from tests.mock_kafka import MockCluster
 
 pytestmark = pytest.mark.integration
@@ -58,8 +64,7 @@ def test_brokers_down_and_up_and_moving_leaders_lose_and_double_nothing(
         joined: list[IngestMember] = []
 
         async def faults(_cap) -> None:  # type: ignore[no-untyped-def]
-            while not first.stats.batches:  # noqa: ASYNC110 - a thread's counter
-                await asyncio.sleep(0.1)
+            await writing(first)
             for p in range(PARTITIONS):  # every leader moves to broker 2
                 cluster.set_leader(trades, p, 2)
             await asyncio.sleep(1.5)

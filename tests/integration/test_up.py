@@ -347,6 +347,11 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
         tmp_path, "[simulator]\ntrades_per_second = 20\n[archive]\nschedule_enabled = false\n"
     )
     env = env_without_k2()
+
+    def k2(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+        command = [*K2, "--config", str(config), *args]
+        return subprocess.run(command, capture_output=True, timeout=timeout, env=env, check=False)
+
     up = subprocess.Popen(
         [*K2, "--config", str(config), "up", "--simulate"],
         env=env,
@@ -356,37 +361,19 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
     try:
         wait_for_api(tmp_path / "data")
         time.sleep(4)
-        out = subprocess.run(
-            [*K2, "--config", str(config), "offload", "--json"],
-            capture_output=True,
-            timeout=300,
-            env=env,
-            check=False,
-        )
+        out = k2("offload", "--json")
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         first = json.loads(out.stdout)
         assert (
             first["silver_trades"]["rows"] > 100 and first["bronze_trades_kraken"]["commits"] >= 1
         )
-        out = subprocess.run(
-            [*K2, "--config", str(config), "reconcile", "--json"],
-            capture_output=True,
-            timeout=300,
-            env=env,
-            check=False,
-        )
+        out = k2("reconcile", "--json")
         assert out.returncode == 0, out.stderr.decode()[-2000:]
         checked = json.loads(out.stdout)
         assert checked["silver_trades"]["differences"] == []
         assert checked["silver_trades"]["days"] in (1, 2)  # 2 if the run spans midnight UTC
         assert len(checked) == 10 and all(not r["differences"] for r in checked.values())
-        health = subprocess.run(
-            [*K2, "--config", str(config), "health", "--json"],
-            capture_output=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
+        health = k2("health", "--json", timeout=120)
         rows = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
         # the flows waited for Prefect's API once: how long is shown
         assert rows["prefect"]["status"] == "OK", rows["prefect"]
@@ -397,30 +384,12 @@ def test_archive_commands_run_inside_k2_up_and_on_a_stopped_data_directory(tmp_p
     # Stopped: the commands open the data directory themselves; the rest of the trades go now.
     # (Reconcile on a stopped directory takes the same path as offload and maintain:
     # tested above inside.)
-    out = subprocess.run(
-        [*K2, "--config", str(config), "offload", "--json"],
-        capture_output=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+    out = k2("offload", "--json")
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     second = json.loads(out.stdout)
     assert second["silver_trades"]["watermark_before"] == first["silver_trades"]["watermark_after"]
-    out = subprocess.run(
-        [*K2, "--config", str(config), "maintain", "--json"],
-        capture_output=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+    out = k2("maintain", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["silver_trades"]["files_after"] >= 1
     assert json.loads(out.stdout)["silver_trades"]["hot_days_dropped"] == 0  # all within retention
-    bad = subprocess.run(
-        [*K2, "--config", str(config), "offload", "-t", "gold"],
-        capture_output=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    bad = k2("offload", "-t", "gold", timeout=120)
     assert bad.returncode == 2 and b"unknown archive table 'gold'" in bad.stderr

@@ -81,10 +81,9 @@ def expire_table(
             )
             continue
         # Delete what the archive holds, not the partition: a late trade inserted into this day
-        # since the count above is not archived, and must stay. Synchronous, so the table holds
-        # the result when this returns.
-        # A lightweight delete: it marks the rows (no part is rewritten), so the writer's inserts
-        # queued behind it on the store wait a moment, not a day's rewrite.
+        # since the count above is not archived, and must stay. A lightweight delete marks the
+        # rows (no part is rewritten), so inserts queued behind it wait a moment; synchronous, so
+        # the table holds the result when this returns.
         store.execute(
             f"DELETE FROM {DATABASE}.{spec.name} "
             f"WHERE toYYYYMMDD(ts_event) = {{d:UInt32}} AND ({held})",

@@ -68,10 +68,6 @@ class Heartbeat(msgspec.Struct):
     writer: WriterStats | None = None
 
 
-def process_name(role: str, what: str) -> str:
-    return f"{role} {socket.gethostname()} {what}"
-
-
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Heartbeat).decode
 
@@ -92,10 +88,11 @@ class Heartbeats:
         self._topic = status_topic(settings.topic_prefix)
         self._snapshot = snapshot
         self._every = every_s
+        host = socket.gethostname()
         self._base: dict[str, Any] = {
-            "process": process_name(role, what),
+            "process": f"{role} {host} {what}",
             "role": role,
-            "host": socket.gethostname(),
+            "host": host,
             "pid": os.getpid(),
             "started_at": time.time(),
         }

@@ -63,8 +63,6 @@ def serve() -> None:
             limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
         )
         a = cfg.archive
-        crons = {"offload": a.offload_cron, "maintenance": a.maintenance_cron}
-        crons["reconcile"] = a.reconcile_cron
         deployments = [
             getattr(deployed, name).to_deployment(
                 name=name,
@@ -72,7 +70,7 @@ def serve() -> None:
                 concurrency_limit=one_at_a_time,
                 tags=["k2", "archive"],
             )
-            for name, cron in crons.items()
+            for name, cron in a.crons.items()
         ]
-        log.info("flows: serving %s", ", ".join(crons))
+        log.info("flows: serving %s", ", ".join(a.crons))
         prefect_serve(*deployments, print_starting_message=False)

@@ -82,7 +82,7 @@ class StoreWriter:
         retention_days: int | None = None,
     ) -> None:
         self._store, self._settings = store, settings
-        # the shortest hot retention (bronze's): older trades are said so when they arrive
+        # the shortest hot retention: trades older than it are said so when they arrive
         self._retention_ns = retention_days * 86_400 * 10**9 if retention_days else 0
         self._old_logged_at = 0.0
         self.metrics = metrics

@@ -18,23 +18,26 @@ from typing import TYPE_CHECKING, Any
 from k2.archive.tables import TABLES
 from k2.hotstore.schema import SILVER_TABLE, bronze_table, ohlcv_table
 from k2.ingest.stats import LIVE, STOPPED, FeedStats
+from k2.observe.checks import EXIT_CODES, FAIL, OK, WARN, Check, ago, worst
+from k2.observe.health_bus import bus_checks, reporting
+
+__all__ = [
+    "EXIT_CODES",
+    "FAIL",
+    "OK",
+    "WARN",
+    "Check",
+    "HealthInputs",
+    "evaluate",
+    "overall",
+    "report",
+]
 
 if TYPE_CHECKING:
     from k2.archive.status import ArchiveStatus
-    from k2.bus.status import BusView, Heartbeat
+    from k2.bus.status import BusView
     from k2.hotstore.stats import WriterStats
     from k2.settings import HealthSettings
-
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
-EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
-_RANK = {OK: 0, WARN: 1, FAIL: 2}
-
-
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str
 
 
 @dataclass
@@ -55,24 +58,8 @@ class HealthInputs:
     prefect: tuple[float, float, str] = (0.0, 0.0, "")
 
 
-def ago(seconds: float) -> str:
-    """A duration for people: 42 s, 7 min, 3.5 h, 2.0 d."""
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-def _worst(statuses: Sequence[str]) -> str:
-    return max(statuses, key=_RANK.__getitem__, default=OK)
-
-
 def overall(checks: Sequence[Check]) -> str:
-    return _worst([c.status for c in checks])
+    return worst([c.status for c in checks])
 
 
 def report(checks: Sequence[Check]) -> dict[str, Any]:
@@ -88,7 +75,7 @@ def report(checks: Sequence[Check]) -> dict[str, Any]:
 def evaluate(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     return [
         *_feeds(inp, s),
-        *_bus(inp, s),
+        *([] if inp.bus is None else bus_checks(inp.bus, inp.now, s)),
         *_freshness(inp, s),
         *_offload(inp, s),
         _maintenance(inp, s),
@@ -122,7 +109,7 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
             return [Check("feeds", FAIL, "unknown: the bus cannot be read")]
         feeds = [
             (f.rebased(inp.now - b.sent_at), f.open_gaps)
-            for b in _reporting(inp, s)
+            for b in reporting(inp.bus, inp.now, s)
             if b.role == "feed"
             for f in b.feeds
         ]
@@ -197,97 +184,6 @@ def _feeds(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     return checks
 
 
-def _reporting(inp: HealthInputs, s: HealthSettings) -> list[Heartbeat]:
-    """The processes running now: heard from lately, and not stopped."""
-    assert inp.bus is not None
-    return [b for b in inp.bus.processes if not b.stopped and inp.now - b.sent_at <= s.bus_silent_s]
-
-
-def _bus(inp: HealthInputs, s: HealthSettings) -> list[Check]:
-    view = inp.bus
-    if view is None:
-        return []
-    if view.error:
-        return [Check("bus broker", FAIL, f"cannot read {view.address}: {view.error[:200]}")]
-    checks = [Check("bus broker", OK, f"answers at {view.address}")]
-    if view.partial:
-        stale = "the heartbeats were not all read in time: process rows may be stale"
-        checks.append(Check("bus status", WARN, stale))
-    if view.lag:
-        worst = max(view.lag, key=lambda p: p.lag)
-        never = sum(p.committed < 0 for p in view.lag)
-        lag_status = (
-            FAIL
-            if worst.lag >= s.bus_lag_fail_messages
-            else WARN
-            if worst.lag >= s.bus_lag_warn_messages
-            else OK
-        )
-        detail = (
-            f"group {view.group}: {sum(p.lag for p in view.lag):,} messages to read, most on "
-            f"{worst.topic}[{worst.partition}] ({worst.lag:,})"
-        )
-        if never:
-            detail += f"; {never} of {len(view.lag)} partitions never committed"
-        checks.append(Check("bus lag", lag_status, detail))
-    else:
-        checks.append(Check("bus lag", OK, "no K2 topics yet"))
-    for b in view.processes:
-        age = inp.now - b.sent_at
-        if age > s.bus_forget_h * 3600:
-            continue
-        name = b.process
-        if b.stopped:
-            checks.append(Check(name, OK, f"stopped cleanly {ago(age)} ago"))
-        elif age > s.bus_silent_s:
-            checks.append(
-                Check(name, FAIL, f"no heartbeat for {ago(age)} (pid {b.pid}): killed or stuck")
-            )
-        else:
-            checks.append(_process(b, inp.now))
-    return checks
-
-
-def _process(b: Heartbeat, now: float) -> Check:
-    """A running process's own row: its producer's or its consumers' and writer's state."""
-    fails: list[str] = []
-    warns: list[str] = []
-    parts = [f"pid {b.pid}, up {ago(now - b.started_at)}"]
-    p = b.producer
-    if p is not None:
-        parts.append(
-            f"{p.delivered:,} of {p.messages:,} messages acknowledged, "
-            f"buffer {p.buffered:,}/{p.buffer_limit:,}"
-        )
-        if p.fatal:
-            fails.append(f"producer failed: {p.fatal[:160]}")
-        if p.last_delivery_error_at and now - p.last_delivery_error_at < 600:
-            fails.append(f"{p.delivery_errors:,} delivery errors")
-        if p.brokers_down_since:
-            warns.append(f"broker unreachable for {ago(now - p.brokers_down_since)}")
-        if p.buffer_limit and p.buffered >= 0.8 * p.buffer_limit:
-            warns.append("buffer over 80 % full")
-        if p.last_overflow_at and now - p.last_overflow_at < 300:
-            waited = f"capture waited {p.backpressure_s:.1f} s in all"
-            warns.append(f"buffer full {p.overflows:,} times, {waited}")
-    if b.consumers:
-        batches = sum(c.batches for c in b.consumers)
-        assigned = sum(len(c.assigned) for c in b.consumers)
-        parts.append(
-            f"{len(b.consumers)} members, {assigned} partitions, {batches:,} batches, "
-            f"{sum(c.messages for c in b.consumers):,} messages"
-        )
-        undecodable = sum(c.undecodable for c in b.consumers)
-        if any(c.last_undecodable_at and now - c.last_undecodable_at < 900 for c in b.consumers):
-            warns.append(f"{undecodable:,} messages not K2's (in rejects)")
-    w = b.writer
-    if w is not None and w.store_down_since:
-        down = ago(now - w.store_down_since)
-        fails.append(f"hot store not taking inserts for {down} ({w.store_error[:120]})")
-    status = FAIL if fails else WARN if warns else OK
-    return Check(b.process, status, "; ".join([", ".join(parts), *fails, *warns]))
-
-
 def _freshness(inp: HealthInputs, s: HealthSettings) -> list[Check]:
     checks = []
     tables = [SILVER_TABLE, *(bronze_table(v) for v in inp.venues), ohlcv_table("1m")]
@@ -347,7 +243,7 @@ def _offload(inp: HealthInputs, s: HealthSettings) -> list[Check]:
             continue
         lag = inp.now - t.newest_event_ns / 1e9
         excess = lag - spec.window_seconds  # candle tables archive finished windows only
-        status = _worst(
+        status = worst(
             [
                 FAIL
                 if t.consecutive_failures >= s.offload_failures_fail
