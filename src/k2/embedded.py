@@ -28,7 +28,7 @@ from k2.background import in_daemon_thread
 from k2.bus.stats import ConsumerStats, ProducerStats
 from k2.flows import API, FLOWS
 from k2.flows.runtime import ArchiveRuntime, using
-from k2.flows.schedule import Job, Schedule, validate_cron
+from k2.flows.schedule import Job, Schedule
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.resume import last_sequence, load_resume
 from k2.hotstore.stats import WriterStats
@@ -206,8 +206,6 @@ class Embedded:
         next start repairs it from the venues. `report.forced` says that something (a flow run, a
         store call) was still busy at the end of the grace period: the caller should exit at once.
         """
-        for job in self.schedule():
-            validate_cron(job.cron, f"archive schedule for {job.name}")
         # a busy port or a bad host fails here, the store untouched
         api = ApiServer(self.settings.api)
         try:

@@ -183,6 +183,34 @@ class ArchiveSettings(_Section):
     retries: int = Field(3, ge=0)
     retry_delay_s: float = Field(10.0, ge=0)
 
+    @field_validator("offload_cron", "maintenance_cron", "reconcile_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        import datetime as dt
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, dt.datetime.now(dt.UTC))
+        except CronSimError as err:
+            raise ValueError(f"invalid cron expression {value!r}: {err}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _s3_keys_given(self) -> ArchiveSettings:
+        if self.warehouse and self.warehouse.startswith("s3://"):
+            for name, prop in (
+                ("access_key_id", "s3.access-key-id"),
+                ("secret_access_key", "s3.secret-access-key"),
+            ):
+                given = getattr(self.s3, name) is not None or getattr(self.s3, f"{name}_file")
+                if not given and prop not in self.catalog_properties:
+                    raise ValueError(
+                        f"an s3:// warehouse needs archive.s3.{name} "
+                        f"(K2_ARCHIVE__S3__{name.upper()}) or archive.s3.{name}_file"
+                    )
+        return self
+
     @property
     def crons(self) -> dict[str, str]:
         """Each archive flow's schedule, by flow name."""

@@ -125,6 +125,11 @@ def test_an_s3_warehouse_without_keys_or_with_two_sources_is_one_line() -> None:
         load_settings(archive={"s3": {"access_key_id": "a", "access_key_id_file": "/k"}})
 
 
+def test_a_bad_cron_is_refused_when_the_settings_load() -> None:
+    with pytest.raises(ConfigError, match=r"archive\.offload_cron: .*invalid cron expression '61"):
+        load_settings(archive={"offload_cron": "61 * * * *"})
+
+
 def test_with_venues_overrides_one_venue() -> None:
     s = with_venues(load_settings(), {"coinbase": {"ws_url": "ws://127.0.0.1:1"}})
     assert s.venue("coinbase").ws_url == "ws://127.0.0.1:1" and s.venue("binance").ws_url is None

@@ -65,12 +65,12 @@ def run_flow(
 
         # The first flow here starts Prefect's temporary API server: tens of seconds on a busy
         # machine. Say so while it starts (on stderr: --json keeps stdout to the result).
-        err = Console(stderr=True)
-        with err.status("starting Prefect's API server (for the flow run)"):
-            prefect_api_ready()
-        if API.ready_at and API.waited() >= 1:
-            err.print(f"Prefect's API answered after {API.waited():.1f} s", highlight=False)
-        with runtime_on(owner.store, cfg):
+        with runtime_on(owner.store, cfg):  # (the archive opens first: its mistakes say so first)
+            err = Console(stderr=True)
+            with err.status("starting Prefect's API server (for the flow run)"):
+                prefect_api_ready()
+            if API.ready_at and API.waited() >= 1:
+                err.print(f"Prefect's API answered after {API.waited():.1f} s", highlight=False)
             return dict(FLOWS[name](tables, on_table=on_table))
 
     return reach(

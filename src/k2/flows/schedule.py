@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
 
 from k2.background import in_daemon_thread
-from k2.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +33,6 @@ class Job:
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
         return next(CronSim(self.cron, moment))
-
-
-def validate_cron(expr: str, what: str) -> None:
-    try:
-        CronSim(expr, dt.datetime.now(dt.UTC))
-    except CronSimError as err:
-        raise ConfigError(f"{what}: invalid cron expression {expr!r}: {err}") from None
 
 
 class Schedule:
