@@ -27,17 +27,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# promtool and the Prometheus server come from Debian's `prometheus` package (nothing on PyPI
-# provides them). The alert-rule and scrape tests skip, saying why, where it cannot be installed.
+# promtool and the Prometheus server come from Debian's `prometheus` package, alertmanager and
+# amtool from `prometheus-alertmanager` (nothing on PyPI provides them). The alert-rule, scrape and
+# routing tests skip, saying why, where they cannot be installed.
+DEBS := prometheus prometheus-alertmanager
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus package (promtool) for the alert-rule tests"; \
+	    echo "installing Debian's $(DEBS) for the alert-rule, scrape and routing tests"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } || \
-	    echo "note: could not install prometheus; its tests will be skipped"; \
-	  else echo "note: promtool not found and apt-get not usable as root; its tests will be skipped"; fi; }
+	    apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null 2>&1; } || \
+	    echo "note: could not install $(DEBS); their tests will be skipped"; \
+	  else echo "note: promtool/amtool not found and apt-get not usable as root; their tests will be skipped"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
