@@ -12,7 +12,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from k2 import __version__
 from k2.cli.archive import maintain, offload, reconcile
-from k2.cli.cluster import feed, ingest
+from k2.cli.cluster import api, feed, ingest
 from k2.cli.common import STATE
 from k2.cli.flows import app as flows_app
 from k2.cli.health import health
@@ -72,6 +72,7 @@ app.command()(rejects)
 app.command()(symbols)
 app.command()(feed)
 app.command()(ingest)
+app.command()(api)
 app.add_typer(flows_app, name="flows")
 
 _CONFIG_FLAGS = ("--config", "-c")

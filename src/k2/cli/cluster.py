@@ -202,3 +202,62 @@ def ingest(
             clean = True
         finally:
             owner.close(clean)
+
+
+def api(
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Where an embedded store lives (setting data_dir)."
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        min=0,
+        max=65535,
+        help="Serve on this port (setting api.port, default 8000; 0: any free).",
+    ),
+    duration: float = typer.Option(
+        None, help="Stop cleanly after this many seconds (default: until Ctrl-C)."
+    ),
+) -> None:
+    """Serve the HTTP API, /health and /metrics on their own, against the hot store
+    (setting hotstore.url) and the archive: the cluster shape's API (k2 up serves its own).
+
+    /health is k2 health's report, the bus's rows included when bus.bootstrap_servers is set;
+    an archive flow asked for over the API runs in this process, and skips while another run
+    of it (k2 flows serve) holds the archive.
+    """
+    from k2.api.app import create_app
+    from k2.api.process import ApiProcess
+    from k2.api.server import ApiServer
+    from k2.cli.common import prefect_env
+    from k2.cli.health import cluster_shape
+    from k2.flows.runtime import using
+    from k2.hotstore.store import check_data_dir
+
+    with reported():
+        positive(duration=duration)
+        cfg = settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+        if port is not None:
+            cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": port})})
+        setup_logging(cfg.log_level)
+        check_data_dir(cfg.data_dir)
+        prefect_env(cfg.data_dir)
+        proc = ApiProcess(cfg, load_instruments(cfg.instruments_file), cluster_shape(cfg))
+
+        async def main(stop: asyncio.Event) -> None:
+            server = ApiServer(cfg.api)  # a busy port or a bad host fails here, the store untouched
+            try:
+                await asyncio.to_thread(proc.open)
+                assert proc.archive is not None
+                with using(proc.archive):
+                    url = await server.start(create_app(proc))
+                    proc.hold(url)
+                    print(f"k2 api: serving on {url}", flush=True)
+                    await stop_after(stop, duration)
+                    await stop.wait()
+                    await server.stop(timeout=cfg.shutdown_grace_s)
+            finally:
+                await server.stop(timeout=1.0)
+                await asyncio.to_thread(proc.close)
+
+        run_until_signal(main)
