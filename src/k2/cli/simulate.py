@@ -12,7 +12,7 @@ import typer
 from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
 from k2.instruments import load_instruments
 from k2.simulator.faults import FAULTS
-from k2.simulator.simulator import from_settings
+from k2.simulator.simulator import Simulator, from_settings
 
 log = logging.getLogger("k2.simulate")
 FAULT_HELP = "none, all, or a comma-separated list of: " + ", ".join(FAULTS)
@@ -46,6 +46,12 @@ def simulate(
     ),
     market_for: float = typer.Option(
         None, help="No new trades after this many seconds; the APIs keep serving."
+    ),
+    clients: int = typer.Option(
+        0,
+        min=0,
+        help="Keep the market closed until every symbol has this many connections subscribed "
+        "(0: open at once): every client then sees the same trades from the first.",
     ),
 ) -> None:
     """Serve Binance, Kraken and Coinbase WebSocket and REST APIs on loopback, in their wire
@@ -81,12 +87,10 @@ def simulate(
         async def main(stop: asyncio.Event) -> None:
             sim.paused = True
             async with sim:
-                sim.open_market()
-                if market_for is not None:
-                    asyncio.get_running_loop().call_later(market_for, sim.close_market)
                 for key, value in sim.env().items():
                     print(f"export {key}={value}")
                 sys.stdout.flush()
+                opening = asyncio.create_task(trade(sim, clients, market_for, stop))
                 log.info(
                     "simulating %d symbols at %.1f trades/s each (seed %d, faults: %s)",
                     sum(len(s.markets) for s in sim.servers.values()),
@@ -96,7 +100,23 @@ def simulate(
                 )
                 await stop_after(stop, duration)
                 await stop.wait()
+                opening.cancel()
             if record:
                 log.info("ground truth written to %s", record)
 
         run_until_signal(main)
+
+
+async def trade(
+    sim: Simulator, clients: int, market_for: float | None, stop: asyncio.Event
+) -> None:
+    """Open the market (at once, or once `clients` connections subscribe to every symbol), and
+    close it `market_for` seconds later."""
+    if clients:
+        log.info("market closed until %d clients subscribe to every symbol", clients)
+        await sim.open_when(lambda: sim.subscribed(clients), stop)
+    else:
+        sim.open_market()
+    if market_for is not None:
+        await asyncio.sleep(market_for)
+        sim.close_market()

@@ -97,6 +97,14 @@ class Simulator:
             self.faults.active_until = time.monotonic() + self.fault_seconds
         self.paused = False
 
+    def subscribed(self, clients: int) -> bool:
+        """Has every symbol of every venue at least `clients` connections subscribed to it?"""
+        return all(
+            sum(market.symbol in conn.symbols for conn in server.conns) >= clients
+            for server in self.servers.values()
+            for market in server.markets.values()
+        )
+
     async def open_when(self, ready: Callable[[], bool], stop: asyncio.Event) -> None:
         """Open the market (it should start paused) once `ready()` holds: every trade it makes is
         then one the clients could have seen."""
