@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-# lake_target, lake, store, s3_endpoint: the archive fixtures; broker: the bus tests' Kafka broker
-pytest_plugins = ["tests.archive_support", "tests.bus_support"]
+# lake_target, lake, store, s3_endpoint: the archive fixtures; broker: the bus tests' Kafka broker;
+# prefect_server: a real `prefect server start` on PostgreSQL
+pytest_plugins = ["tests.archive_support", "tests.bus_support", "tests.prefect_support"]
 
 SAMPLES = Path(__file__).parent / "fixtures" / "exchange-samples"
 _PREFECT_HOME: Path | None = None

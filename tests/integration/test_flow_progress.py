@@ -41,7 +41,10 @@ from tests.integration.test_up import K2, env_without_k2
 pytestmark = pytest.mark.integration
 NAMES = [t.name for t in TABLES]
 NDJSON = {"Accept": "application/x-ndjson"}
-harness, runtime = test_flows.harness, test_flows.runtime  # its fixtures: Prefect's test server
+harness, runtime = (
+    test_flows.harness,
+    test_flows.runtime,
+)  # its fixtures: the session's Prefect server
 RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
 
 

@@ -1,4 +1,5 @@
-"""The archive flows under Prefect (its test harness: a temporary server, no real deployment)."""
+"""The archive flows under Prefect, against a real `prefect server start`
+(tests/prefect_support.py): in this process, as `k2 up` runs them, and as deployments."""
 
 from __future__ import annotations
 
@@ -32,13 +33,22 @@ PREFECT_YAML = ROOT / "deploy" / "prefect" / "prefect.yaml"
 
 
 @pytest.fixture(scope="module")
-def harness() -> Iterator[str]:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+def harness(prefect_server: str) -> Iterator[str]:
+    """Prefect's API for this module's flows: the session's server, for every thread (a thread
+    started here does not see a settings context, only the process-wide one)."""
+    from prefect.context import refresh_global_settings_context
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield str(PREFECT_API_URL.value())
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = prefect_server
+    refresh_global_settings_context()
+    try:
+        yield prefect_server
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+        refresh_global_settings_context()
 
 
 @pytest.fixture
@@ -267,93 +277,5 @@ def test_prefect_yaml_deploys_three_scheduled_deployments_to_a_process_pool(
         assert str(d.concurrency_options.collision_strategy).endswith("ENQUEUE")
 
 
-def test_k2_flows_serve_runs_deployments_one_run_at_a_time(harness: str, tmp_path: Path) -> None:
-    """`k2 flows serve` against a real Prefect API server: it registers the three deployments with
-    their schedules, and two runs of the offload asked for at once run one after the other, each
-    in its own process, into the archive."""
-    import signal
-
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
-    from k2.hotstore import migrate
-    from k2.settings import HotStoreSettings
-
-    store = ClickHouseStore.at(tmp_path / "hot")
-    migrate.apply(store, HotStoreSettings())
-    Market(store).write(25)
-    store.close()  # chDB opens a path in one process: each flow run's, now
-    # The settings come from a file given with --config: each flow run (a new process) must read
-    # the same one, or it would archive into the default lake instead of this one.
-    lake_dir = tmp_path / "elsewhere"
-    config = tmp_path / "k2-serve.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path}"\n[archive]\ncatalog_uri = "sqlite:///{lake_dir}/catalog.db"\n'
-        f'warehouse = "file://{lake_dir}/warehouse"\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    env["PREFECT_API_URL"] = harness
-
-    async def deployments(clear: bool = False) -> dict[str, Any]:
-        async with get_client() as client:
-            found = await client.read_deployments()
-            if clear:  # another test's (deploy/prefect/prefect.yaml's, on a work pool)
-                for d in found:
-                    await client.delete_deployment(d.id)
-                return {}
-            return {d.name: d for d in found}
-
-    asyncio.run(deployments(clear=True))
-    log = (tmp_path / "serve.log").open("wb")
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "k2", "--config", str(config), "flows", "serve"],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        found: dict[str, Any] = {}
-        while time.monotonic() < deadline and not {"offload", "maintenance", "reconcile"} <= set(
-            found
-        ):
-            assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(1)
-            found = asyncio.run(deployments())
-        assert found["offload"].schedules[0].schedule.cron == "*/15 * * * *"
-        assert found["reconcile"].schedules[0].schedule.cron == "30 2 * * *"
-        assert found["offload"].global_concurrency_limit.limit == 1
-        runs = [
-            run_deployment("k2-offload-deployment/offload", timeout=0, as_subflow=False)
-            for _ in range(2)
-        ]
-
-        async def states() -> list[Any]:
-            async with get_client() as client:
-                return [await client.read_flow_run(r.id) for r in runs]
-
-        done: list[Any] = []
-        while time.monotonic() < deadline + 180:
-            done = asyncio.run(states())
-            if all(r.state is not None and r.state.is_final() for r in done):
-                break
-            time.sleep(1)
-        assert all(r.state.is_completed() for r in done), [
-            (r.state.name, r.state.message) for r in done
-        ]
-        first, second = sorted(done, key=lambda r: r.start_time)
-        assert first.end_time <= second.start_time  # one after the other, never at once
-    finally:
-        serving.send_signal(signal.SIGINT)
-        serving.wait(60)
-        log.close()
-    store = ClickHouseStore.at(tmp_path / "hot")
-    lake = Lake(load_settings(config).archive, tmp_path)
-    assert (lake_dir / "warehouse").is_dir() and not (tmp_path / "lake" / "warehouse").exists()
-    try:
-        for spec in TABLES:
-            if not spec.is_candles:
-                assert archive_rows(lake, spec) == hot_rows(store, spec), spec.name
-    finally:
-        lake.close()
-        store.close()
+# `k2 flows serve` itself (deployments, one run at a time, the --config file handed to each run):
+# tests/integration/test_both_shapes.py, where it archives the cluster shape's store.
