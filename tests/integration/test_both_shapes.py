@@ -225,7 +225,10 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
 
         # -- the archive: deployments under k2 flows serve, and k2 offload ----------------------
         clear_deployments(prefect_server)  # other tests' (they share the session's server)
-        serving = start("serve", cluster, "flows", "serve")
+        # (its runner looks for runs to start every 2 s, not 10)
+        serving = start(
+            "serve", cluster, "flows", "serve", own={"PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+        )
         offload_started = time.time()
         offload = start("offload", embedded, "offload")
         deadline = time.monotonic() + 120
