@@ -24,6 +24,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -422,6 +423,19 @@ def with_venues(settings: Settings, overrides: dict[str, dict[str, Any]]) -> Set
     return settings.model_copy(update={"venues": venues})
 
 
+def _env_error(err: Exception) -> str:
+    """One line for a K2_ variable pydantic could not parse: which variables, and the rule."""
+    text = str(err)
+    field = text.split('"')[1] if text.count('"') >= 2 else ""
+    names = sorted(n for n in os.environ if n.upper().startswith(f"{ENV_PREFIX}{field.upper()}"))
+    which = ", ".join(names) or f"a {ENV_PREFIX} variable"
+    cause = f" ({err.__cause__})" if err.__cause__ is not None else ""
+    return (
+        f"{which}: not a valid value for setting {field or '?'}{cause}; a list or table "
+        f"setting takes JSON, e.g. {ENV_PREFIX}API__ALLOWED_HOSTS='[\"k2.example.org\"]'"
+    )
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the TOML file (if any), `K2_` variables and explicit overrides."""
     global _TOML_PATH  # noqa: PLW0603 - pydantic's source hook takes no argument to pass it in
@@ -440,6 +454,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     except ValidationError as err:
         raise ConfigError(_format_validation(err)) from None
+    except SettingsError as err:  # a list or table setting's variable that is not JSON
+        raise ConfigError(_env_error(err)) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     except UnicodeDecodeError:

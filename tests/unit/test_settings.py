@@ -60,6 +60,16 @@ def test_unknown_environment_keys_are_named(
         load_settings()
 
 
+def test_a_list_setting_from_the_environment_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K2_API__ALLOWED_HOSTS", "api")  # not '["api"]'
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("K2_API__ALLOWED_HOSTS: not a valid value for setting api")
+    monkeypatch.setenv("K2_API__ALLOWED_HOSTS", '["api"]')
+    assert load_settings().api.allowed_hosts == ["api"]
+
+
 def test_bad_values_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"writer\.batch_rows"):
         load_settings(writer={"batch_rows": 0})
