@@ -152,9 +152,10 @@ def pipeline_phase(
 
 def query_phase(trades: int, runs: int) -> dict[str, object]:
     """Store `trades` synthetic trades over the last 6 days, then time the candle query."""
-    from k2.hotstore import migrate, queries
+    from k2.hotstore import migrate
     from k2.hotstore.clickhouse import ClickHouseStore
     from k2.instruments import load_instruments
+    from k2.query import frames, tiers
     from k2.settings import HotStoreSettings
 
     data = scratch_dir("k2-bench-q-")
@@ -184,12 +185,12 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     # One untimed query per symbol first: the first read of a table in a process loads its marks
     # and primary index (~50 ms once); a dashboard asks the same query again and again.
     for symbol in symbols:
-        queries.candles(store, "1m", "binance", f"{symbol[:-4]}/USDT", limit=100)
+        tiers.candles(store, None, "1m", tiers.Filter("binance", f"{symbol[:-4]}/USDT"), 100)
     timings = []
     for i in range(runs):
         symbol = f"{symbols[i % n][:-4]}/USDT"
         t0 = time.perf_counter_ns()
-        rows = queries.candles(store, "1m", "binance", symbol, limit=100)
+        rows = frames.rows(tiers.candles(store, None, "1m", tiers.Filter("binance", symbol), 100))
         timings.append(time.perf_counter_ns() - t0)
         assert len(rows) == 100, len(rows)
     store.close()

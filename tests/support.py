@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from k2.ingest.feed import Feed
@@ -187,3 +191,21 @@ def assert_exact(sim: Simulator, trades: Sequence[Trade]) -> int:
     ]
     assert not wrong, f"{len(wrong)} trades differ from the venue's, e.g. {wrong[:2]}"
     return len(seen)
+
+
+K2 = [sys.executable, "-m", "k2"]
+
+
+def k2(
+    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    return subprocess.run(
+        [*K2, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )

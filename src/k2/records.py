@@ -110,14 +110,17 @@ TRADE_KEYS = (
 
 
 def decimal_text(value: Decimal) -> str:
-    """Return a decimal as plain text, never in exponent form."""
-    return format(value, "f")
+    """Return a decimal in K2's text form: plain notation, never an exponent, no trailing
+    fractional zeros or point (`0.00821700` is `0.008217`, `100.0` is `100`). Every output uses
+    it, whichever tier a row comes from (query/frames.py; docs/RECORD_SEMANTICS.md)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def trade_json(trade: Trade) -> dict[str, str | int]:
     """Return the JSON form of a trade (`k2 normalize`, `k2 watch --record`).
 
-    `k2 trades` has the same keys but reads the store, which prints decimals without trailing zeros.
+    `k2 trades` has the same keys and the same text form.
     """
     return {
         "exchange": trade.exchange,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, sample_bytes
+from tests.support import K2, k2
 
 pytestmark = pytest.mark.integration
-K2 = [sys.executable, "-m", "k2"]
 KEYS = [
     "exchange",
     "symbol",
@@ -28,21 +26,6 @@ KEYS = [
     "ts_event",
     "ts_recv",
 ]
-
-
-def k2(
-    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    return subprocess.run(
-        [*K2, *args],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def test_normalize_stdin_every_key() -> None:

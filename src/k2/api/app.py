@@ -32,6 +32,8 @@ from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, resolve_filters
 from k2.observe.health import FAIL, HealthInputs, evaluate, report
 from k2.observe.metrics import Source, build_registry, render
+from k2.query import frames, stream, tiers
+from k2.query.tiers import Archive
 from k2.timeutil import user_time
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class Context(Source, Protocol):
 
     store: HotStore | None
     instruments: Instruments
+
+    @property
+    def lake(self) -> Archive | None:
+        """The archive (None until it is open), for reads of what hot no longer holds."""
 
     def health_inputs(self) -> HealthInputs: ...
 
@@ -128,9 +134,7 @@ def create_app(ctx: Context) -> FastAPI:
         None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d)."
     )
     TO = Query(None, alias="to", description="Up to (not including) this time; same forms as from.")
-    LIMIT = Query(
-        100, ge=1, le=queries.MAX_LIMIT, description="At most this many rows (the latest)."
-    )
+    LIMIT = Query(100, ge=1, le=tiers.MAX_LIMIT, description="At most this many rows (the latest).")
 
     @app.get("/api/trades")
     def trades(
@@ -140,8 +144,10 @@ def create_app(ctx: Context) -> FastAPI:
         end: str | None = TO,
         limit: int = LIMIT,
     ) -> dict[str, Any]:
-        """Latest trades matching the filters, oldest first."""
-        return {"rows": queries.trades(store(), *filters(venue, symbol, start, end), limit)}
+        """Latest trades matching the filters, oldest first: from the hot store, and from the
+        archive for days the hot store no longer holds."""
+        f = tiers.Filter(*filters(venue, symbol, start, end))
+        return {"rows": frames.rows(tiers.trades(store(), ctx.lake, f, limit))}
 
     @app.get("/api/candles")
     def candles(
@@ -152,10 +158,60 @@ def create_app(ctx: Context) -> FastAPI:
         end: str | None = TO,
         limit: int = LIMIT,
     ) -> dict[str, Any]:
-        """Latest candles of one timeframe, oldest first (the current window as it stands)."""
+        """Latest candles of one timeframe, oldest first (the current window as it stands); the
+        archive serves windows older than the hot store's first."""
         queries.timeframe(timeframe)
-        rows = queries.candles(store(), timeframe, *filters(venue, symbol, start, end), limit)
-        return {"rows": rows}
+        f = tiers.Filter(*filters(venue, symbol, start, end))
+        return {"rows": frames.rows(tiers.candles(store(), ctx.lake, timeframe, f, limit))}
+
+    def export_response(
+        kind: str, f: tiers.Filter, fmt: stream.Format, tf: str | None = None
+    ) -> StreamingResponse:
+        if f.start_ns is None:
+            raise InputError("from is required: the start of the range to export")
+        end = f.end_ns if f.end_ns is not None else time.time_ns()
+        if tf is None:
+            chunks = stream.trade_chunks(store(), ctx.lake, f, f.start_ns, end)
+        else:
+            chunks = stream.candle_chunks(store(), ctx.lake, tf, f, f.start_ns, end)
+        name = f"k2-{kind}-{f.start_ns // 1_000_000_000}-{end // 1_000_000_000}.{fmt}"
+        return StreamingResponse(
+            stream.encode(chunks, fmt, stream.SCHEMAS[kind]),
+            media_type=stream.MEDIA_TYPES[fmt],
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    EXPORT: dict[int | str, dict[str, Any]] = {
+        200: {"content": {t: {} for t in stream.MEDIA_TYPES.values()}}
+    }
+
+    @app.get("/api/export/trades", response_class=StreamingResponse, responses=EXPORT)
+    def export_trades(
+        venue: str | None = None,
+        symbol: str | None = None,
+        start: str | None = FROM,
+        end: str | None = TO,
+        format: stream.Format = stream.Format.jsonl,
+    ) -> StreamingResponse:
+        """Every trade in [from, to) matching the filters, in time order, from the hot store and
+        the archive alike, streamed as JSON lines, CSV, Parquet or an Arrow IPC stream; no row
+        limit, in bounded memory. `from` is required; `to` defaults to now."""
+        return export_response("trades", tiers.Filter(*filters(venue, symbol, start, end)), format)
+
+    @app.get("/api/export/candles", response_class=StreamingResponse, responses=EXPORT)
+    def export_candles(
+        timeframe: str = "1m",
+        venue: str | None = None,
+        symbol: str | None = None,
+        start: str | None = FROM,
+        end: str | None = TO,
+        format: stream.Format = stream.Format.jsonl,
+    ) -> StreamingResponse:
+        """Every candle of one timeframe with its window in [from, to), streamed like
+        /api/export/trades."""
+        queries.timeframe(timeframe)
+        f = tiers.Filter(*filters(venue, symbol, start, end))
+        return export_response("candles", f, format, timeframe)
 
     @app.get("/api/gaps")
     def gaps(

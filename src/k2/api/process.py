@@ -64,6 +64,7 @@ class ApiProcess:
     hot_newest: dict[str, float] = field(default_factory=dict)
     bus: BusView | None = None
     archive: ArchiveRuntime | None = None
+    lake: Lake | None = None  # the archive, for reads of what hot no longer holds
     started_at: float = field(default_factory=time.time)
     refreshed_at: float = 0.0  # when the last refresh finished (0: not yet)
     _owner: OwnedStore | None = None
@@ -80,7 +81,7 @@ class ApiProcess:
         """Open the store and the archive, read everything once, then keep it fresh."""
         self._owner = OwnedStore(self.settings.data_dir, self.settings.hotstore, "k2 api")
         self.store = self._owner.store
-        lake = Lake(self.settings.archive, self.settings.data_dir)
+        lake = self.lake = Lake(self.settings.archive, self.settings.data_dir)
         metrics = self.metrics if self.settings.metrics.enabled else None
         self.archive = ArchiveRuntime(self.store, lake, self.settings, metrics=metrics)
         self.refresh()

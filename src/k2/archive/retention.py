@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from k2.archive import marks
 from k2.archive.lake import Lake
 from k2.archive.tables import TABLES, WATERMARK, WRITER_MARKS, ArchiveTable
+from k2.hotstore import expired
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 from k2.settings import HotStoreSettings
@@ -80,19 +81,30 @@ def expire_table(
                 total,
             )
             continue
-        # Delete what the archive holds, not the partition: a late trade inserted into this day
-        # since the count above is not archived, and must stay. A lightweight delete marks the
-        # rows (no part is rewritten), so inserts queued behind it wait a moment; synchronous, so
-        # the table holds the result when this returns.
-        store.execute(
-            f"DELETE FROM {DATABASE}.{spec.name} "
-            f"WHERE toYYYYMMDD(ts_event) = {{d:UInt32}} AND ({held})",
-            {"d": int(day)},
-            settings={"lightweight_deletes_sync": 2},
-        )
         result.dropped.append(day)
         result.rows_dropped += int(total)
-        log.info("hot store: expired %s day %s (%d rows, all archived)", spec.name, day, total)
+    if not result.dropped:
+        return result
+    # Say so before deleting: a reader that finds a day recorded after reading hot reads what hot
+    # may lack of it from the archive (query/tiers.py).
+    for day in result.dropped:
+        expired.record(store, spec.name, expired.day_ordinal(day))
+    # Delete what the archive holds, not the partitions: a late trade inserted into one of these
+    # days since the counts above is not archived, and must stay. A lightweight delete marks the
+    # rows (no part is rewritten), so inserts queued behind it wait a moment; synchronous, so the
+    # table holds the result when this returns; one for all the days (each costs about a second).
+    store.execute(
+        f"DELETE FROM {DATABASE}.{spec.name} "
+        f"WHERE toYYYYMMDD(ts_event) IN {{days:Array(UInt32)}} AND ({held})",
+        {"days": [int(d) for d in result.dropped]},
+        settings={"lightweight_deletes_sync": 2},
+    )
+    log.info(
+        "hot store: expired %s days %s (%d rows, all archived)",
+        spec.name,
+        ", ".join(result.dropped),
+        result.rows_dropped,
+    )
     return result
 
 

@@ -14,6 +14,7 @@ from k2 import __version__
 from k2.cli.archive import maintain, offload, reconcile
 from k2.cli.cluster import api, feed, ingest
 from k2.cli.common import STATE
+from k2.cli.export import export, replay
 from k2.cli.flows import app as flows_app
 from k2.cli.health import health
 from k2.cli.normalize import normalize
@@ -63,6 +64,8 @@ app.command()(normalize)
 app.command()(watch)
 app.command()(trades)
 app.command()(candles)
+app.command()(export)
+app.command()(replay)
 app.command()(offload)
 app.command()(maintain)
 app.command()(reconcile)

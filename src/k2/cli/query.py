@@ -7,7 +7,7 @@ import csv
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
@@ -21,9 +21,17 @@ from k2.hotstore import queries
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, load_instruments, resolve_filters
+from k2.query import frames, tiers
+from k2.query.frames import CANDLE_SCHEMA
 from k2.records import TRADE_KEYS
 from k2.settings import Settings
 from k2.timeutil import ns_to_rfc3339, rfc3339_to_ns, user_time
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table as IcebergTable
+
+    from k2.archive.lake import Lake
+    from k2.archive.tables import ArchiveTable
 
 
 class Format(StrEnum):
@@ -37,22 +45,46 @@ def parse_time(value: str | None, what: str) -> str | None:
     return None if value is None else ns_to_rfc3339(user_time(value, what))
 
 
+class LazyLake:
+    """The archive of a stopped data directory, opened only if a read needs it."""
+
+    def __init__(self, cfg: Settings, data_dir: Path) -> None:
+        self._settings, self._data_dir = cfg.archive, data_dir
+        self._lake: Lake | None = None
+
+    def table(self, spec: ArchiveTable) -> IcebergTable:
+        if self._lake is None:
+            from k2.archive.lake import Lake
+
+            self._lake = Lake(self._settings, self._data_dir)
+        return self._lake.table(spec)
+
+    def close(self) -> None:
+        if self._lake is not None:
+            self._lake.close()
+
+
 def _local(
-    kind: str, store: HotStore, params: dict[str, Any], instruments: Instruments
+    kind: str,
+    store: HotStore,
+    lake: tiers.Archive,
+    params: dict[str, Any],
+    instruments: Instruments,
 ) -> list[dict[str, Any]]:
     start = rfc3339_to_ns(params["start"]) if params.get("start") else None
     end = rfc3339_to_ns(params["end"]) if params.get("end") else None
+    f = tiers.Filter(params.get("venue"), params.get("symbol"), start, end)
     if kind == "trades":
-        return queries.trades(store, params["venue"], params["symbol"], start, end, params["limit"])
+        return frames.rows(tiers.trades(store, lake, f, params["limit"]))
+    if kind == "candles":
+        return frames.rows(tiers.candles(store, lake, params["timeframe"], f, params["limit"]))
     if kind == "gaps":
         return queries.gaps(store, params["venue"], params["outcome"], start, end, params["limit"])
     if kind == "rejects":
         return queries.rejects(store, params["venue"], start, end, params["limit"])
     if kind == "symbols":
         return queries.symbols(store, instruments)
-    return queries.candles(
-        store, params["timeframe"], params["venue"], params["symbol"], start, end, params["limit"]
-    )
+    raise AssertionError(kind)
 
 
 def fetch(
@@ -72,7 +104,11 @@ def fetch(
 
     def local(owner: OwnedStore) -> list[dict[str, Any]]:
         known = instruments or load_instruments(cfg.instruments_file)
-        return _local(kind, owner.store, params, known)
+        lake = LazyLake(cfg, data_dir or cfg.data_dir)
+        try:
+            return _local(kind, owner.store, lake, params, known)
+        finally:
+            lake.close()
 
     return reach(data_dir or cfg.data_dir, f"k2 {kind}", cfg.hotstore, remote, local)
 
@@ -107,7 +143,9 @@ START = typer.Option(
     None, "--from", help="From this time: RFC 3339, a date, or a duration ago (15m, 2h)."
 )
 END = typer.Option(None, "--to", help="Up to (not including) this time; same forms as --from.")
-LIMIT = typer.Option(100, "--limit", help="At most this many rows (the latest ones).")
+LIMIT = typer.Option(
+    100, "--limit", help="At most this many rows (the latest ones; k2 export has no limit)."
+)
 FORMAT = typer.Option(Format.table, "--format", help="table, csv, or jsonl.")
 DATA_DIR = typer.Option(
     None, "--data-dir", help="Data directory (setting data_dir, default ./data)."
@@ -145,7 +183,7 @@ def candles(
         rows = _rows(
             "candles", data_dir, venue, symbol, start, end, timeframe=timeframe, limit=limit
         )
-        emit(rows, queries.CANDLE_KEYS, format, f"{timeframe} candles")
+        emit(rows, tuple(CANDLE_SCHEMA.names), format, f"{timeframe} candles")
 
 
 def gaps(

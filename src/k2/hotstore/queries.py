@@ -1,33 +1,17 @@
-"""The read side of the hot store: trades and finished candles, for the CLI and the API."""
+"""The read side of the hot store: gaps, rejects and instruments, and the candle merge
+(trades and candles are read across both tiers by query/tiers.py)."""
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Any
 
 from k2.errors import InputError
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, catalog
-from k2.records import TRADE_KEYS, Outcome
+from k2.records import Outcome
 from k2.timeutil import ns_to_rfc3339
 
-CANDLE_KEYS = (
-    "exchange",
-    "canonical_symbol",
-    "timeframe",
-    "window_start",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trade_count",
-    "taker_buy_volume",
-    "vwap",
-)
 MAX_LIMIT = 1_000_000
 
 
@@ -55,27 +39,6 @@ def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     return limit
-
-
-def trades(
-    store: HotStore,
-    venue: str | None = None,
-    symbol: str | None = None,
-    start_ns: int | None = None,
-    end_ns: int | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Return the latest `limit` trades matching the filters, oldest first,
-    as `k2 normalize` rows."""
-    where, params = _filters(venue, symbol, "ts_event", start_ns, end_ns)
-    rows = store.rows(
-        "SELECT exchange, symbol, canonical_symbol, trade_id, toString(price), toString(amount), "
-        "toString(taker_side), toUnixTimestamp64Nano(ts_event), toUnixTimestamp64Nano(ts_recv) "
-        f"FROM {DATABASE}.silver_trades{where} "
-        f"ORDER BY ts_event DESC, trade_id DESC LIMIT {_limit(limit)}",
-        params,
-    )
-    return _records(rows, TRADE_KEYS, ("ts_event", "ts_recv"))
 
 
 def _records(
@@ -122,87 +85,6 @@ def merged_candles_sql(tf: str, where: str, order: str, limit: str = "") -> str:
         f"FROM {DATABASE}.ohlcv_{tf}{where} GROUP BY exchange, canonical_symbol, window_start "
         f"ORDER BY {order}{limit}"
     )
-
-
-def candles(
-    store: HotStore,
-    tf: str = "1m",
-    venue: str | None = None,
-    symbol: str | None = None,
-    start_ns: int | None = None,
-    end_ns: int | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Return the latest `limit` candles (merged, with VWAP;
-    the current window as it stands), oldest first."""
-    seconds = TIMEFRAME_BY_NAME[timeframe(tf)].seconds
-    if start_ns is None and venue and symbol:
-        # "The last N candles of one market": merge N windows' states, not the market's whole
-        # history. On a live store the last N windows before now hold them; otherwise bound by
-        # the market's own latest window (a primary-key read); if trading was sparse, go wide.
-        span = (limit - 1) * seconds * 1_000_000_000
-        until = end_ns if end_ns is not None else time.time_ns()
-        # Twice the span: a market that paused for a few windows still fills the page in one query.
-        recent = _candles(store, tf, venue, symbol, until - 2 * span, end_ns, limit)
-        if len(recent) == limit:
-            return recent
-        where, params = _filters(venue, symbol, "window_start", None, end_ns)
-        latest = store.rows(
-            f"SELECT toUnixTimestamp(max(window_start)) FROM {DATABASE}.ohlcv_{tf}{where}", params
-        )
-        if latest and latest[0][0]:
-            bounded = _candles(
-                store, tf, venue, symbol, latest[0][0] * 1_000_000_000 - span, end_ns, limit
-            )
-            if len(bounded) == limit:
-                return bounded
-    return _candles(store, tf, venue, symbol, start_ns, end_ns, limit)
-
-
-def _candles(
-    store: HotStore,
-    tf: str,
-    venue: str | None,
-    symbol: str | None,
-    start_ns: int | None,
-    end_ns: int | None,
-    limit: int,
-) -> list[dict[str, Any]]:
-    where, params = _filters(venue, symbol, "window_start", start_ns, end_ns)
-    # Read as TSV: ClickHouse prints decimals there without trailing zeros, exactly as toString()
-    # would, and a hundred text lines cost less than the toString() calls plus an Arrow decode
-    # (~1.5 ms of a ~9 ms query). Small reads: max_threads = 1 avoids fanning out over threads.
-    sql = merged_candles_sql(
-        tf, where, "window_start DESC", f" LIMIT {_limit(limit)} SETTINGS max_threads = 1"
-    )
-    out = []
-    for line in reversed(store.query_bytes(sql, "TabSeparated", params).decode().splitlines()):
-        item: dict[str, Any] = dict(
-            zip(CANDLE_KEYS, map(_tsv_unescape, line.split("\t")), strict=True)
-        )
-        item["window_start"] = ns_to_rfc3339(int(item["window_start"]) * 1_000_000_000)
-        item["trade_count"] = int(item["trade_count"])
-        out.append(item)
-    return out
-
-
-_TSV_ESCAPES = {
-    "\\t": "\t",
-    "\\n": "\n",
-    "\\\\": "\\",
-    "\\r": "\r",
-    "\\0": "\0",
-    "\\'": "'",
-    "\\b": "\b",
-    "\\f": "\f",
-}
-
-
-def _tsv_unescape(field: str) -> str:
-    """Undo TSV escaping (only names can hold a backslash, tab or newline; numbers never do)."""
-    if "\\" not in field:
-        return field
-    return re.sub(r"\\.", lambda m: _TSV_ESCAPES.get(m.group(0), m.group(0)[1]), field)
 
 
 GAP_KEYS = (

@@ -1,0 +1,196 @@
+"""Reads of any size, in bounded memory: a time range cut into windows, each read across both
+tiers (query/tiers.py) and encoded as it comes.
+
+A window is sized so that it holds about `target_rows` rows: the next window's length follows
+the last one's count. Memory is then one window's rows plus the encoder's buffer, whatever the
+range. Windows follow each other in time, and rows within one are in time order, so the stream
+is in time order as a whole.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from k2.hotstore.schema import TIMEFRAME_BY_NAME
+from k2.hotstore.store import HotStore
+from k2.query import tiers
+from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA, as_text
+
+SECOND_NS = 1_000_000_000
+MIN_WINDOW_NS = SECOND_NS
+MAX_WINDOW_NS = 86_400 * SECOND_NS
+TARGET_ROWS = 200_000
+
+
+class Format(enum.StrEnum):
+    """What a stream is encoded as."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+    arrow = "arrow"  # the Arrow IPC stream format
+
+
+MEDIA_TYPES = {
+    Format.jsonl: "application/x-ndjson",
+    Format.csv: "text/csv; charset=utf-8",
+    Format.parquet: "application/vnd.apache.parquet",
+    Format.arrow: "application/vnd.apache.arrow.stream",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One window's rows, and where the window ends (for progress)."""
+
+    rows: pa.Table
+    end_ns: int
+
+
+def chunks(
+    read: Callable[[tiers.Filter], pa.Table],
+    f: tiers.Filter,
+    start_ns: int,
+    end_ns: int,
+    target_rows: int = TARGET_ROWS,
+    first_window_ns: int = 3_600 * SECOND_NS,
+    count: Callable[[tiers.Filter], int] | None = None,
+) -> Iterator[Chunk]:
+    """Read [start_ns, end_ns) window by window with `read`, each about `target_rows` rows.
+
+    `count`, if given, says cheaply how many rows a window holds (the hot store's share): a
+    window holding over twice the target is narrowed before it is read, so a burst after a quiet
+    stretch is not read in one piece.
+    """
+    at, window = start_ns, first_window_ns
+    while at < end_ns:
+        until = min(end_ns, at + window)
+        if count is not None:
+            while (
+                until - at > MIN_WINDOW_NS and (n := count(f.between(at, until))) > 2 * target_rows
+            ):
+                until = at + max(MIN_WINDOW_NS, (until - at) * target_rows // n)
+        rows = read(f.between(at, until))
+        yield Chunk(rows, until)
+        span = until - at  # the next window: about target_rows at this one's rate; wider if empty
+        window = int(span * target_rows / len(rows)) if len(rows) else span * 4
+        window = max(MIN_WINDOW_NS, min(MAX_WINDOW_NS, window))
+        at = until
+
+
+def trade_chunks(
+    store: HotStore,
+    lake: tiers.Archive | None,
+    f: tiers.Filter,
+    start_ns: int,
+    end_ns: int | None = None,
+    target_rows: int = TARGET_ROWS,
+) -> Iterator[Chunk]:
+    """Every trade matching `f` in [start_ns, end_ns or now), window by window."""
+    end = time.time_ns() if end_ns is None else end_ns
+    return chunks(
+        lambda w: tiers.trades_between(store, lake, w),
+        f,
+        start_ns,
+        end,
+        target_rows,
+        count=lambda w: tiers.hot_count(store, w),
+    )
+
+
+def candle_chunks(
+    store: HotStore,
+    lake: tiers.Archive | None,
+    tf: str,
+    f: tiers.Filter,
+    start_ns: int,
+    end_ns: int | None = None,
+    target_rows: int = TARGET_ROWS,
+) -> Iterator[Chunk]:
+    """Every candle of `tf` matching `f` with its window in [start_ns, end_ns or now)."""
+    end = time.time_ns() if end_ns is None else end_ns
+    return chunks(
+        lambda w: tiers.candles_between(store, lake, tf, w),
+        f,
+        start_ns,
+        end,
+        target_rows,
+        first_window_ns=max(3_600, 1_000 * TIMEFRAME_BY_NAME[tf].seconds) * SECOND_NS,
+    )
+
+
+class Encoder:
+    """Turns a stream of tables into bytes of one format: `write` each table (what it returns is
+    ready to send), then `close` for what ends the stream."""
+
+    def __init__(self, fmt: Format, schema: pa.Schema) -> None:
+        self.format, self.schema = fmt, schema
+        self._buffer = io.BytesIO()
+        self._writer: pq.ParquetWriter | pa.ipc.RecordBatchStreamWriter | None = None
+        self._header = True
+        if fmt is Format.parquet:
+            self._writer = pq.ParquetWriter(self._buffer, schema, compression="zstd")
+        elif fmt is Format.arrow:
+            self._writer = pa.ipc.new_stream(self._buffer, schema)
+
+    def _take(self) -> bytes:
+        out = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return out
+
+    def write(self, table: pa.Table) -> bytes:
+        if not len(table):
+            return b""
+        if self.format is Format.jsonl:
+            return b"".join(orjson.dumps(row) + b"\n" for row in as_text(table).to_pylist())
+        if self.format is Format.csv:
+            options = pacsv.WriteOptions(include_header=self._header, quoting_style="needed")
+            self._header = False
+            pacsv.write_csv(as_text(table), self._buffer, options)
+            return self._take()
+        assert self._writer is not None
+        self._writer.write_table(table)
+        return self._take()
+
+    def close(self) -> bytes:
+        """What ends the stream (a CSV header alone if there were no rows)."""
+        if self.format is Format.csv and self._header:
+            self._header = False
+            return (",".join(self.schema.names) + "\n").encode()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self._take()
+
+
+def encode(chunks: Iterator[Chunk], fmt: Format, schema: pa.Schema) -> Iterator[bytes]:
+    """`chunks` encoded as `fmt`, a piece per chunk (never empty)."""
+    encoder = Encoder(fmt, schema)
+    for chunk in chunks:
+        if piece := encoder.write(chunk.rows):
+            yield piece
+    if piece := encoder.close():
+        yield piece
+
+
+def write_to(out: BinaryIO, pieces: Iterator[bytes]) -> int:
+    """Write every piece to `out`; return the bytes written."""
+    total = 0
+    for piece in pieces:
+        out.write(piece)
+        total += len(piece)
+    return total
+
+
+SCHEMAS = {"trades": TRADE_SCHEMA, "candles": CANDLE_SCHEMA}

@@ -1,0 +1,333 @@
+"""One read path over both tiers: the hot store where it holds the data, Iceberg where it doesn't.
+
+Trades. Hot retention empties a day of silver only once the archive holds every row of it, and
+records the day in `k2.hot_expired` before it deletes (archive/retention.py). A read takes hot
+first, then the recorded days, then the archive's rows of those days in its newest snapshot, and
+keeps each trade once by its key (exchange, symbol, trade_id). That is exact while the seam moves:
+- a trade hot held when it was read is served from hot;
+- a trade hot no longer held had been deleted, so it was archived before that, its day was
+  recorded before that, and the archive read (which comes later) has it;
+- a trade in both is kept once: the tiers hold the same values (the offload is exact).
+
+Candles stay in hot for good; the archive serves the windows before the first one hot holds for
+the filters (a hot store started next to an older archive). Both tiers give the same Arrow schema
+(query/frames.py), so the text of a row never says which tier it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from k2.errors import InputError
+from k2.hotstore.expired import expired_days
+from k2.hotstore.queries import merged_candles_sql, timeframe
+from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAME_BY_NAME, ohlcv_table
+from k2.hotstore.store import HotStore
+from k2.query.frames import (
+    CANDLE_KEY,
+    CANDLE_ORDER,
+    CANDLE_SCHEMA,
+    TRADE_KEY,
+    TRADE_ORDER,
+    TRADE_SCHEMA,
+    conform,
+)
+
+if TYPE_CHECKING:  # the archive's modules load PyIceberg: only when a read needs the archive
+    from pyiceberg.expressions import BooleanExpression
+    from pyiceberg.table import Table
+
+    from k2.archive.tables import ArchiveTable
+
+DAY_NS = 86_400 * 1_000_000_000
+MAX_LIMIT = 1_000_000  # rows in one answer; larger reads stream (query/stream.py)
+
+
+class Archive(Protocol):
+    """What a read needs of the archive (archive.lake.Lake): a table, freshly loaded."""
+
+    def table(self, spec: ArchiveTable) -> Table: ...
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What to read: a venue, a canonical symbol, event times in [start_ns, end_ns)."""
+
+    venue: str | None = None
+    symbol: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+    def between(self, start_ns: int | None, end_ns: int | None) -> Filter:
+        """This filter narrowed to [start_ns, end_ns) (None: not narrowed on that side)."""
+        lo, hi = self.start_ns, self.end_ns
+        if start_ns is not None:
+            lo = start_ns if lo is None else max(lo, start_ns)
+        if end_ns is not None:
+            hi = end_ns if hi is None else min(hi, end_ns)
+        return replace(self, start_ns=lo, end_ns=hi)
+
+    def sql(self, column: str) -> tuple[str, dict[str, Any]]:
+        """A WHERE clause over `column` (a DateTime64) and its parameters."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if self.venue:
+            where.append("exchange = {venue:String}")
+            params["venue"] = self.venue
+        if self.symbol:
+            where.append("canonical_symbol = {symbol:String}")
+            params["symbol"] = self.symbol.upper()
+        if self.start_ns is not None:
+            where.append(f"{column} >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')")
+            params["start"] = self.start_ns
+        if self.end_ns is not None:
+            where.append(f"{column} < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')")
+            params["end"] = self.end_ns
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def iceberg(self, column: str) -> BooleanExpression:
+        """The same filter for an Iceberg scan, to the microsecond around the edges (the exact
+        nanosecond bounds are applied to the rows read)."""
+        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, GreaterThanOrEqual, LessThan
+
+        expr: BooleanExpression = AlwaysTrue()
+        # pyiceberg's predicates take (term, literal) positionally; the pydantic mypy plugin reads
+        # their model fields instead and expects other arguments.
+        if self.venue:
+            expr = And(expr, EqualTo("exchange", self.venue))  # type: ignore[call-arg]
+        if self.symbol:
+            expr = And(expr, EqualTo("canonical_symbol", self.symbol.upper()))  # type: ignore[call-arg]
+        if self.start_ns is not None:
+            expr = And(expr, GreaterThanOrEqual(column, _iso(self.start_ns // 1000)))  # type: ignore[call-arg]
+        if self.end_ns is not None:
+            expr = And(expr, LessThan(column, _iso(-(-self.end_ns // 1000))))  # type: ignore[call-arg]
+        return expr
+
+
+def _iso(us: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InputError(
+            f"limit must be between 1 and {MAX_LIMIT:,} (use k2 export for more), got {limit}"
+        )
+    return limit
+
+
+# -- trades ---------------------------------------------------------------------------------------
+_HOT_TRADES = (
+    "SELECT exchange, symbol, canonical_symbol, toInt64(trade_id) AS trade_id, price, amount, "
+    "toString(taker_side) AS taker_side, toUnixTimestamp64Nano(ts_event) AS event_ns, "
+    f"toUnixTimestamp64Nano(ts_recv) AS recv_ns FROM {DATABASE}.{SILVER_TABLE}"
+)  # (an alias named like a column would stand for it in WHERE too: ClickHouse aliases are global)
+
+
+def hot_trades(store: HotStore, f: Filter, limit: int | None = None) -> pa.Table:
+    """Silver's trades in hot: the newest `limit`, or all of them, in time order."""
+    where, params = f.sql("ts_event")
+    if limit is None:
+        sql = f"{_HOT_TRADES}{where} ORDER BY ts_event, exchange, symbol, trade_id"
+    else:
+        sql = (
+            f"{_HOT_TRADES}{where} ORDER BY ts_event DESC, exchange DESC, symbol DESC, "
+            f"trade_id DESC LIMIT {int(limit)}"
+        )
+    return conform(store.query_arrow(sql, params).rename_columns(TRADE_SCHEMA.names), TRADE_SCHEMA)
+
+
+def hot_count(store: HotStore, f: Filter) -> int:
+    """How many trades hot holds matching `f` (a primary-key read)."""
+    where, params = f.sql("ts_event")
+    return int(store.rows(f"SELECT count() FROM {DATABASE}.{SILVER_TABLE}{where}", params)[0][0])
+
+
+def cold_trades(lake: Archive, f: Filter) -> pa.Table:
+    """Silver's trades in the archive's newest snapshot, exactly within the filter."""
+    from k2.archive.tables import BY_NAME
+
+    table = lake.table(BY_NAME[SILVER_TABLE])
+    fields = ("exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount")
+    scanned = table.scan(
+        row_filter=f.iceberg("ts_event"),
+        selected_fields=(*fields, "taker_side", "ts_event_ns", "ts_recv_ns"),
+    ).to_arrow()
+    scanned = scanned.rename_columns(
+        [
+            {"ts_event_ns": "ts_event", "ts_recv_ns": "ts_recv"}.get(n, n)
+            for n in scanned.column_names
+        ]
+    )
+    return _within(conform(scanned, TRADE_SCHEMA), "ts_event", f).sort_by(TRADE_ORDER)
+
+
+def _within(table: pa.Table, column: str, f: Filter) -> pa.Table:
+    if not len(table) or (f.start_ns is None and f.end_ns is None):
+        return table
+    ns = pc.cast(table.column(column), pa.int64())
+    keep = pc.greater_equal(ns, f.start_ns) if f.start_ns is not None else None
+    if f.end_ns is not None:
+        below = pc.less(ns, f.end_ns)
+        keep = below if keep is None else pc.and_(keep, below)
+    return table.filter(keep)
+
+
+def _expired(store: HotStore, f: Filter) -> list[int]:
+    """The days (since 1970) in the filter's range that retention has emptied in silver."""
+    first = None if f.start_ns is None else f.start_ns // DAY_NS
+    last = None if f.end_ns is None else (f.end_ns - 1) // DAY_NS
+    return sorted(
+        d
+        for d in expired_days(store, SILVER_TABLE)
+        if (first is None or d >= first) and (last is None or d <= last)
+    )
+
+
+def _merge(parts: list[pa.Table], key: tuple[str, ...], order: list[tuple[str, str]]) -> pa.Table:
+    """The parts as one table, each key once, in `order`."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return TRADE_SCHEMA.empty_table() if "trade_id" in key else CANDLE_SCHEMA.empty_table()
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in key])
+    n = len(table)
+    if n > 1:
+        same = None
+        for k in key:
+            column = table.column(k)
+            eq = pc.equal(column.slice(1), column.slice(0, n - 1))
+            same = eq if same is None else pc.and_(same, eq)
+        assert same is not None
+        keep = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
+        table = table.filter(keep)
+    return table.sort_by(order)
+
+
+def trades(store: HotStore, lake: Archive | None, f: Filter, limit: int = 100) -> pa.Table:
+    """The newest `limit` trades matching `f`, oldest first, from hot and then the archive."""
+    newest = hot_trades(store, f, check_limit(limit))
+    merged = newest.sort_by(TRADE_ORDER)
+    if lake is None:
+        return merged
+    for day in reversed(_expired(store, f)):  # newest first: stop once older days cannot count
+        if len(merged) >= limit and _first_ns(merged, "ts_event") >= (day + 1) * DAY_NS:
+            break
+        cold = cold_trades(lake, f.between(day * DAY_NS, (day + 1) * DAY_NS))
+        merged = _merge([merged, cold], TRADE_KEY, TRADE_ORDER)
+        merged = merged.slice(max(0, len(merged) - limit))
+    return merged
+
+
+def trades_between(store: HotStore, lake: Archive | None, f: Filter) -> pa.Table:
+    """Every trade matching `f` (mind its range: all of it is in memory), in time order."""
+    hot = hot_trades(store, f)
+    if lake is None:
+        return hot
+    days = _expired(store, f)
+    if not days:
+        return hot
+    # one scan over the recorded days' span; of it, the rows of those days
+    cold = cold_trades(lake, f.between(days[0] * DAY_NS, (days[-1] + 1) * DAY_NS))
+    if len(days) < days[-1] - days[0] + 1:
+        day = pc.cast(pc.divide(pc.cast(cold.column("ts_event"), pa.int64()), DAY_NS), pa.int64())
+        cold = cold.filter(pc.is_in(day, pa.array(days, pa.int64())))
+    return _merge([hot, cold], TRADE_KEY, TRADE_ORDER)
+
+
+def _first_ns(table: pa.Table, column: str) -> int:
+    return int(pc.cast(table.column(column), pa.int64())[0].as_py())
+
+
+# -- candles --------------------------------------------------------------------------------------
+def hot_candles(store: HotStore, tf: str, f: Filter, limit: int | None = None) -> pa.Table:
+    """Finished and current candles in hot (merged, with VWAP): the newest `limit`, or all of
+    them, in window order."""
+    where, params = f.sql("window_start")
+    if limit is None:
+        sql = merged_candles_sql(tf, where, "window_start, exchange, canonical_symbol")
+    else:
+        sql = merged_candles_sql(
+            tf,
+            where,
+            "window_start DESC, exchange DESC, canonical_symbol DESC",
+            f" LIMIT {int(limit)} SETTINGS max_threads = 1",
+        )
+    table = store.query_arrow(sql, params)
+    table = table.rename_columns(CANDLE_SCHEMA.names)  # CANDLE_MERGE is in the schema's order
+    seconds = pc.cast(table.column("window_start"), pa.int64())
+    table = table.set_column(3, "window_start", pc.multiply(seconds, 1_000_000_000))
+    return conform(table, CANDLE_SCHEMA).sort_by(CANDLE_ORDER)
+
+
+def cold_candles(lake: Archive, tf: str, f: Filter) -> pa.Table:
+    """Archived candles of one timeframe, exactly within the filter (on window_start)."""
+    from k2.archive.tables import BY_NAME
+
+    table = lake.table(BY_NAME[ohlcv_table(tf)])
+    scanned = table.scan(row_filter=f.iceberg("window_start")).to_arrow()
+    scanned = scanned.append_column("timeframe", pa.array([tf] * len(scanned), pa.string()))
+    return _within(conform(scanned, CANDLE_SCHEMA), "window_start", f).sort_by(CANDLE_ORDER)
+
+
+def _hot_first_window(store: HotStore, tf: str, f: Filter) -> int | None:
+    where, params = replace(f, start_ns=None, end_ns=None).sql("window_start")
+    rows = store.rows(
+        f"SELECT toUnixTimestamp(min(window_start)), count() > 0 "
+        f"FROM {DATABASE}.{ohlcv_table(tf)}{where}",
+        params,
+    )
+    return int(rows[0][0]) * 1_000_000_000 if rows and rows[0][1] else None
+
+
+def candles(
+    store: HotStore, lake: Archive | None, tf: str, f: Filter, limit: int = 100
+) -> pa.Table:
+    """The newest `limit` candles matching `f` (the current window as it stands), oldest first."""
+    check_limit(limit)
+    seconds = TIMEFRAME_BY_NAME[timeframe(tf)].seconds
+    hot = None
+    if f.start_ns is None and f.venue and f.symbol:
+        # "The last N candles of one market": merge N windows' states, not the market's whole
+        # history. On a live store the last N windows before now hold them; otherwise bound by
+        # the market's own latest window (a primary-key read); if trading was sparse, go wide.
+        span = 2 * (limit - 1) * seconds * 1_000_000_000
+        until = f.end_ns if f.end_ns is not None else time.time_ns()
+        hot = hot_candles(store, tf, replace(f, start_ns=until - span), limit)
+        if len(hot) < limit:
+            where, params = f.sql("window_start")
+            latest = store.rows(
+                f"SELECT toUnixTimestamp(max(window_start)) FROM {DATABASE}.ohlcv_{tf}{where}",
+                params,
+            )
+            if latest and latest[0][0]:
+                start = latest[0][0] * 1_000_000_000 - span // 2
+                hot = hot_candles(store, tf, replace(f, start_ns=start), limit)
+    if hot is None or len(hot) < limit:
+        hot = hot_candles(store, tf, f, limit)
+    if lake is None or len(hot) >= limit:
+        return hot
+    first = _hot_first_window(store, tf, f)
+    if first is not None and f.start_ns is not None and first <= f.start_ns:
+        return hot  # hot holds the whole range
+    older = cold_candles(lake, tf, f.between(None, first))
+    merged = _merge([hot, older], CANDLE_KEY, CANDLE_ORDER)
+    return merged.slice(max(0, len(merged) - limit))
+
+
+def candles_between(store: HotStore, lake: Archive | None, tf: str, f: Filter) -> pa.Table:
+    """Every candle matching `f`, in window order."""
+    hot = hot_candles(store, tf, f)
+    if lake is None:
+        return hot
+    first = _hot_first_window(store, tf, f)
+    if first is not None and f.start_ns is not None and first <= f.start_ns:
+        return hot  # hot holds the whole range
+    return _merge([hot, cold_candles(lake, tf, f.between(None, first))], CANDLE_KEY, CANDLE_ORDER)
