@@ -94,12 +94,13 @@ def test_ddl_applies_twice_and_records_versions(tmp_path: Path) -> None:
                     "bus_cuts",
                     "writer",
                     "bronze_writer",
+                    "hot_expired",
                 ],
                 1,
             )
         ]
         assert migrate.apply(s, HotStoreSettings()) == []
-        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 16
+        assert s.rows("SELECT count() FROM k2.schema_migrations")[0][0] == 17
         tables = {r[0] for r in s.rows("SELECT name FROM system.tables WHERE database = 'k2'")}
         expected = {
             "bronze_trades_binance",
@@ -138,6 +139,7 @@ def test_a_store_made_before_the_typed_source_and_writer_upgrades_and_gains_a_ve
             "014_bus_cuts.sql",
             "015_writer.sql",
             "016_bronze_writer.sql",
+            "017_hot_expired.sql",
         ]
 
         def mine(venue: str, first: int) -> list[Trade]:

@@ -14,6 +14,7 @@ import pytest
 
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.simulator.faults import FAULTS
+from k2.timeutil import ns_to_rfc3339
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -320,6 +321,35 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             "exchange,canonical_symbol,timeframe,window_start,open,high,low,close,volume"
         )
         assert lines and all(",BTC/USD,1m," in line for line in lines)
+        # export and replay stream through the running process too (its /api/export routes)
+        until = ns_to_rfc3339(time.time_ns() - 2 * 10**9)  # closed: no trade arrives in it now
+        window = ("--from", "1h", "--to", until)
+        common = (*K2, "--config", str(config))
+        listed = subprocess.run(
+            [*common, "trades", *window, "--limit", "1000000", "--format", "jsonl"],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+            check=True,
+        ).stdout
+        exported = tmp_path / "export.jsonl"
+        run = subprocess.run(
+            [*common, "export", *window, "--format", "jsonl", "--out", str(exported)],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        assert listed and exported.read_bytes() == listed
+        replayed = subprocess.run(
+            [*common, "replay", *window],
+            capture_output=True,
+            timeout=60,
+            env=env_without_k2(),
+            check=False,
+        )
+        assert replayed.returncode == 0 and replayed.stdout == listed, replayed.stderr
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0

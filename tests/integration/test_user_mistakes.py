@@ -205,7 +205,7 @@ def test_k2_up_with_a_bad_host_or_an_open_bind_is_one_line(tmp_path: Path) -> No
         (["--venue", "ftx"], "unknown venue 'ftx' (known: binance, coinbase, kraken)"),
         (["--symbol", "BTC/USDX"], "unknown symbol 'BTC/USDX'; did you mean BTC/USD"),
         (["--venue", "kraken", "--symbol", "BTCUSDT"], "unknown symbol 'BTCUSDT' on kraken"),
-        (["--limit", "0"], "limit must be between 1 and 1000000"),
+        (["--limit", "0"], "limit must be between 1 and 1,000,000 (use k2 export for more)"),
         (["--limit", "many"], "Invalid value for '--limit'"),
     ],
 )
