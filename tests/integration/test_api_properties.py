@@ -55,13 +55,15 @@ def test_no_generated_request_gets_a_server_error(platform: Embedded) -> None:  
 
             check()
     assert set(calls) >= {
-        "GET /api/trades",
-        "GET /api/candles",
-        "GET /api/gaps",
-        "GET /api/rejects",
-        "GET /api/symbols",
+        "GET /api/v1/trades",
+        "GET /api/v1/candles",
+        "GET /api/v1/export/trades",
+        "GET /api/v1/export/candles",
+        "GET /api/v1/gaps",
+        "GET /api/v1/rejects",
+        "GET /api/v1/symbols",
         "GET /health",
-        "POST /api/flows/{name}",
+        "POST /api/v1/flows/{name}",
     }, calls
     assert all(n >= EXAMPLES for n in calls.values()), calls
     print("requests per operation (valid and invalid):", calls)

@@ -93,7 +93,7 @@ def _through_api(
     try:
         with (
             client(url, cfg.api, timeout=None) as http,
-            http.stream("POST", f"/api/flows/{name}", json=body, headers=headers) as resp,
+            http.stream("POST", f"/api/v1/flows/{name}", json=body, headers=headers) as resp,
         ):
             if resp.status_code != 200:
                 resp.read()

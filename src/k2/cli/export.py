@@ -97,9 +97,9 @@ class _Chunks:
             "format": "arrow",
         }
         params |= {k: v for k, v in (("venue", f.venue), ("symbol", f.symbol)) if v}
-        path = "/api/export/trades"
+        path = "/api/v1/export/trades"
         if self.tf is not None:
-            path, params["timeframe"] = "/api/export/candles", self.tf
+            path, params["timeframe"] = "/api/v1/export/candles", self.tf
         try:
             with (
                 client(url, self.cfg.api, timeout=None) as http,

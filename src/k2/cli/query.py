@@ -100,7 +100,7 @@ def fetch(
     def remote(url: str) -> list[dict[str, Any]]:
         names = {"start": "from", "end": "to"}
         query = {names.get(k, k): v for k, v in params.items() if v is not None}
-        return list(call(url, cfg.api, "GET", f"/api/{kind}", params=query).json()["rows"])
+        return list(call(url, cfg.api, "GET", f"/api/v1/{kind}", params=query).json()["rows"])
 
     def local(owner: OwnedStore) -> list[dict[str, Any]]:
         known = instruments or load_instruments(cfg.instruments_file)

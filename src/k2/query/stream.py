@@ -65,12 +65,15 @@ def chunks(
     target_rows: int = TARGET_ROWS,
     first_window_ns: int = 3_600 * SECOND_NS,
     count: Callable[[tiers.Filter], int] | None = None,
+    seek: Callable[[tiers.Filter], int | None] | None = None,
 ) -> Iterator[Chunk]:
     """Read [start_ns, end_ns) window by window with `read`, each about `target_rows` rows.
 
     `count`, if given, says cheaply how many rows a window holds (the hot store's share): a
     window holding over twice the target is narrowed before it is read, so a burst after a quiet
-    stretch is not read in one piece.
+    stretch is not read in one piece. `seek`, if given, says where the next rows may be after an
+    empty window (None: nowhere before the end), so an empty stretch costs one query, not one per
+    window.
     """
     at, window = start_ns, first_window_ns
     while at < end_ns:
@@ -86,6 +89,12 @@ def chunks(
         window = int(span * target_rows / len(rows)) if len(rows) else span * 4
         window = max(MIN_WINDOW_NS, min(MAX_WINDOW_NS, window))
         at = until
+        if not len(rows) and seek is not None and at < end_ns:
+            found = seek(f.between(at, end_ns))
+            if found is None:
+                yield Chunk(rows, end_ns)
+                return
+            at = max(at, found)
 
 
 def trade_chunks(
@@ -105,6 +114,7 @@ def trade_chunks(
         end,
         target_rows,
         count=lambda w: tiers.hot_count(store, w),
+        seek=lambda w: tiers.first_trade(store, lake, w),
     )
 
 
@@ -126,6 +136,7 @@ def candle_chunks(
         end,
         target_rows,
         first_window_ns=max(3_600, 1_000 * TIMEFRAME_BY_NAME[tf].seconds) * SECOND_NS,
+        seek=lambda w: tiers.first_candle(store, lake, tf, w),
     )
 
 

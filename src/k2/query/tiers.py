@@ -130,9 +130,21 @@ _HOT_TRADES = (
 )  # (an alias named like a column would stand for it in WHERE too: ClickHouse aliases are global)
 
 
-def hot_trades(store: HotStore, f: Filter, limit: int | None = None) -> pa.Table:
-    """Silver's trades in hot: the newest `limit`, or all of them, in time order."""
+TradeKey = tuple[int, str, str, int]  # (ts_event ns, exchange, symbol, trade_id): the order
+
+
+def hot_trades(
+    store: HotStore, f: Filter, limit: int | None = None, before: TradeKey | None = None
+) -> pa.Table:
+    """Silver's trades in hot: the newest `limit` (of those ordered before `before`), or all of
+    them, in time order."""
     where, params = f.sql("ts_event")
+    if before is not None:
+        where = (where + " AND " if where else " WHERE ") + (
+            "(ts_event, exchange, symbol, trade_id) < (fromUnixTimestamp64Nano({bt:Int64}, 'UTC'), "
+            "{be:String}, {bs:String}, {bi:Int64})"
+        )
+        params |= dict(zip(("bt", "be", "bs", "bi"), before, strict=True))
     if limit is None:
         sql = f"{_HOT_TRADES}{where} ORDER BY ts_event, exchange, symbol, trade_id"
     else:
@@ -140,13 +152,63 @@ def hot_trades(store: HotStore, f: Filter, limit: int | None = None) -> pa.Table
             f"{_HOT_TRADES}{where} ORDER BY ts_event DESC, exchange DESC, symbol DESC, "
             f"trade_id DESC LIMIT {int(limit)}"
         )
-    return conform(store.query_arrow(sql, params).rename_columns(TRADE_SCHEMA.names), TRADE_SCHEMA)
+    data = store.query_arrow(sql, params).rename_columns(TRADE_SCHEMA.names)
+    return conform(data, TRADE_SCHEMA)
+
+
+def _before(table: pa.Table, key: TradeKey) -> pa.Table:
+    """The rows ordered before `key`."""
+    t, e, s, i = key
+    ts = pc.cast(table.column("ts_event"), pa.int64())
+    ex, sym, tid = table.column("exchange"), table.column("symbol"), table.column("trade_id")
+    mask = pc.or_(
+        pc.less(ts, t),
+        pc.and_(
+            pc.equal(ts, t),
+            pc.or_(
+                pc.less(ex, e),
+                pc.and_(
+                    pc.equal(ex, e),
+                    pc.or_(pc.less(sym, s), pc.and_(pc.equal(sym, s), pc.less(tid, i))),
+                ),
+            ),
+        ),
+    )
+    return table.filter(mask)
+
+
+def last_key(table: pa.Table, row: int) -> TradeKey:
+    """Row `row`'s place in the order."""
+    return (
+        int(pc.cast(table.column("ts_event"), pa.int64())[row].as_py()),
+        str(table.column("exchange")[row].as_py()),
+        str(table.column("symbol")[row].as_py()),
+        int(table.column("trade_id")[row].as_py()),
+    )
 
 
 def hot_count(store: HotStore, f: Filter) -> int:
     """How many trades hot holds matching `f` (a primary-key read)."""
     where, params = f.sql("ts_event")
     return int(store.rows(f"SELECT count() FROM {DATABASE}.{SILVER_TABLE}{where}", params)[0][0])
+
+
+def first_trade(store: HotStore, lake: Archive | None, f: Filter) -> int | None:
+    """The earliest time (ns) at or after the filter's start where a trade of it may be: hot's
+    first, or the start of a day retention emptied (the archive's share), if earlier."""
+    where, params = f.sql("ts_event")
+    ((count, first),) = store.rows(
+        f"SELECT count(), toUnixTimestamp64Nano(min(ts_event)) FROM {DATABASE}.{SILVER_TABLE}"
+        f"{where}",
+        params,
+    )
+    found = int(first) if count else None
+    if lake is not None and (days := _expired(store, f)):
+        day_start = days[0] * DAY_NS
+        if f.start_ns is not None:
+            day_start = max(day_start, f.start_ns)
+        found = day_start if found is None else min(found, day_start)
+    return found
 
 
 def cold_trades(lake: Archive, f: Filter) -> pa.Table:
@@ -211,16 +273,26 @@ def _merge(parts: list[pa.Table], key: tuple[str, ...], order: list[tuple[str, s
     return table.sort_by(order)
 
 
-def trades(store: HotStore, lake: Archive | None, f: Filter, limit: int = 100) -> pa.Table:
-    """The newest `limit` trades matching `f`, oldest first, from hot and then the archive."""
-    newest = hot_trades(store, f, check_limit(limit))
-    merged = newest.sort_by(TRADE_ORDER)
+def trades(
+    store: HotStore,
+    lake: Archive | None,
+    f: Filter,
+    limit: int = 100,
+    before: TradeKey | None = None,
+) -> pa.Table:
+    """The newest `limit` trades matching `f` (of those ordered before `before`: the next page
+    back), oldest first, from hot and then the archive."""
+    if before is not None:
+        f = f.between(None, before[0] + 1)
+    merged = hot_trades(store, f, check_limit(limit), before).sort_by(TRADE_ORDER)
     if lake is None:
         return merged
     for day in reversed(_expired(store, f)):  # newest first: stop once older days cannot count
         if len(merged) >= limit and _first_ns(merged, "ts_event") >= (day + 1) * DAY_NS:
             break
         cold = cold_trades(lake, f.between(day * DAY_NS, (day + 1) * DAY_NS))
+        if before is not None:
+            cold = _before(cold, before)
         merged = _merge([merged, cold], TRADE_KEY, TRADE_ORDER)
         merged = merged.slice(max(0, len(merged) - limit))
     return merged
@@ -285,6 +357,30 @@ def _hot_first_window(store: HotStore, tf: str, f: Filter) -> int | None:
         params,
     )
     return int(rows[0][0]) * 1_000_000_000 if rows and rows[0][1] else None
+
+
+def first_candle(store: HotStore, lake: Archive | None, tf: str, f: Filter) -> int | None:
+    """The earliest window start (ns) in the filter's range with a candle, in either tier."""
+    where, params = f.sql("window_start")
+    ((count, first),) = store.rows(
+        f"SELECT count(), toUnixTimestamp(min(window_start)) FROM {DATABASE}.{ohlcv_table(tf)}"
+        f"{where}",
+        params,
+    )
+    found = int(first) * 1_000_000_000 if count else None
+    hot_first = _hot_first_window(store, tf, f)
+    if lake is not None and (hot_first is None or f.start_ns is None or f.start_ns < hot_first):
+        from k2.archive.tables import BY_NAME
+
+        scan = lake.table(BY_NAME[ohlcv_table(tf)]).scan(
+            row_filter=f.between(None, hot_first).iceberg("window_start"),
+            selected_fields=("window_start",),
+        )
+        older = pc.min(scan.to_arrow().column("window_start")).value
+        if older is not None:
+            older_ns = int(older) * 1000  # µs
+            found = older_ns if found is None else min(found, older_ns)
+    return found
 
 
 def candles(
