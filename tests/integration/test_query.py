@@ -346,7 +346,7 @@ def test_k2_export_and_replay_on_a_stopped_data_directory(tmp_path: Path) -> Non
     for args, message in (
         (("export", "--from", "1d", "--out", str(tmp_path)), "is a directory"),
         (("export", "--from", "1d", "--to", "2d", "--out", str(out)), "must be after --from"),
-        (("replay", "--from", "1d", "--speed", "0"), "--speed must be a positive number"),
+        (("replay", "--from", "1d", "--speed", "0"), "speed must be a positive number"),
         (("export", "--from", "1d", "--timeframe", "2m", "--out", str(out)), "unknown timeframe"),
     ):
         run = k2(*args, "--data-dir", str(tmp_path))

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import typer
@@ -34,6 +33,8 @@ from k2.hotstore.queries import timeframe as check_timeframe
 from k2.instruments import load_instruments, resolve_filters
 from k2.query import stream, tiers
 from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA
+from k2.query.replay import runs
+from k2.query.replay import speed as replay_speed
 from k2.settings import Settings
 from k2.timeutil import ns_to_rfc3339, user_time
 
@@ -250,7 +251,7 @@ def replay(
     time times --speed; the same rows and text as `k2 trades --format jsonl`."""
     with reported():
         cfg = settings()
-        factor = _speed(speed)
+        factor = replay_speed(speed)
         if format not in (stream.Format.jsonl, stream.Format.csv):
             raise InputError("--format for replay: jsonl or csv")
         f = _filter(cfg, venue, symbol, start, end)
@@ -263,55 +264,25 @@ def replay(
             _Chunks(cfg, data_dir, None, f).run(consume, "k2 replay")
 
 
-def _speed(text: str) -> float | None:
-    if text.lower() == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < 1e9:
-        raise InputError(f"--speed must be a positive number or max, got {text!r}")
-    return value
-
-
 def play(
     chunks: Iterator[stream.Chunk],
     out: BinaryIO,
     fmt: stream.Format,
-    speed: float | None,
+    factor: float | None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Write the trades to `out`, each when (its event time - the first's) / speed has passed
-    since the first was written (at once with speed None). Returns the trades written."""
+    """Write the trades to `out`, each run when it is due (query/replay.py). Returns how many."""
     encoder = stream.Encoder(fmt, TRADE_SCHEMA)
-    first_ns: int | None = None
-    began = 0.0
+    began = clock()
     count = 0
-    for chunk in chunks:
-        rows = chunk.rows
-        if not len(rows):
-            continue
-        if speed is None:
-            out.write(encoder.write(rows))
-            count += len(rows)
-            continue
-        times = pc.cast(rows.column("ts_event"), pa.int64()).to_numpy()
-        if first_ns is None:
-            first_ns, began = int(times[0]), clock()
-        due = began + (times - first_ns) / 1e9 / speed  # when each trade is written
-        at = 0
-        while at < len(rows):  # in runs of the trades due by now
-            wait = float(due[at]) - clock()
-            if wait > 0:
-                out.flush()
-                sleep(wait)
-            end = max(at + 1, int(np.searchsorted(due, clock(), side="right")))
-            out.write(encoder.write(rows.slice(at, end - at)))
-            count += end - at
-            at = end
-        out.flush()
+    for due, rows in runs(chunks, factor):
+        wait = began + due - clock()
+        if wait > 0:
+            out.flush()
+            sleep(wait)
+        out.write(encoder.write(rows))
+        count += len(rows)
     out.write(encoder.close())
     out.flush()
     return count

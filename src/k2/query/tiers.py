@@ -156,6 +156,12 @@ def hot_trades(
     return conform(data, TRADE_SCHEMA)
 
 
+def hot_trades_where(store: HotStore, condition: str) -> pa.Table:
+    """Silver's trades in hot matching an SQL condition (on its columns), in time order."""
+    sql = f"{_HOT_TRADES} WHERE {condition} ORDER BY ts_event, exchange, symbol, trade_id"
+    return conform(store.query_arrow(sql).rename_columns(TRADE_SCHEMA.names), TRADE_SCHEMA)
+
+
 def _before(table: pa.Table, key: TradeKey) -> pa.Table:
     """The rows ordered before `key`."""
     t, e, s, i = key
@@ -332,7 +338,11 @@ def hot_candles(store: HotStore, tf: str, f: Filter, limit: int | None = None) -
             "window_start DESC, exchange DESC, canonical_symbol DESC",
             f" LIMIT {int(limit)} SETTINGS max_threads = 1",
         )
-    table = store.query_arrow(sql, params)
+    return conform_candles(store.query_arrow(sql, params))
+
+
+def conform_candles(table: pa.Table) -> pa.Table:
+    """What a merged_candles_sql query returns, in the candle schema and order."""
     table = table.rename_columns(CANDLE_SCHEMA.names)  # CANDLE_MERGE is in the schema's order
     seconds = pc.cast(table.column("window_start"), pa.int64())
     table = table.set_column(3, "window_start", pc.multiply(seconds, 1_000_000_000))
