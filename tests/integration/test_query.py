@@ -410,3 +410,64 @@ def test_api_pages_back_through_both_tiers_and_answers_problems(tmp_path: Path) 
         emb.lake.close()
         assert emb._owner is not None
         emb._owner.close()
+
+
+def test_symbols_count_both_tiers_and_days_say_what_is_complete(
+    tiered: tuple[ClickHouseStore, Lake, Market, int],
+) -> None:
+    from k2.instruments import load_instruments
+    from k2.query import coverage
+
+    store, lake, market, now_hour = tiered
+    instruments = {
+        "binance": ["BTCUSDT", "ETHUSDT"],
+        "kraken": ["BTC/USD"],
+        "coinbase": ["BTC-USD"],
+    }
+    before = coverage.symbols(store, lake, instruments)
+    expire_hot(store, lake, RETENTION, tables=SILVER)
+    market.write(2, start_ns=now_hour + 10**9)  # not archived yet
+    truth = tiers.trades_between(store, lake, tiers.Filter())
+    after = coverage.symbols(store, lake, instruments)
+    assert [r["trades"] for r in before] == [4 * 12 + 30] * 4
+    assert [r["trades"] for r in after] == [4 * 12 + 30 + 2] * 4
+    btc = next(r for r in after if r["symbol"] == "BTCUSDT")
+    btc_rows = text(truth.filter(pa.compute.equal(truth.column("symbol"), "BTCUSDT")))
+    assert (btc["first_trade"], btc["last_trade"]) == (
+        btc_rows[0]["ts_event"],
+        btc_rows[-1]["ts_event"],
+    )
+    assert load_instruments() and tuple(btc) == coverage.SYMBOL_KEYS
+
+    old = now_hour - 5 * DAY_NS + HOUR_NS  # a pending gap on an emptied day of kraken's BTC/USD
+    store.execute(
+        "INSERT INTO k2.feed_gaps (gap_id, exchange, symbol, kind, first_id, last_id, ts_from, "
+        "ts_to, detected_at, resolved_at, outcome, missing, recovered, version) VALUES "
+        "('g1', 'kraken', 'BTC/USD', 'ids', 5, 9, fromUnixTimestamp64Nano({t:Int64}), "
+        "fromUnixTimestamp64Nano({t:Int64}), now64(9), toDateTime64(0, 9), 'pending', 5, 0, 1)",
+        {"t": old},
+    )
+    rows = coverage.days(store, lake, instruments, tiers.Filter(start_ns=now_hour - 7 * DAY_NS))
+    by = {(r["exchange"], r["canonical_symbol"], r["day"]): r for r in rows}
+    day = time.strftime("%Y-%m-%d", time.gmtime(old / 1e9))
+    today = time.strftime("%Y-%m-%d", time.gmtime(now_hour / 1e9))
+    gap = by["kraken", "BTC/USD", day]
+    assert (gap["status"], gap["open_gaps"], gap["complete"], gap["tiers"]) == (
+        "gaps open",
+        1,
+        False,
+        "archive",
+    )
+    done = by["binance", "BTC/USDT", day]
+    assert (done["status"], done["complete"], done["tiers"], done["hot_trades"]) == (
+        "complete",
+        True,
+        "archive",
+        0,
+    )
+    fresh = by["coinbase", "BTC/USD", today]
+    assert fresh["status"] == "archiving" and fresh["hot_trades"] == fresh["archived_trades"] + 2
+    offload_all(store, lake)
+    rows = coverage.days(store, lake, instruments, tiers.Filter(start_ns=now_hour - DAY_NS))
+    assert all(r["status"] == "complete" and r["tiers"] == "hot+archive" for r in rows), rows
+    assert list(rows[0]) == list(coverage.DAY_KEYS)

@@ -38,7 +38,7 @@ from k2.errors import ConfigError, InputError, K2Error
 from k2.hotstore import queries
 from k2.hotstore.store import HotStore
 from k2.instruments import resolve_filters
-from k2.query import frames, stream, tiers
+from k2.query import coverage, frames, stream, tiers
 from k2.query.replay import runs
 from k2.query.replay import speed as replay_speed
 from k2.timeutil import user_time
@@ -191,9 +191,23 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
 
     @router.get("/symbols")
     def symbols() -> dict[str, Any]:
-        """Every instrument: venue, venue symbol, canonical symbol, trades stored,
+        """Every instrument: venue, venue symbol, canonical symbol, trades stored in either tier,
         first and last trade."""
-        return {"rows": queries.symbols(store(), ctx.instruments)}
+        return {"rows": coverage.symbols(store(), ctx.lake, ctx.instruments)}
+
+    @router.get("/symbols/days")
+    def symbol_days(
+        venue: str | None = None,
+        symbol: str | None = None,
+        start: str | None = Query(
+            "7d", alias="from", description="From this time (default: 7 days ago); same forms."
+        ),
+        end: str | None = TO,
+    ) -> dict[str, Any]:
+        """Per market and day: which tiers hold it (hot, archive), their trades, open gaps, and
+        whether the day is complete (every gap repaired, the archive holding what hot holds)."""
+        f = tiers.Filter(*filters(venue, symbol, start, end))
+        return {"rows": coverage.days(store(), ctx.lake, ctx.instruments, f)}
 
     @router.post(
         "/flows/{name}",

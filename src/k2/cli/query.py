@@ -21,7 +21,7 @@ from k2.hotstore import queries
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, load_instruments, resolve_filters
-from k2.query import frames, tiers
+from k2.query import coverage, frames, tiers
 from k2.query.frames import CANDLE_SCHEMA
 from k2.records import TRADE_KEYS
 from k2.settings import Settings
@@ -83,7 +83,9 @@ def _local(
     if kind == "rejects":
         return queries.rejects(store, params["venue"], start, end, params["limit"])
     if kind == "symbols":
-        return queries.symbols(store, instruments)
+        return coverage.symbols(store, lake, instruments)
+    if kind == "symbols/days":
+        return coverage.days(store, lake, instruments, f)
     raise AssertionError(kind)
 
 
@@ -218,11 +220,27 @@ def rejects(
         emit(rows, queries.REJECT_KEYS, format, "rejects")
 
 
-def symbols(format: Format = FORMAT, data_dir: Path = DATA_DIR) -> None:
-    """List every instrument: venue, venue symbol, canonical symbol, trades stored,
-    first and last trade."""
+def symbols(
+    days: bool = typer.Option(
+        False, "--days", help="Per market and day: the tiers holding it, and whether complete."
+    ),
+    venue: str = VENUE,
+    symbol: str = SYMBOL,
+    start: str = typer.Option(
+        "7d", "--from", help="With --days: from this time (default 7 days ago); as for trades."
+    ),
+    end: str = END,
+    format: Format = FORMAT,
+    data_dir: Path = DATA_DIR,
+) -> None:
+    """List every instrument: venue, venue symbol, canonical symbol, trades stored (hot store and
+    archive), first and last trade; with --days, each market's days and their completeness."""
     with reported():
-        emit(_rows("symbols", data_dir), queries.SYMBOL_KEYS, format, "instruments")
+        if days:
+            rows = _rows("symbols/days", data_dir, venue, symbol, start, end)
+            emit(rows, coverage.DAY_KEYS, format, "days")
+        else:
+            emit(_rows("symbols", data_dir), coverage.SYMBOL_KEYS, format, "instruments")
 
 
 def _rows(

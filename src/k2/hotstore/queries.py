@@ -8,7 +8,6 @@ from typing import Any
 from k2.errors import InputError
 from k2.hotstore.schema import DATABASE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
-from k2.instruments import Instruments, catalog
 from k2.records import Outcome
 from k2.timeutil import ns_to_rfc3339
 
@@ -150,39 +149,3 @@ def rejects(
         params,
     )
     return _records(rows, REJECT_KEYS, ("ts_recv",))
-
-
-SYMBOL_KEYS = ("exchange", "symbol", "canonical_symbol", "trades", "first_trade", "last_trade")
-
-
-def symbols(store: HotStore, instruments: Instruments) -> list[dict[str, Any]]:
-    """Every instrument in the file, with its trade count and first and last trade in silver.
-
-    Markets silver holds that the file no longer lists follow, with an empty venue symbol.
-    """
-    stored = {
-        (venue, canonical): (count, first, last)
-        for venue, canonical, count, first, last in store.rows(
-            "SELECT exchange, canonical_symbol, count(), toUnixTimestamp64Nano(min(ts_event)), "
-            f"toUnixTimestamp64Nano(max(ts_event)) FROM {DATABASE}.silver_trades "
-            "GROUP BY exchange, canonical_symbol"
-        )
-    }
-    out = []
-    for item in catalog(instruments):
-        count, first, last = stored.pop((item.venue, item.canonical), (0, 0, 0))
-        out.append(
-            dict(
-                zip(
-                    SYMBOL_KEYS,
-                    (item.venue, item.symbol, item.canonical, count, first, last),
-                    strict=True,
-                )
-            )
-        )
-    for (venue, canonical), (count, first, last) in sorted(stored.items()):
-        out.append(dict(zip(SYMBOL_KEYS, (venue, "", canonical, count, first, last), strict=True)))
-    for row in out:
-        for key in ("first_trade", "last_trade"):
-            row[key] = ns_to_rfc3339(row[key]) if row[key] else ""
-    return out
