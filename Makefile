@@ -28,18 +28,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # promtool and the Prometheus server come from Debian's `prometheus` package, alertmanager and
-# amtool from `prometheus-alertmanager` (nothing on PyPI provides them). The alert-rule, scrape and
-# routing tests skip, saying why, where they cannot be installed.
-DEBS := prometheus prometheus-alertmanager
+# amtool from `prometheus-alertmanager`, the browser the web page's tests drive from `chromium`
+# (nothing on PyPI provides them). The alert-rule, scrape, routing and page tests skip, saying why,
+# where they cannot be installed.
+DEBS := prometheus prometheus-alertmanager chromium
 tools:
-	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { \
+	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's $(DEBS) for the alert-rule, scrape and routing tests"; \
+	    echo "installing Debian's $(DEBS) for the alert-rule, scrape, routing and page tests"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null 2>&1; } || \
 	    echo "note: could not install $(DEBS); their tests will be skipped"; \
-	  else echo "note: promtool/amtool not found and apt-get not usable as root; their tests will be skipped"; fi; }
+	  else echo "note: promtool/amtool/chromium not found and apt-get not usable as root; their tests will be skipped"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
-from k2.api import problems
+from k2.api import page, problems
 from k2.api.routes import data_routes
 from k2.api.security import allowed_hosts, token_check
 from k2.hotstore.store import HotStore
@@ -99,7 +99,9 @@ def create_app(ctx: Context) -> FastAPI:
         return JSONResponse(body, status_code=503 if body["status"] == FAIL else 200)
 
     problems.install(app)
+    page.install(app)
     router = data_routes(ctx, store)
+    router.include_router(page.status_routes(ctx, store))
     app.include_router(router, prefix="/api/v1")
     # The paths before v1, kept for clients of earlier releases; not in the schema.
     app.include_router(router, prefix="/api", include_in_schema=False)
