@@ -5,6 +5,7 @@ what the API says. The test saves screenshots (their paths are printed)."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import shutil
 import socket
 import threading
@@ -120,10 +121,16 @@ def test_page_shows_the_store_and_follows_it_live(served: tuple[str, Embedded, M
             "/api/v1/candles",
             params={"venue": venue, "symbol": symbol, "timeframe": "1m", "limit": 300},
         ).json()["rows"]
-        chart = page.evaluate("() => document.getElementById('chart').data[0]")
-        assert chart["x"] == [c["window_start"] for c in stored] and len(stored) >= 80
-        assert chart["close"] == [float(c["close"]) for c in stored]
-        assert chart["high"] == [float(c["high"]) for c in stored]
+        assert page.evaluate("() => window.k2.candles") == stored and len(stored) >= 80
+        drawn = page.evaluate(
+            "() => Object.fromEntries(['t', 'close', 'high', 'low', 'open'].map("
+            "k => [k, Array.from(window.k2chart.source.data[k])]))"
+        )
+        assert drawn["close"] == [float(c["close"]) for c in stored]
+        assert drawn["high"] == [float(c["high"]) for c in stored]
+        first = calendar.timegm(time.strptime(stored[0]["window_start"][:19], "%Y-%m-%dT%H:%M:%S"))
+        assert drawn["t"][0] == first * 1000
+        assert page.locator("#chart .bk-Figure, #chart div").count() > 0
 
         # The tables say what the API says.
         gaps = api.get("/api/v1/gaps", params={"limit": 20}).json()["rows"]
@@ -155,9 +162,8 @@ def test_page_shows_the_store_and_follows_it_live(served: tuple[str, Embedded, M
         writing = threading.Thread(target=market.write, args=(3, now + 10**9, 10**9))
         writing.start()
         writing.join()
-        window = time.strftime("%Y-%m-%dT%H:%M:00.000000000Z", time.gmtime(now / 1e9))
         page.wait_for_function(
-            f"() => document.getElementById('chart').data[0].x.includes('{window}')",
+            f"() => Array.from(window.k2chart.source.data.t).includes({now // 10**6})",
             timeout=15_000,
         )
         page.screenshot(path=str(SCREENSHOTS / "page-live.png"))

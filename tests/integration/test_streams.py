@@ -141,3 +141,34 @@ def test_replay_stream_equals_the_stored_trades_across_tiers_and_is_paced(
         Decimal(r["price"]) for r in start if r["canonical_symbol"] == "BTC/USDT"
     ]
     assert 0.14 <= took < 5
+
+
+def test_streams_want_the_token_when_the_api_has_one(
+    running: tuple[Embedded, Market, TestClient],
+) -> None:
+    """With a token, a stream without it is refused before the upgrade (401); the page itself
+    loads, and asks for the token for its data."""
+    import dataclasses
+
+    from k2.settings import ApiSettings
+
+    emb, _, _ = running
+    token = "t" * 24
+    guarded = dataclasses.replace(
+        emb, settings=emb.settings.model_copy(update={"api": ApiSettings(token=token)})
+    )
+    api = TestClient(create_app(guarded), base_url="http://127.0.0.1:8000")
+    from starlette.testclient import WebSocketDenialResponse
+
+    for headers in ({}, {"Authorization": "Bearer " + "u" * 24}):
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            api.websocket_connect(WS + "/api/v1/stream/replay?from=1h", headers=headers),
+        ):
+            pass
+        assert denied.value.status_code == 401
+    with api.websocket_connect(
+        WS + "/api/v1/stream/replay?from=1h", headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        assert ws.receive_json() == {"type": "end", "trades": 0}
+    assert api.get("/").status_code == 200 and api.get("/api/v1/trades").status_code == 401

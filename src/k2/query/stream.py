@@ -105,16 +105,19 @@ def trade_chunks(
     end_ns: int | None = None,
     target_rows: int = TARGET_ROWS,
 ) -> Iterator[Chunk]:
-    """Every trade matching `f` in [start_ns, end_ns or now), window by window."""
+    """Every trade matching `f` in [start_ns, end_ns or now), window by window (the next one read
+    while the caller handles the current one)."""
     end = time.time_ns() if end_ns is None else end_ns
-    return chunks(
-        lambda w: tiers.trades_between(store, lake, w),
-        f,
-        start_ns,
-        end,
-        target_rows,
-        count=lambda w: tiers.hot_count(store, w),
-        seek=lambda w: tiers.first_trade(store, lake, w),
+    return prefetched(
+        chunks(
+            lambda w: tiers.trades_between(store, lake, w),
+            f,
+            start_ns,
+            end,
+            target_rows,
+            count=lambda w: tiers.hot_count(store, w),
+            seek=lambda w: tiers.first_trade(store, lake, w),
+        )
     )
 
 
@@ -138,6 +141,44 @@ def candle_chunks(
         first_window_ns=max(3_600, 1_000 * TIMEFRAME_BY_NAME[tf].seconds) * SECOND_NS,
         seek=lambda w: tiers.first_candle(store, lake, tf, w),
     )
+
+
+def prefetched(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """`chunks`, with the next `depth` read on a thread of their own while the caller handles the
+    current one (reading and encoding overlap; memory grows by `depth` windows)."""
+    import queue
+    import threading
+
+    ahead: queue.Queue[tuple[Chunk | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ahead.put((chunk, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((None, None))
+        except BaseException as err:  # noqa: BLE001 (handed to the caller, raised there)
+            ahead.put((None, err))
+
+    thread = threading.Thread(target=read, name="k2-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            chunk, err = ahead.get()
+            if err is not None:
+                raise err
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
 
 
 class Encoder:

@@ -1,11 +1,12 @@
 // The K2 page: reads the API's /api/v1 routes and draws them. No build step, no framework; the
-// chart is plotly.js, served by the API from the plotly package.
+// chart is BokehJS, served by the API from the bokeh package.
 "use strict";
 
 const TOKEN_KEY = "k2-token";
 const REFRESH_MS = 3000;
 const CANDLES = 300;
 const state = { candles: [], socket: null, market: null, timeframe: "1m", poll: null };
+window.k2 = state; // for people's scripts and the page's tests: what the chart shows
 
 // -- the API ----------------------------------------------------------------------------------
 async function api(path, params = {}) {
@@ -84,27 +85,46 @@ async function refreshTables() {
   document.getElementById("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
 }
 
-// -- the chart --------------------------------------------------------------------------------
-function drawChart() {
-  const rows = state.candles;
-  const [venue, symbol] = state.market ? state.market.split("|") : ["", ""];
-  const trace = {
-    type: "candlestick",
-    name: `${venue} ${symbol}`,
-    x: rows.map((r) => r.window_start),
-    open: rows.map((r) => Number(r.open)),
+// -- the chart (BokehJS: green candles closed at or above their open, red below) -------------
+const STEP_MS = { "1m": 60e3, "5m": 300e3, "15m": 900e3, "30m": 1800e3, "1h": 3600e3, "1d": 86400e3 };
+const chart = { source: null, key: null };
+window.k2chart = chart; // the chart's data source, for the page's tests
+
+function columns(rows) {
+  const open = rows.map((r) => Number(r.open));
+  const close = rows.map((r) => Number(r.close));
+  return {
+    t: rows.map((r) => Date.parse(r.window_start)),
+    open,
     high: rows.map((r) => Number(r.high)),
     low: rows.map((r) => Number(r.low)),
-    close: rows.map((r) => Number(r.close)),
-    text: rows.map((r) => `trades ${r.trade_count}, volume ${r.volume}, vwap ${r.vwap}`),
+    close,
+    color: close.map((c, i) => (c >= open[i] ? "#1f8a4c" : "#c53030")),
   };
-  const layout = {
-    margin: { l: 60, r: 20, t: 10, b: 40 },
-    xaxis: { rangeslider: { visible: false }, type: "date" },
-    yaxis: { title: { text: symbol } },
-    uirevision: state.market + state.timeframe,
-  };
-  Plotly.react("chart", [trace], layout, { displaylogo: false, responsive: true });
+}
+
+function drawChart() {
+  const key = state.market + state.timeframe;
+  if (chart.source && chart.key === key) {
+    chart.source.data = columns(state.candles); // redraws in place
+    return;
+  }
+  const [, symbol] = state.market ? state.market.split("|") : ["", ""];
+  const source = new Bokeh.ColumnDataSource({ data: columns(state.candles) });
+  const plot = Bokeh.Plotting.figure({
+    x_axis_type: "datetime",
+    height: 420,
+    sizing_mode: "stretch_width",
+    tools: "pan,xwheel_zoom,box_zoom,reset,save",
+    y_axis_label: symbol,
+  });
+  plot.segment({ x0: { field: "t" }, y0: { field: "high" }, x1: { field: "t" }, y1: { field: "low" },
+    line_color: { field: "color" }, source });
+  plot.vbar({ x: { field: "t" }, width: STEP_MS[state.timeframe] * 0.7, top: { field: "open" },
+    bottom: { field: "close" }, fill_color: { field: "color" }, line_color: { field: "color" }, source });
+  document.getElementById("chart").replaceChildren();
+  Bokeh.Plotting.show(plot, "#chart");
+  Object.assign(chart, { source, key });
 }
 
 function mergeCandles(rows) {
@@ -147,13 +167,14 @@ function follow(venue, symbol) {
 }
 
 async function loadMarkets() {
-  const body = await api("/api/v1/symbols");
+  // The feeds view lists every configured market (and is cheap): busiest first.
+  const body = await api("/api/v1/feeds");
   const select = document.getElementById("market");
-  const rows = body.rows.slice().sort((a, b) => b.trades - a.trades);
+  const rows = body.rows.slice().sort((a, b) => b.trades_last_minute - a.trades_last_minute);
   select.replaceChildren(...rows.map((r) => {
     const option = document.createElement("option");
     option.value = `${r.exchange}|${r.canonical_symbol}`;
-    option.textContent = `${r.exchange} ${r.canonical_symbol} (${r.trades.toLocaleString()} trades)`;
+    option.textContent = `${r.exchange} ${r.canonical_symbol}`;
     return option;
   }));
   state.market = select.value || null;
