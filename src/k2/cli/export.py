@@ -187,7 +187,11 @@ def _progress(f: tiers.Filter, what: str) -> Iterator[Callable[[stream.Chunk], N
 
 
 def export(
-    out: Path = typer.Option(..., "--out", help="The file to write (replaced if it exists)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="The file to write (replaced when the export is whole), or - for standard output.",
+    ),
     start: str = REQUIRED_FROM,
     end: str = END,
     venue: str = VENUE,
@@ -205,33 +209,45 @@ def export(
         if timeframe is not None:
             check_timeframe(timeframe)
         f = _filter(cfg, venue, symbol, start, end)
-        if out.is_dir():
+        to_stdout = str(out) == "-"
+        if not to_stdout and out.is_dir():
             raise InputError(f"--out {out} is a directory; name a file")
-        if not out.parent.is_dir():
+        if not to_stdout and not out.parent.is_dir():
             raise InputError(f"--out {out}: no directory {out.parent}")
+        # A regular file is written beside it and renamed when whole, so a file at `out` is
+        # always a whole export; standard output, a pipe or a device is written as it comes.
+        direct = to_stdout or (out.exists() and not out.is_file())
+        target = out if direct else out.with_name(f".{out.name}.partial")
         source = _Chunks(cfg, data_dir, timeframe, f)
-        partial = out.with_name(f".{out.name}.partial")
         what = "trades" if timeframe is None else f"{timeframe} candles"
+        written = [0]
 
         def consume(chunks: Iterator[stream.Chunk]) -> int:
             rows = 0
-            with _progress(f, f"export {what}") as advance, partial.open("wb") as sink:
+            with contextlib.ExitStack() as stack:
+                advance = stack.enter_context(_progress(f, f"export {what}"))
+                sink: BinaryIO = (
+                    sys.stdout.buffer if to_stdout else stack.enter_context(target.open("wb"))
+                )
                 encoder = stream.Encoder(format, source.schema)
                 for chunk in chunks:
-                    sink.write(encoder.write(chunk.rows))
+                    written[0] += sink.write(encoder.write(chunk.rows))
                     rows += len(chunk.rows)
                     advance(chunk)
-                sink.write(encoder.close())
+                written[0] += sink.write(encoder.close())
+                sink.flush()
             return rows
 
         try:
             rows = source.run(consume, "k2 export")
         except BaseException:
-            partial.unlink(missing_ok=True)
+            if not direct:
+                target.unlink(missing_ok=True)
             raise
-        partial.replace(out)  # a file at `out` is always a whole export
-        size = out.stat().st_size
-        print(f"k2 export: {rows:,} {what} to {out} ({size:,} bytes)", file=sys.stderr)
+        if not direct:
+            target.replace(out)
+        where = "standard output" if to_stdout else str(out)
+        print(f"k2 export: {rows:,} {what} to {where} ({written[0]:,} bytes)", file=sys.stderr)
 
 
 def replay(

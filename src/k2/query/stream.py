@@ -9,6 +9,7 @@ is in time order as a whole.
 
 from __future__ import annotations
 
+import csv
 import enum
 import io
 import time
@@ -18,7 +19,6 @@ from typing import BinaryIO
 
 import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from k2.hotstore.schema import TIMEFRAME_BY_NAME
@@ -206,11 +206,15 @@ class Encoder:
             return b""
         if self.format is Format.jsonl:
             return b"".join(orjson.dumps(row) + b"\n" for row in as_text(table).to_pylist())
-        if self.format is Format.csv:
-            options = pacsv.WriteOptions(include_header=self._header, quoting_style="needed")
-            self._header = False
-            pacsv.write_csv(as_text(table), self._buffer, options)
-            return self._take()
+        if self.format is Format.csv:  # as `k2 trades --format csv` writes it: quoted where needed
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            if self._header:
+                writer.writerow(self.schema.names)
+                self._header = False
+            columns = as_text(table).columns
+            writer.writerows(zip(*(c.to_pylist() for c in columns), strict=True))
+            return text.getvalue().encode()
         assert self._writer is not None
         self._writer.write_table(table)
         return self._take()
