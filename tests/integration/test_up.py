@@ -332,16 +332,6 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             env=env_without_k2(),
             check=True,
         ).stdout
-        exported = tmp_path / "export.jsonl"
-        run = subprocess.run(
-            [*common, "export", *window, "--format", "jsonl", "--out", str(exported)],
-            capture_output=True,
-            timeout=60,
-            env=env_without_k2(),
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr
-        assert listed and exported.read_bytes() == listed
         as_csv = [
             subprocess.run(
                 [*common, *args, *window, "--format", "csv"],
@@ -352,7 +342,7 @@ def test_one_owner_per_data_directory_and_queries_while_running(tmp_path: Path) 
             )
             for args in (("trades", "--limit", "1000000"), ("export", "--out", "-"))
         ]
-        assert as_csv[0].stdout == as_csv[1].stdout  # one text form, quoted alike
+        assert as_csv[0].stdout and as_csv[0].stdout == as_csv[1].stdout  # one text form alike
         replayed = subprocess.run(
             [*common, "replay", *window],
             capture_output=True,

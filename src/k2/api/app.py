@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -19,29 +19,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 from k2.api import page, problems
+from k2.api.context import Context
 from k2.api.routes import data_routes
 from k2.api.security import allowed_hosts, token_check
 from k2.hotstore.store import HotStore
-from k2.instruments import Instruments
-from k2.observe.health import FAIL, HealthInputs, evaluate, report
-from k2.observe.metrics import Source, build_registry, render
-from k2.query.tiers import Archive
+from k2.observe.health import FAIL, evaluate, report
+from k2.observe.metrics import build_registry, render
 
 log = logging.getLogger(__name__)
-
-
-class Context(Source, Protocol):
-    """What the API needs from the running process: what the metrics collector reads, and the
-    store (None until it is open), the instruments and the health inputs."""
-
-    store: HotStore | None
-    instruments: Instruments
-
-    @property
-    def lake(self) -> Archive | None:
-        """The archive (None until it is open), for reads of what hot no longer holds."""
-
-    def health_inputs(self) -> HealthInputs: ...
 
 
 def create_app(ctx: Context) -> FastAPI:

@@ -20,13 +20,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from k2.api import problems
 from k2.hotstore.schema import DATABASE, SILVER_TABLE
 from k2.hotstore.store import HotStore
 from k2.instruments import catalog
 from k2.observe.health import evaluate, report
 
 if TYPE_CHECKING:
-    from k2.api.app import Context
+    from k2.api.context import Context
 
 PAGE = Path(str(resources.files("k2.api").joinpath("page")))
 FEED_KEYS = (
@@ -59,7 +60,7 @@ def install(app: FastAPI) -> None:
 
 
 def status_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=problems.RESPONSES)
 
     def states() -> dict[str, str]:
         """Each venue's connection state: the process's own feeds, or the health rows built

@@ -14,6 +14,32 @@ from starlette.exceptions import HTTPException
 from k2.errors import InputError
 
 PROBLEM = "application/problem+json"
+_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def answer(description: str) -> dict[str, Any]:
+    """An error answer in the OpenAPI schema: problem details."""
+    return {"description": description, "content": {PROBLEM: {"schema": _SCHEMA}}}
+
+
+# The errors every data route may answer, as the schema says them (FastAPI's own 422 entry, in
+# application/json, is replaced: what is served is problem details).
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: answer("A mistake in the request: an unknown venue or symbol, a bad time or cursor"),
+    401: answer("The API wants a bearer token"),
+    422: answer("A parameter of the wrong type or out of range"),
+    503: answer("The hot store is not open yet"),
+}
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -30,7 +30,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from k2.api import NDJSON
+from k2.api import NDJSON, problems
 from k2.api import cursor as pages
 from k2.api.live import QUEUE_MESSAGES, LiveFeed, Subscriber
 from k2.api.security import same_origin_json
@@ -44,7 +44,7 @@ from k2.query.replay import speed as replay_speed
 from k2.timeutil import user_time
 
 if TYPE_CHECKING:
-    from k2.api.app import Context
+    from k2.api.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FlowRequest(BaseModel):
 
 def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
     """The routes, on `ctx`'s instruments and archive and the store `store()` returns."""
-    router = APIRouter()
+    router = APIRouter(responses=problems.RESPONSES)
 
     def filters(
         venue: str | None, symbol: str | None, start: str | None, end: str | None
@@ -213,7 +213,13 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         "/flows/{name}",
         dependencies=[Depends(same_origin_json)],
         response_model=None,
-        responses={200: {"content": {NDJSON: {}}}},
+        responses={
+            200: {"content": {NDJSON: {}}},
+            403: problems.answer("A request from another origin or site"),
+            404: problems.answer("No such flow"),
+            415: problems.answer("The body is not JSON"),
+            500: problems.answer("The flow failed"),
+        },
     )
     def run_flow(name: str, body: FlowRequest, request: Request) -> dict[str, Any] | Response:
         """Run an archive flow now, in this process (offload, maintenance or reconcile).
