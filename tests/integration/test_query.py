@@ -390,6 +390,21 @@ def test_api_pages_back_through_both_tiers_and_answers_problems(tmp_path: Path) 
         assert [r for page in reversed(pages) for r in page] == truth
         assert len(pages) == -(-len(truth) // 7)
 
+        # candles page back the same way (several markets share each window: the order is total)
+        every = text(tiers.candles_between(emb.store, emb.lake, "1h", tiers.Filter()))
+        candle_pages: list[list[dict[str, object]]] = []
+        params = {"timeframe": "1h", "limit": 5}
+        while True:
+            body = api.get("/api/v1/candles", params=params).json()
+            candle_pages.append(body["rows"])
+            if body["next"] is None:
+                break
+            params = {"timeframe": "1h", "limit": 5, "cursor": body["next"]}
+        assert [r for page in reversed(candle_pages) for r in page] == every
+        trades_cursor = api.get("/api/v1/trades", params={"limit": 1}).json()["next"]
+        misused = api.get("/api/v1/candles", params={"cursor": trades_cursor})
+        assert misused.status_code == 400 and "cursor is not one" in misused.json()["detail"]
+
         for query, status, detail in (
             ({"limit": 0}, 422, "limit: Input should be greater than or equal to 1"),
             ({"venue": "nope"}, 400, "unknown venue 'nope'"),

@@ -75,6 +75,21 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d)."
     )
     TO = Query(None, alias="to", description="Up to (not including) this time; same forms as from.")
+    CURSOR = Query(
+        None,
+        description="The `next` of an earlier answer: the page before it, on that answer's "
+        "filters and range (from and to are taken from the cursor).",
+    )
+
+    def paged(f: tiers.Filter, cursor: str, kind: str) -> tuple[tiers.Filter, list[int | str]]:
+        """The first page's filters and the position a cursor names; venue and symbol given
+        with it must be the first page's."""
+        first, key = pages.decode(cursor, kind)
+        given, held = (f.venue, f.symbol), (first.venue, first.symbol)
+        if any(g is not None and g != h for g, h in zip(given, held, strict=True)):
+            raise InputError("venue and symbol given with a cursor must be its first page's")
+        return first, key
+
     LIMIT = Query(100, ge=1, le=tiers.MAX_LIMIT, description="At most this many rows (the latest).")
 
     @router.get("/trades")
@@ -84,11 +99,7 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         start: str | None = FROM,
         end: str | None = TO,
         limit: int = LIMIT,
-        cursor: str | None = Query(
-            None,
-            description="The `next` of an earlier answer: the page before it, on that answer's "
-            "filters and range (from and to are taken from the cursor).",
-        ),
+        cursor: str | None = CURSOR,
     ) -> dict[str, Any]:
         """Latest trades matching the filters, oldest first, from the hot store and, for days it
         no longer holds, the archive. `next` is the cursor of the page before this one (older
@@ -96,13 +107,10 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         f = tiers.Filter(*filters(venue, symbol, start, end))
         before = None
         if cursor is not None:
-            paged, before = pages.decode(cursor)
-            given, held = (f.venue, f.symbol), (paged.venue, paged.symbol)
-            if any(g is not None and g != h for g, h in zip(given, held, strict=True)):
-                raise InputError("venue and symbol given with a cursor must be its first page's")
-            f = paged
+            f, key = paged(f, cursor, "trades")
+            before = (int(key[0]), str(key[1]), str(key[2]), int(key[3]))
         rows = tiers.trades(store(), ctx.lake, f, limit, before)
-        after = pages.encode(f, tiers.last_key(rows, 0)) if len(rows) == limit else None
+        after = pages.encode("trades", f, tiers.last_key(rows, 0)) if len(rows) == limit else None
         return {"rows": frames.rows(rows), "next": after}
 
     @router.get("/candles")
@@ -113,12 +121,24 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         start: str | None = FROM,
         end: str | None = TO,
         limit: int = LIMIT,
+        cursor: str | None = CURSOR,
     ) -> dict[str, Any]:
         """Latest candles of one timeframe, oldest first (the current window as it stands); the
-        archive serves windows older than the hot store's first."""
+        archive serves windows older than the hot store's first. `next` as for trades."""
         queries.timeframe(timeframe)
         f = tiers.Filter(*filters(venue, symbol, start, end))
-        return {"rows": frames.rows(tiers.candles(store(), ctx.lake, timeframe, f, limit))}
+        if cursor is None:
+            rows = tiers.candles(store(), ctx.lake, timeframe, f, limit)
+        else:
+            f, key = paged(f, cursor, timeframe)
+            before = (int(key[0]), str(key[1]), str(key[2]))
+            rows = tiers.candles_before(store(), ctx.lake, timeframe, f, limit, before)
+        after = (
+            pages.encode(timeframe, f, tiers.last_candle_key(rows, 0))
+            if len(rows) == limit
+            else None
+        )
+        return {"rows": frames.rows(rows), "next": after}
 
     def export_response(
         kind: str, f: tiers.Filter, fmt: stream.Format, tf: str | None = None

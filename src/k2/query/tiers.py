@@ -428,6 +428,34 @@ def candles(
     return merged.slice(max(0, len(merged) - limit))
 
 
+CandleKey = tuple[int, str, str]  # (window_start ns, exchange, canonical_symbol): the order
+
+
+def candles_before(
+    store: HotStore, lake: Archive | None, tf: str, f: Filter, limit: int, before: CandleKey
+) -> pa.Table:
+    """The newest `limit` candles matching `f` that are ordered before `before` (the next page
+    back), oldest first."""
+    at, exchange, market = before
+    earlier = candles(store, lake, tf, f.between(None, at), limit)
+    same = candles_between(store, lake, tf, f.between(at, at + 1))
+    ex, sym = same.column("exchange"), same.column("canonical_symbol")
+    same = same.filter(
+        pc.or_(pc.less(ex, exchange), pc.and_(pc.equal(ex, exchange), pc.less(sym, market)))
+    )
+    merged = pa.concat_tables([earlier, same]) if len(same) else earlier
+    return merged.slice(max(0, len(merged) - limit))
+
+
+def last_candle_key(table: pa.Table, row: int) -> CandleKey:
+    """Row `row`'s place in the candle order."""
+    return (
+        int(pc.cast(table.column("window_start"), pa.int64())[row].as_py()),
+        str(table.column("exchange")[row].as_py()),
+        str(table.column("canonical_symbol")[row].as_py()),
+    )
+
+
 def candles_between(store: HotStore, lake: Archive | None, tf: str, f: Filter) -> pa.Table:
     """Every candle matching `f`, in window order."""
     hot = hot_candles(store, tf, f)
