@@ -133,3 +133,29 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def load_synthetic(
+    store: object, trades: int, symbols: list[str], start_ns: int, span_ns: int
+) -> float:
+    """Insert `trades` synthetic Binance trades of `symbols`, evenly over [start_ns, +span_ns),
+    through the ingest table (bronze, silver and the candles follow), and wait for the merges;
+    return the seconds it took."""
+    names = "[" + ",".join(f"'{s}'" for s in symbols) + "]"
+    canon = "[" + ",".join(f"'{s[:-4]}/USDT'" for s in symbols) + "]"
+    n = len(symbols)
+    began = time.monotonic()
+    store.execute(  # type: ignore[attr-defined]
+        f"""
+        INSERT INTO k2.ingest_trades
+        SELECT 'binance', {names}[number % {n} + 1], {canon}[number % {n} + 1], intDiv(number, {n}),
+               toDecimal128(6000000 + number % 1000, 18) / 100, toDecimal128('0.01', 18), 'true',
+               number % 2 = 0,
+               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
+               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
+               'bench', 'ws', false, '', number + 1, 'bench'
+        FROM numbers({trades})"""
+    )
+    while store.rows("SELECT count() FROM system.merges")[0][0]:  # type: ignore[attr-defined]
+        time.sleep(0.5)
+    return time.monotonic() - began

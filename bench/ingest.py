@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from _common import (  # bench/_common.py
     cpu_reference,
+    load_synthetic,
     pct,
     peak_rss_mb,
     run_phase,
@@ -164,23 +165,7 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     symbols = load_instruments()["binance"]
     span_ns = 6 * 86400 * 10**9
     start_ns = time.time_ns() - span_ns
-    names = "[" + ",".join(f"'{s}'" for s in symbols) + "]"
-    canon = "[" + ",".join(f"'{s[:-4]}/USDT'" for s in symbols) + "]"
-    n = len(symbols)
-    began = time.monotonic()
-    store.execute(f"""
-        INSERT INTO k2.ingest_trades
-        SELECT 'binance', {names}[number % {n} + 1], {canon}[number % {n} + 1], intDiv(number, {n}),
-               toDecimal128(6000000 + number % 1000, 18) / 100, toDecimal128('0.01', 18), 'true',
-               number % 2 = 0,
-               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
-               fromUnixTimestamp64Nano(toInt64({start_ns} + number * {span_ns // trades}), 'UTC'),
-               'bench', 'ws', false, '', number + 1
-        FROM numbers({trades})""")
-    load_s = time.monotonic() - began
-    # A store that has run for days has merged its parts: let the background merges finish.
-    while store.rows("SELECT count() FROM system.merges")[0][0]:
-        time.sleep(0.5)
+    load_s = load_synthetic(store, trades, symbols, start_ns, span_ns)
     stored = store.rows("SELECT count() FROM k2.silver_trades")[0][0]
     # One untimed query per symbol first: the first read of a table in a process loads its marks
     # and primary index (~50 ms once); a dashboard asks the same query again and again.
@@ -188,7 +173,7 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
         tiers.candles(store, None, "1m", tiers.Filter("binance", f"{symbol[:-4]}/USDT"), 100)
     timings = []
     for i in range(runs):
-        symbol = f"{symbols[i % n][:-4]}/USDT"
+        symbol = f"{symbols[i % len(symbols)][:-4]}/USDT"
         t0 = time.perf_counter_ns()
         rows = frames.rows(tiers.candles(store, None, "1m", tiers.Filter("binance", symbol), 100))
         timings.append(time.perf_counter_ns() - t0)
