@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _common import load_synthetic, pct, peak_rss_mb, scratch_dir
+from _common import cpu_reference, load_synthetic, pct, peak_rss_mb, scratch_dir
 
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
@@ -124,6 +124,8 @@ def main() -> None:
     from k2.query.replay import runs
     from k2.settings import ArchiveSettings, HotStoreSettings
 
+    # This VM's speed moves by up to 2x within minutes: compare runs whose references agree.
+    print(f"cpu reference at the start {cpu_reference():,.0f} msg/s (bench/_common.py)")
     data = scratch_dir("k2-bench-query-")
     store = ClickHouseStore.at(data / "hot")
     migrate.apply(store, HotStoreSettings())
@@ -261,6 +263,7 @@ def main() -> None:
     # 6. the page
     first, each = page_first_load(data)
     print(f"web page first load on loopback: median {first:.0f} ms ({each})")
+    print(f"cpu reference at the end {cpu_reference():,.0f} msg/s")
     print(
         "targets: candles p99 <= 20 ms; symbol-hour p99 <= 50 ms (hot and archive); "
         "day export >= 2,000,000 rows/s (hot and archive); replay >= 1,000,000 trades/s; "
