@@ -15,13 +15,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 from k2.api import page, problems
 from k2.api.context import Context
 from k2.api.routes import data_routes
-from k2.api.security import allowed_hosts, token_check
+from k2.api.security import HostCheck, allowed_hosts, token_check
 from k2.hotstore.store import HotStore
 from k2.observe.health import FAIL, evaluate, report
 from k2.observe.metrics import build_registry, render
@@ -39,7 +38,7 @@ def create_app(ctx: Context) -> FastAPI:
         redoc_url=None,
         dependencies=[token_check(api.bearer_token())],  # every route but the docs and the schema
     )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(api), www_redirect=False)
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts(api))
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     async def docs(request: Request) -> HTMLResponse:

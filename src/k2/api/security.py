@@ -2,8 +2,8 @@
 
 - With a token set (required off loopback), every route but the docs page and the schema needs
   `Authorization: Bearer <token>`, compared in constant time.
-- Requests whose Host header is not a name of this API are refused (Starlette's
-  TrustedHostMiddleware), so a foreign page cannot reach it through DNS rebinding.
+- Requests whose Host header is not a name of this API are refused (`HostCheck`
+  below), so a foreign page cannot reach it through DNS rebinding.
 - Routes that change state take only a JSON POST without a foreign Origin: a browser cannot send
   that from another site without a CORS preflight, which this API never grants.
 """
@@ -15,6 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from k2.settings import LOOPBACK_HOSTS, ApiSettings
 
@@ -68,3 +71,38 @@ def same_origin_json(request: Request) -> None:
         raise HTTPException(status_code=403, detail=f"cross-origin request from {origin!r} refused")
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         raise HTTPException(status_code=403, detail="cross-site request refused")
+
+
+class HostCheck:
+    """Answer only requests whose Host header is a name of this API (`allowed_hosts`: exact
+    names, `*.suffix`, or `*` for any), so a foreign page cannot reach it by DNS rebinding. A
+    refusal is a 400 problem details answer like every other error (a stream's, a 1008 close)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        names = [h.lower() for h in allowed_hosts]
+        self.any = "*" in names
+        self.exact = {h for h in names if not h.startswith("*")}
+        self.suffixes = tuple(h[1:] for h in names if h.startswith("*."))
+
+    def allows(self, host: str) -> bool:
+        host = host.strip().lower()
+        # the name without its port: "[::1]:8000" -> "[::1]", "k2.example:8000" -> "k2.example"
+        name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+        return bool(name) and (name in self.exact or name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "")
+        if self.allows(host):
+            await self.app(scope, receive, send)
+            return
+        detail = f"Invalid host header {host!r}: not a name of this API (api.allowed_hosts)"
+        if scope["type"] == "websocket":
+            await WebSocketClose(code=1008, reason=detail[:120])(scope, receive, send)
+            return
+        from k2.api.problems import problem
+
+        await problem(400, detail)(scope, receive, send)
