@@ -75,7 +75,12 @@ def create_app(ctx: Context) -> FastAPI:
             return Response(render(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
-        "/health", responses={503: {"description": "A check failed (the body is the same report)"}}
+        "/health",
+        responses={
+            503: {"description": "A check failed (the body is the same report)"},
+            400: problems.answer("A Host header that is not a name of this API"),
+            401: problems.answer("The API wants a bearer token"),
+        },
     )
     def health() -> JSONResponse:
         """Every health check with OK/WARN/FAIL; HTTP 503 when one fails."""
