@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 import typer
@@ -114,12 +115,8 @@ class _Chunks:
                     rows = pa.Table.from_batches([batch], self.schema)
                     at = pc.max(rows.column(self.column)).value if len(rows) else f.start_ns
                     yield stream.Chunk(rows, int(at))
-        except Exception as err:
-            import httpx
-
-            if isinstance(err, httpx.HTTPError):
-                raise ConfigError(f"the running k2 up at {url} stopped answering: {err}") from None
-            raise
+        except httpx.HTTPError as err:
+            raise ConfigError(f"the running k2 up at {url} stopped answering: {err}") from None
 
 
 class _ByteStream:

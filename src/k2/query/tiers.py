@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.errors import InputError
+from k2.hotstore import queries
 from k2.hotstore.expired import expired_days
 from k2.hotstore.queries import merged_candles_sql, timeframe
 from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAME_BY_NAME, ohlcv_table
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # the archive's modules load PyIceberg: only when a read need
     from k2.archive.tables import ArchiveTable
 
 DAY_NS = 86_400 * 1_000_000_000
-MAX_LIMIT = 1_000_000  # rows in one answer; larger reads stream (query/stream.py)
+MAX_LIMIT = queries.MAX_LIMIT  # rows in one answer; larger reads stream (query/stream.py)
 
 
 class Archive(Protocol):
