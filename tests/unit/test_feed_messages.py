@@ -110,6 +110,7 @@ def test_what_was_parsed_before_an_adapter_bug_is_still_passed_on() -> None:
                 sink,
                 http,
             )  # type: ignore[arg-type]
+            feed.trackers["BTC-USD"].adopt(9, 1)  # a cursor: trade 10 is new, not a first
             try:
                 await feed.on_messages(raws, time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
             except RuntimeError:
@@ -299,7 +300,8 @@ def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
                 http,
             )
             # a symbol with history that the message does not name
-            feed.trackers["ETH-USD"].offer(5, 1)
+            feed.trackers["ETH-USD"].adopt(5, 1)
+            feed.trackers["BTC-USD"].adopt(9, 1)  # a cursor: trade 10 is new, not a first
             await feed.on_messages([good, bad], time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
         return sink
 
@@ -307,3 +309,33 @@ def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
     assert [t.trade_id for t in sink.accepted] == [10] and len(sink.rejects) == 1
     (gap,) = sink.gaps
     assert gap.kind == "window" and gap.symbol == "BTC-USD"
+
+
+def test_a_corrupt_first_trade_of_a_symbol_with_no_cursor_is_a_reject() -> None:
+    # No cursor: the first frame's id was corrupted (+10^12); the stream goes on from the real ids.
+    feed, sink = run_binance([1_000_000_000_010, 11, 12, 13], max_id_jump=1_000_000)
+    assert [t.trade_id for t in sink.accepted] == [11, 12, 13]
+    assert 1_000_000_000_010 not in {t.trade_id for t in sink.received}
+    (reject,) = sink.rejects
+    assert "1000000000010 was the symbol's first" in reject.reason
+    assert "went on from 11" in reject.reason
+    assert feed.trackers["BTCUSDT"].high == 13 and not sink.gaps
+
+
+def test_a_corrupt_id_among_held_trades_is_left_off_the_confirmed_chain() -> None:
+    # A real jump (5_000_000 on) with one corrupt frame inside it: the chain skips the corrupt one.
+    feed, sink = run_binance(
+        [10, 11, 5_000_000, 9_000_000_000, 5_000_001, 5_000_002], max_id_jump=1_000_000
+    )
+    assert [t.trade_id for t in sink.accepted] == [10, 11, 5_000_000, 5_000_001, 5_000_002]
+    (reject,) = sink.rejects
+    assert "9000000000" in reject.reason and "went on from 5000000" in reject.reason
+    assert feed.trackers["BTCUSDT"].high == 5_000_002
+
+
+def test_a_symbols_first_trade_waits_for_the_next_and_a_lone_one_is_a_reject_at_stop() -> None:
+    _feed, sink = run_binance([10], max_id_jump=1_000_000)
+    assert sink.accepted == []
+    (reject,) = sink.rejects
+    assert "was the symbol's first" in reject.reason
+    assert "never confirmed before the feed stopped" in reject.reason

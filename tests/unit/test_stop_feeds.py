@@ -32,7 +32,7 @@ def test_a_repair_that_cannot_finish_is_left_open_and_listed_at_the_deadline() -
             )
             stop, repair_stop = asyncio.Event(), asyncio.Event()
             task = asyncio.create_task(run_feeds([feed], stop, repair_stop))
-            feed.trackers["BTC/USD"].offer(100, 1)
+            feed.trackers["BTC/USD"].adopt(100, 1)  # its cursor
             feed.trackers["BTC/USD"].offer(105, 2)  # ids 101..104 are missing
             await feed.repairer.submit(id_gap("kraken", "BTC/USD", 101, 104, 1, 2))
             await asyncio.sleep(0.3)

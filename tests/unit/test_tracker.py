@@ -62,3 +62,12 @@ def test_seen_tracker_reload_treats_older_ids_as_seen() -> None:
     assert t.offer(49, 0)[0] is Verdict.DUPLICATE  # stored before the restart
     assert t.offer(52, 0)[0] is Verdict.FILL
     assert t.offer(51, 0)[0] is Verdict.DUPLICATE
+
+
+def test_a_bounded_tracker_with_no_cursor_holds_its_first_id_for_the_feed_to_confirm() -> None:
+    for t in (ContiguousTracker(max_jump=1_000), SeenTracker(capacity=8, max_jump=1_000)):
+        assert t.offer(10**12, 1) == (Verdict.SUSPECT, None)  # nothing to check it against
+        assert t.high is None
+        assert t.adopt(10, 1)[0] is Verdict.NEW  # the feed confirmed 10
+        assert t.offer(11, 2) == (Verdict.NEW, None)
+    assert ContiguousTracker().offer(10**12, 1) == (Verdict.NEW, None)  # unbounded: taken as is

@@ -191,10 +191,18 @@ class Feed:
 
     async def _repair_windows(self, symbols: Sequence[str] | None = None) -> None:
         # Ids may skip on this venue, so what a disconnect lost is found by time, not by id.
+        held = self._suspects.held
         for symbol, tracker in self.trackers.items():
-            if tracker.high is not None and (symbols is None or symbol in symbols):
+            if symbols is not None and symbol not in symbols:
+                continue
+            if tracker.high is not None:
                 await self.repairer.submit(
                     window_gap(self.name, symbol, tracker.high, tracker.high_ts)
+                )
+            elif held.get(symbol):  # a first trade not confirmed yet: what followed it
+                newest = held[symbol][-1][0]
+                await self.repairer.submit(
+                    window_gap(self.name, symbol, newest.trade_id, newest.ts_event)
                 )
 
     async def on_messages(self, raws: list[bytes], recv_ns: int, conn: Connection) -> Delivered:

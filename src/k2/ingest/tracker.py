@@ -14,7 +14,8 @@ class Verdict(enum.Enum):
     FILL = "fill"  # fills a known hole (late message or backfill)
     DUPLICATE = "duplicate"
     # So far above the highest id (more than the venue's max_id_jump) that it is more likely a
-    # corrupt frame than a trade: nothing changes until the feed confirms it (`adopt`) or drops it.
+    # corrupt frame than a trade, or the first id of a symbol with no cursor, which nothing can
+    # check yet: nothing changes until the feed confirms it (`adopt`) or drops it.
     SUSPECT = "suspect"
 
 
@@ -98,8 +99,13 @@ class ContiguousTracker:
         """Classify a trade id; for a NEW id above high + 1 also return the hole (lo, hi)
         it opens."""
         high = self.high
-        if high is None or trade_id > high:
-            if high is None or trade_id == high + 1:
+        if high is None:
+            if self.max_jump != NO_LIMIT:
+                return _SUSPECT  # a first id: the next trades confirm it
+            self.high, self.high_ts = trade_id, ts_event
+            return _NEW
+        if trade_id > high:
+            if trade_id == high + 1:
                 self.high, self.high_ts = trade_id, ts_event
                 return _NEW
             if trade_id - high > self.max_jump:
@@ -149,7 +155,10 @@ class SeenTracker:
         if trade_id in seen or trade_id <= self._floor:
             return _DUPLICATE
         high = self.high
-        if high is not None and trade_id - high > self.max_jump:
+        if high is None:
+            if self.max_jump != NO_LIMIT:
+                return _SUSPECT  # a first id: the next trades confirm it
+        elif trade_id - high > self.max_jump:
             return _SUSPECT
         return self.adopt(trade_id, ts_event)
 
