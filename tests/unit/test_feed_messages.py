@@ -71,7 +71,9 @@ def test_a_sequence_jump_repairs_from_the_trades_before_the_loss_not_after() -> 
                 sink,
                 http,
             )
-            delivered = await feed.on_messages(raws, time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
+            delivered = await feed.on_messages(
+                raws, [time.time_ns()] * len(raws), Connection("coinbase-1", None)
+            )  # type: ignore[arg-type]
             assert delivered.trades and not delivered.shutdown and feed.stats.sequence_gaps == 1
         return sink.accepted, sink.gaps
 
@@ -112,7 +114,9 @@ def test_what_was_parsed_before_an_adapter_bug_is_still_passed_on() -> None:
             )  # type: ignore[arg-type]
             feed.trackers["BTC-USD"].adopt(9, 1)  # a cursor: trade 10 is new, not a first
             try:
-                await feed.on_messages(raws, time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
+                await feed.on_messages(
+                    raws, [time.time_ns()] * len(raws), Connection("coinbase-1", None)
+                )  # type: ignore[arg-type]
             except RuntimeError:
                 pass
             else:
@@ -170,7 +174,9 @@ def test_a_run_of_big_messages_reaches_the_sink_in_pieces_its_backpressure_can_h
                 http,
             )
             await feed.on_messages(
-                [message(i) for i in range(1, 101)], time.time_ns(), Connection("coinbase-1", None)
+                [message(i) for i in range(1, 101)],
+                [time.time_ns()] * 100,
+                Connection("coinbase-1", None),
             )  # type: ignore[arg-type]
         return len(sink.accepted)
 
@@ -233,7 +239,7 @@ def run_binance(ids: list[int], **venue: int) -> tuple[Feed, Recorder]:
             )
             for i, trade_id in enumerate(ids):  # one message per run, as they would trickle in
                 await feed.on_messages(
-                    [binance(trade_id, now_ms + i)], time.time_ns(), Connection("binance-1", None)
+                    [binance(trade_id, now_ms + i)], [time.time_ns()], Connection("binance-1", None)
                 )  # type: ignore[arg-type]
             await feed.finish()
         return feed, sink
@@ -302,7 +308,9 @@ def test_a_rejected_coinbase_trade_reads_its_symbols_window_back() -> None:
             # a symbol with history that the message does not name
             feed.trackers["ETH-USD"].adopt(5, 1)
             feed.trackers["BTC-USD"].adopt(9, 1)  # a cursor: trade 10 is new, not a first
-            await feed.on_messages([good, bad], time.time_ns(), Connection("coinbase-1", None))  # type: ignore[arg-type]
+            await feed.on_messages(
+                [good, bad], [time.time_ns()] * 2, Connection("coinbase-1", None)
+            )  # type: ignore[arg-type]
         return sink
 
     sink = asyncio.run(run())

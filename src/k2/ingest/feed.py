@@ -205,16 +205,18 @@ class Feed:
                     window_gap(self.name, symbol, newest.trade_id, newest.ts_event)
                 )
 
-    async def on_messages(self, raws: list[bytes], recv_ns: int, conn: Connection) -> Delivered:
+    async def on_messages(
+        self, raws: list[bytes], arrived: list[int], conn: Connection
+    ) -> Delivered:
         """Parse a run of messages from `conn` and pass their trades on, in arrival order."""
         stats = self.stats
         stats.messages += len(raws)
-        stats.last_message_ns = recv_ns
+        stats.last_message_ns = arrived[-1]
         parse = self.adapter.parse
         run: list[Trade] = []  # trades of this run not yet offered to the trackers
         delivered = shutdown = False
         try:
-            for raw in raws:
+            for raw, recv_ns in zip(raws, arrived, strict=True):
                 try:
                     parsed = parse(raw, recv_ns)
                 except ParseError as err:

@@ -51,7 +51,8 @@ class Connection:
 
 
 # (messages in arrival order, local receive time in UTC ns, the connection) -> what they held
-MessageHandler = Callable[[list[bytes], int, Connection], Awaitable[Delivered]]
+# (messages, the time each arrived in ns, their connection)
+MessageHandler = Callable[[list[bytes], list[int], Connection], Awaitable[Delivered]]
 ConnectedHandler = Callable[[Connection, bool], Awaitable[None]]
 
 
@@ -168,9 +169,9 @@ class FeedSession:
         ws = conn.ws
         try:
             while True:
-                raws = await ws.recv_many(MAX_MESSAGES)
+                raws, arrived = await ws.recv_many(MAX_MESSAGES)
                 conn.last_rx = time.monotonic()
-                delivered = await self._on_messages(raws, time.time_ns(), conn)
+                delivered = await self._on_messages(raws, arrived, conn)
                 if delivered.trades:
                     conn.delivering = True
                 if delivered.shutdown and not conn.rotate_now:

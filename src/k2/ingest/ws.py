@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections import deque
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -67,10 +68,14 @@ class _Listener(WSListener):
 
 class WsConnection:
     """Receive whole messages with `await recv_many(limit)`; `send(text)`;
-    `close()` or `abort()`."""
+    `close()` or `abort()`.
+
+    Each message is stamped with the wall clock when its last frame arrives (its `ts_recv`), not
+    when the feed takes it: time spent queued here is part of K2's latency, not the venue's."""
 
     def __init__(self) -> None:
         self._messages: deque[bytes] = deque()
+        self._stamps: deque[int] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._transport: WSTransport | None = None
         self._peer_closed: ConnectionClosed | None = None
@@ -112,6 +117,7 @@ class WsConnection:
 
     def _push(self, payload: bytes) -> None:
         self._messages.append(payload)
+        self._stamps.append(time.time_ns())
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         if len(self._messages) >= MAX_QUEUED and not self._paused and self._transport is not None:
@@ -128,24 +134,27 @@ class WsConnection:
         """Messages received and not yet taken by `recv_many()`."""
         return len(self._messages)
 
-    async def recv_many(self, limit: int) -> list[bytes]:
+    async def recv_many(self, limit: int) -> tuple[list[bytes], list[int]]:
         """Return the messages received so far, oldest first, at most `limit` and at least one
-        (waiting for it); raise ConnectionClosed once the connection has ended and all are taken."""
-        messages = self._messages
+        (waiting for it), with the time each arrived (ns); raise ConnectionClosed once the
+        connection has ended and all are taken."""
+        messages, stamps = self._messages, self._stamps
         while not messages:
             if self._closed is not None:
                 raise self._closed
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         if len(messages) <= limit:
-            out = list(messages)
+            out, at = list(messages), list(stamps)
             messages.clear()
+            stamps.clear()
         else:
             out = [messages.popleft() for _ in range(limit)]
+            at = [stamps.popleft() for _ in range(limit)]
         if self._paused and len(messages) <= RESUME_AT and self._transport is not None:
             self._paused = False
             self._transport.underlying_transport.resume_reading()
-        return out
+        return out, at
 
     async def send(self, text: str) -> None:
         if self._closed is not None:
