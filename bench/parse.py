@@ -38,12 +38,14 @@ class _Conn(SimConnection):
         self.params, self.sequence = params, 0
 
 
-def messages(venue: str) -> list[bytes]:
+def messages(venue: str, micro: bool = True) -> list[bytes]:
+    """The simulator's messages for one symbol of `venue`; Binance's times in µs, as K2 subscribes,
+    or in ms (its streams' default) when not `micro`."""
     symbol = {"binance": "BTCUSDT", "kraken": "BTC/USD", "coinbase": "BTC-USD"}[venue]
     sim = {"binance": BinanceSim, "kraken": KrakenSim, "coinbase": CoinbaseSim}[venue]
     market = SymbolMarket(venue, symbol, "BTC", 1, 1_000_000, 1, history=10**7, text=sim.text)
     server = sim({symbol: market}, Faults(), "127.0.0.1", 0)
-    conn = _Conn({"timeUnit": "MICROSECOND"})
+    conn = _Conn({"timeUnit": "MICROSECOND"} if micro else {})
     now = time.time_ns()
     k = PER_MESSAGE[venue]
     return [

@@ -84,6 +84,23 @@ def _le(bound: float) -> str:
 ROW_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000, 100_000)
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STAGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    30.0,
+)
 SLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
@@ -103,6 +120,15 @@ class PipelineMetrics:
             "k2_writer_ingest_latency_seconds",
             "Per trade: local receive to committed in the hot store.",
             LATENCY_BUCKETS,
+        )
+        self.ingest_stage = Histogram(
+            "k2_writer_stage_latency_seconds",
+            "Per trade, the latency of each stage on its way into the hot store: receive (venue "
+            "stamp to arrival, the venue's clock against ours included), parse (arrival to handed "
+            "to the writer: parse, checks, the feed's queue), queue (handed to the insert's "
+            "start), insert (the insert's start to committed, i.e. visible).",
+            STAGE_BUCKETS,
+            ("stage",),
         )
         self.offload_duration = Histogram(
             "k2_offload_duration_seconds",
@@ -124,6 +150,7 @@ class PipelineMetrics:
             self.writer_batch_rows,
             self.writer_insert,
             self.ingest_latency,
+            self.ingest_stage,
             self.offload_duration,
             self.offload_cycle,
             self.api_duration,
@@ -136,6 +163,29 @@ class PipelineMetrics:
         self.writer_insert.observe(insert_s)
         if len(recv_ns):
             self.ingest_latency.observe_many((committed_ns - recv_ns) / 1e9)
+
+    def stages(
+        self,
+        event_ns: np.ndarray,
+        recv_ns: np.ndarray,
+        handoffs: tuple[Sequence[int], Sequence[int], Sequence[int]] | None,
+        started_ns: int,
+        committed_ns: int,
+    ) -> None:
+        """Observe a committed batch's trades in `ingest_stage`: receive per trade, parse and queue
+        per chunk (each of its trades counted), insert per batch. `handoffs`: per chunk, its rows,
+        its oldest arrival and when it was handed to the writer (hotstore.batch.Handoffs); where
+        that is not known (the cluster shape's bus), parse and queue are not observed."""
+        stage = self.ingest_stage
+        if len(recv_ns):
+            stage.observe_many((recv_ns - event_ns) / 1e9, "receive")
+        if handoffs is not None:
+            rows, first_recv, handed = (np.asarray(a, np.int64) for a in handoffs)
+            stage.observe_many(np.repeat((handed - first_recv) / 1e9, rows), "parse")
+            if started_ns:
+                stage.observe_many(np.repeat((started_ns - handed) / 1e9, rows), "queue")
+        if started_ns and len(recv_ns):
+            stage.observe_many(np.full(len(recv_ns), (committed_ns - started_ns) / 1e9), "insert")
 
     def api_request_counts(self) -> dict[tuple[str, str], int]:
         """API requests so far by (route, status), as of now."""

@@ -384,3 +384,31 @@ def test_a_cluster_process_on_a_busy_metrics_port_says_which_and_why() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(InputError, match=rf"127\.0\.0\.1:{port} \(setting bus\.metrics_port\)"):
             serve_metrics(load_settings(bus={"metrics_port": port}))
+
+
+def test_each_stage_of_a_committed_batch_is_its_own_histogram(tmp_path: Path) -> None:
+    src = FakeSource(tmp_path)
+    ms = 1_000_000
+    committed = time.time_ns()
+    started = committed - 20 * ms  # the insert took 20 ms
+    # two chunks: 3 trades handed 30 ms before the insert, 1 trade handed 5 ms before it
+    handoffs = (
+        [3, 1],
+        [started - 32 * ms, started - 6_500_000],
+        [started - 30 * ms, started - 5 * ms],
+    )
+    recv = np.array([started - 32 * ms] * 3 + [started - 6_500_000])
+    event = recv - 150 * ms  # 150 ms from the venue's stamp to arrival
+    src.metrics.stages(event, recv, handoffs, started, committed)
+    src.metrics.stages(event, recv, None, 0, committed)  # the cluster shape: receive only
+    families = list(text_string_to_metric_families(render(build_registry(src)).decode()))  # type: ignore[arg-type]
+    (family,) = [f for f in families if f.name == "k2_writer_stage_latency_seconds"]
+    buckets: dict[str, dict[str, float]] = {}
+    for s in family.samples:
+        if s.name.endswith("_bucket"):
+            buckets.setdefault(s.labels["stage"], {})[s.labels["le"]] = s.value
+    assert buckets["receive"]["0.1"] == 0 and buckets["receive"]["0.15"] == 8  # both batches
+    assert buckets["parse"]["0.001"] == 0  # 2 ms and 1.5 ms, counted per trade
+    assert buckets["parse"]["0.0025"] == 4
+    assert buckets["queue"]["0.01"] == 1 and buckets["queue"]["0.05"] == 4  # 5 ms x1, 30 ms x3
+    assert buckets["insert"]["0.01"] == 0 and buckets["insert"]["0.025"] == 4

@@ -171,21 +171,22 @@ def checked(trade: Trade, limits: Limits, price_checked: bool = False) -> Trade:
     return trade
 
 
-class DecimalCache(dict[str, Decimal]):
+class DecimalCache(dict[str | bytes, Decimal]):
     """Exact decimal text -> Decimal, interned. Trades repeat price levels, and `Decimal(text)`
     is the largest single cost of parsing; the key is the exact text, so "1.10" and "1.1" stay
-    distinct. Only valid values (limits.decimal_problem) are admitted. Cleared when full, so
-    memory stays bounded."""
+    distinct. The text is a str (a JSON string's content) or bytes (a JSON number as sent). Only
+    valid values (limits.decimal_problem) are admitted. Cleared when full, so memory stays
+    bounded."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         super().__init__()
         self.capacity = capacity
 
-    def __missing__(self, text: str) -> Decimal:
+    def __missing__(self, text: str | bytes) -> Decimal:
         """Parse, validate and remember `text`; raise ParseError if it is not a valid amount."""
         try:
-            value = Decimal(text)
-        except ArithmeticError:
+            value = Decimal(text.decode("ascii") if isinstance(text, bytes) else text)
+        except (ArithmeticError, UnicodeDecodeError):
             raise ParseError(f"not a decimal number: {text!r}", text) from None
         problem = decimal_problem(value)
         if problem is not None:

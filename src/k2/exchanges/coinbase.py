@@ -21,6 +21,7 @@ from k2.exchanges.base import (
     SUBSCRIBED,
     Backfill,
     BackfillRequest,
+    DecimalCache,
     Fetch,
     Listing,
     Parsed,
@@ -32,7 +33,7 @@ from k2.exchanges.base import (
     collect_trades,
     parse_trade_id,
 )
-from k2.exchanges.limits import trade_problem
+from k2.exchanges.limits import DEFAULT_LIMITS, Limits, trade_problem
 from k2.records import BUY, SELL, Trade
 from k2.timeutil import rfc3339_to_ns
 
@@ -67,6 +68,25 @@ class _Trade(msgspec.Struct, gc=False):
     time: str
 
 
+class _FastTrade(msgspec.Struct, gc=False):
+    # The hot path's view of a trade: the price as text, for the price cache. Whatever this cannot
+    # decode goes to `_trade`, whose `_Trade` says what is wrong.
+    trade_id: str
+    product_id: str
+    price: str
+    size: Decimal
+    side: str
+    time: str
+
+
+class _TradesMessage(msgspec.Struct, gc=False):
+    # The hot path's view of a message: market_trades with its events in one decode. Anything else
+    # (heartbeats, subscriptions, errors, a malformed event) fails it and takes `_Envelope`'s path.
+    channel: str
+    events: list[_TradesEvent]
+    sequence_num: int | None = None
+
+
 class _Ticker(msgspec.Struct):
     trades: list[msgspec.Raw]
 
@@ -86,6 +106,8 @@ class _Products(msgspec.Struct):
 _decode_envelope = msgspec.json.Decoder(_Envelope)
 _decode_event = msgspec.json.Decoder(_TradesEvent)
 _decode_trade = msgspec.json.Decoder(_Trade)
+_decode_fast_trade = msgspec.json.Decoder(_FastTrade)
+_decode_trades_message = msgspec.json.Decoder(_TradesMessage)
 _decode_ticker = msgspec.json.Decoder(_Ticker)
 _decode_products = msgspec.json.Decoder(_Products)
 
@@ -111,6 +133,10 @@ class CoinbaseAdapter(SymbolNames):
     rest_policy = RestPolicy(requests_per_second=8.0, burst=8)  # public REST ~10 req/s per IP
     page_limit = 1000
 
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
+        self._prices = DecimalCache()  # price text -> Decimal, validated when first seen
+
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
         return base_url
 
@@ -121,6 +147,19 @@ class CoinbaseAdapter(SymbolNames):
         return [msgspec.json.encode(trades).decode(), msgspec.json.encode(beats).decode()]
 
     def parse(self, raw: bytes, recv_ns: int) -> Parsed:
+        try:
+            msg = _decode_trades_message.decode(raw)
+        except DECODE_ERRORS:
+            return self._parse_other(raw, recv_ns)
+        if msg.channel != "market_trades":
+            return self._parse_other(raw, recv_ns)
+        trades: list[Trade] = []
+        for ev in msg.events:
+            if ev.type not in _EVENT_TYPES or not self._trades(ev.trades, recv_ns, trades):
+                return self._parse_other(raw, recv_ns)  # it says what is wrong
+        return Parsed(trades, sequence=msg.sequence_num)
+
+    def _parse_other(self, raw: bytes, recv_ns: int) -> Parsed:
         try:
             env = _decode_envelope.decode(raw)
         except DECODE_ERRORS as err:
@@ -170,12 +209,13 @@ class CoinbaseAdapter(SymbolNames):
     def _trades(self, items: list[msgspec.Raw], recv_ns: int, out: list[Trade]) -> bool:
         """The hot path: add every trade of an event to `out` and return True, or add none and
         return False if any needs `_trade` to say what is wrong. It accepts exactly what `_trade`
-        accepts: the same decode, then the same checks (limits.trade_problem)."""
-        names, decode, sides, limits = (
+        accepts: the same checks (limits.trade_problem), the price validated by its cache."""
+        names, decode, sides, limits, prices = (
             self._names,
-            _decode_trade.decode,
+            _decode_fast_trade.decode,
             _TAKER_FROM_MAKER,
             self.limits,
+            self._prices,
         )
         start = len(out)
         try:
@@ -188,7 +228,7 @@ class CoinbaseAdapter(SymbolNames):
                     symbol,
                     canonical,
                     parse_trade_id(t.trade_id, b""),
-                    t.price,
+                    prices[t.price],
                     t.size,
                     taker,
                     rfc3339_to_ns(t.time),
@@ -196,7 +236,7 @@ class CoinbaseAdapter(SymbolNames):
                     venue_side,
                     bytes(item),
                 )
-                if trade_problem(trade, limits) is not None:
+                if trade_problem(trade, limits, price_checked=True) is not None:
                     break
                 out.append(trade)
             else:

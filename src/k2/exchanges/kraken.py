@@ -20,6 +20,7 @@ from k2.exchanges.base import (
     SUBSCRIBED,
     Backfill,
     BackfillRequest,
+    DecimalCache,
     Fetch,
     Listing,
     Parsed,
@@ -62,6 +63,18 @@ class _Trade(msgspec.Struct, gc=False):
     ord_type: str = ""
 
 
+class _FastTrade(msgspec.Struct, gc=False):
+    # The hot path's view of a trade: the price as the JSON number's text, for the price cache.
+    # Whatever this cannot decode goes to `_trade`, whose `_Trade` says what is wrong.
+    symbol: str
+    side: str
+    price: msgspec.Raw
+    qty: Decimal
+    trade_id: int
+    timestamp: str
+    ord_type: str = ""  # not kept, but `_Trade` checks it is text
+
+
 class _RestRow(msgspec.Struct, array_like=True):
     price: Decimal
     volume: Decimal
@@ -87,6 +100,7 @@ class _Pair(msgspec.Struct):
 
 _decode_envelope = msgspec.json.Decoder(_Envelope)
 _decode_trade = msgspec.json.Decoder(_Trade)
+_decode_fast_trade = msgspec.json.Decoder(_FastTrade)
 _decode_response = msgspec.json.Decoder(_RestResponse)
 _decode_rows = msgspec.json.Decoder(list[msgspec.Raw])
 _decode_row = msgspec.json.Decoder(_RestRow)
@@ -145,6 +159,7 @@ class KrakenAdapter(SymbolNames):
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
         self._rest_pair: dict[str, str] = {}
+        self._prices = DecimalCache()  # price text as sent -> Decimal, validated when first seen
 
     def ws_url(self, base_url: str, symbols: Sequence[str]) -> str:
         return base_url
@@ -189,8 +204,14 @@ class KrakenAdapter(SymbolNames):
     def _trades(self, items: list[msgspec.Raw], recv_ns: int, out: list[Trade]) -> bool:
         """The hot path: add every trade of a message to `out` and return True, or add none and
         return False if any needs `_trade` to say what is wrong. It accepts exactly what `_trade`
-        accepts: the same decode, then the same checks (limits.trade_problem)."""
-        names, decode, sides, limits = self._names, _decode_trade.decode, _SIDES, self.limits
+        accepts: the same checks (limits.trade_problem), the price validated by its cache."""
+        names, decode, sides, limits, prices = (
+            self._names,
+            _decode_fast_trade.decode,
+            _SIDES,
+            self.limits,
+            self._prices,
+        )
         start = len(out)
         try:
             for item in items:
@@ -202,7 +223,7 @@ class KrakenAdapter(SymbolNames):
                     symbol,
                     canonical,
                     t.trade_id,
-                    t.price,
+                    prices[bytes(t.price)],
                     t.qty,
                     side,
                     rfc3339_to_ns(t.timestamp),
@@ -210,7 +231,7 @@ class KrakenAdapter(SymbolNames):
                     venue_side,
                     bytes(item),
                 )
-                if trade_problem(trade, limits) is not None:
+                if trade_problem(trade, limits, price_checked=True) is not None:
                     break
                 out.append(trade)
             else:

@@ -22,9 +22,30 @@ class Chunk(NamedTuple):
     accepted_ids: set[int] | None  # id() of the accepted ones among `received`; None: all
     conn_id: str
     source: Source
+    handed_ns: int = 0  # when the feed handed it to the writer (0: not known, the cluster shape)
 
 
 Chunks = list[Chunk]
+
+
+class Handoffs(NamedTuple):
+    """Per chunk of a batch: its trades, the oldest arrival among them, and when it was handed to
+    the writer (ns). The latency stages before the insert are read from these."""
+
+    rows: list[int]
+    first_recv_ns: list[int]
+    handed_ns: list[int]
+
+    @classmethod
+    def of(cls, chunks: Chunks) -> Handoffs | None:
+        known = [c for c in chunks if c.handed_ns and c.received]
+        if not known:
+            return None
+        return cls(
+            [len(c.received) for c in known],
+            [c.received[0].ts_recv for c in known],  # in arrival order: the first is oldest
+            [c.handed_ns for c in known],
+        )
 
 
 def next_sequence(previous: int) -> int:
@@ -66,6 +87,8 @@ class Write:
     rows: int  # trades in it
     token: str  # the batch's identity; each slice's token derives from it (slice_token)
     insert_s: float = 0.0
+    handoffs: Handoffs | None = None  # for the latency stages (PipelineMetrics.stages)
+    started_ns: int = 0  # when its first insert began
     written: int = 0  # slices inserted
     written_at_unclassified: int | None = None  # `written` when an unclassified error first struck
     refused: list[tuple[str, pa.Table, str]] = field(default_factory=list)  # (table, row, message)
@@ -127,7 +150,7 @@ def batch_ingest_rows(chunks: Chunks, last_seq: int, writer: str) -> tuple[pa.Ta
     sources: list[str] = []
     sizes: list[int] = []
     dups: list[bool] | None = None
-    for received, accepted_ids, conn_id, source in chunks:
+    for received, accepted_ids, conn_id, source, _handed in chunks:
         if accepted_ids is not None and dups is None:
             dups = [False] * len(trades)  # the first chunk with a duplicate: track them from here
         if dups is not None:
@@ -153,7 +176,7 @@ def without_unconvertible(chunks: Chunks) -> tuple[Chunks, list[Reject]]:
     rejects with the reason."""
     bad: set[int] = set()
     rejects: list[Reject] = []
-    for received, _accepted, conn_id, _source in chunks:
+    for received, _accepted, conn_id, _source, _handed in chunks:
         for t in received:
             reason = unconvertible(t)
             if reason is not None:

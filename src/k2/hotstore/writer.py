@@ -45,6 +45,7 @@ from k2.errors import StoreError
 from k2.hotstore.batch import (
     Batch,
     Chunk,
+    Handoffs,
     TableSlices,
     Write,
     batch_ingest_rows,
@@ -109,7 +110,7 @@ class StoreWriter:
         if not received:
             return
         accepted_ids = None if len(accepted) == len(received) else {id(t) for t in accepted}
-        self._batch.chunks.append(Chunk(received, accepted_ids, conn_id, source))
+        self._batch.chunks.append(Chunk(received, accepted_ids, conn_id, source, time.time_ns()))
         self._batch.rows += len(received)
         self.stats.pending += len(received)
         if self._batch.rows >= self._settings.batch_rows:
@@ -186,11 +187,15 @@ class StoreWriter:
                 return True
             self._batches += 1
             token = f"{self._run_id}:{self._batches}"
-            self._inflight = Write(self._tables(batch), batch.rows, token)
+            self._inflight = Write(
+                self._tables(batch), batch.rows, token, handoffs=Handoffs.of(batch.chunks)
+            )
             # The Arrow tables hold the batch now (~270 bytes a row, against ~650 as Trade
             # objects): let the trades go before the insert rather than after it.
             batch.chunks.clear()
         w = self._inflight
+        if not w.started_ns:
+            w.started_ns = time.time_ns()
         while True:
             try:
                 await asyncio.wrap_future(self._submit(w))
@@ -221,7 +226,7 @@ class StoreWriter:
         """
         with self._commit_lock:
             self.stats.pending += batch.rows
-            w = Write(self._tables(batch), batch.rows, token)
+            w = Write(self._tables(batch), batch.rows, token, started_ns=time.time_ns())
             if not self.retrying(lambda: self._submit(w).result(), stop):
                 self.stats.pending -= batch.rows
                 return False
@@ -281,12 +286,13 @@ class StoreWriter:
         committed = time.time_ns()
         inserted = next((t.data for t in w.tables if t.name == INGEST_TABLE), None)
         if self.metrics is not None:
-            recv_ns = (
-                pc.cast(inserted.column("ts_recv"), pa.int64()).combine_chunks().to_numpy()
+            recv_ns, event_ns = (
+                (_ns(inserted, "ts_recv"), _ns(inserted, "ts_event"))
                 if inserted is not None
-                else np.empty(0, np.int64)
+                else (np.empty(0, np.int64), np.empty(0, np.int64))
             )
             self.metrics.batch_committed(w.rows, w.insert_s, recv_ns, committed)
+            self.metrics.stages(event_ns, recv_ns, w.handoffs, w.started_ns, committed)
         if inserted is not None:
             if self._retention_ns:
                 self._note_old(inserted, committed)
@@ -392,3 +398,8 @@ class StoreWriter:
                 self.stats.store_error or "slow",
             )
         return left
+
+
+def _ns(table: pa.Table, column: str) -> np.ndarray:
+    values: np.ndarray = pc.cast(table.column(column), pa.int64()).combine_chunks().to_numpy()
+    return values
