@@ -124,6 +124,24 @@ def run_phase(script: Path, args: Sequence[str]) -> dict[str, object]:
     return result
 
 
+def histogram_quantile(bounds: Sequence[float], counts: Sequence[int], q: float) -> float:
+    """The q-quantile of a histogram's observations (per-bucket counts, the last one +Inf),
+    interpolated linearly inside its bucket as Prometheus's histogram_quantile does; NaN if empty.
+    """
+    total = sum(counts)
+    if not total:
+        return float("nan")
+    rank, seen = q * total, 0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count:
+            if i >= len(bounds):  # the +Inf bucket: the highest finite bound is all we know
+                return bounds[-1]
+            low = bounds[i - 1] if i else 0.0
+            return low + (bounds[i] - low) * (rank - seen) / count
+        seen += count
+    return bounds[-1]
+
+
 def peak_rss_mb(pid: int | str = "self") -> float:
     """A process's peak resident memory (VmHWM), in MB; NaN if it cannot be read."""
     try:

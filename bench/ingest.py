@@ -7,7 +7,8 @@ fresh process per phase, so each phase's peak RSS is its own:
    more than k2 takes on this machine; rows committed to silver per second (every batch also
    updates all six candle tables inside the same insert).
 2. latency at 5,000 trades/s: from the simulator stamping a trade (1 ms clock) to the batch holding
-   it being committed, i.e. visible in silver; p50/p99.
+   it being committed, i.e. visible in silver; p50/p99; with metrics on, also by stage (receive,
+   parse, queue, insert) from the k2_writer_stage_latency_seconds histogram.
 3. query: "last 100 1m candles of one symbol" with 10 million trades stored; p50/p99 over 300
    queries after one untimed query per symbol.
 
@@ -29,10 +30,12 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from _common import (  # bench/_common.py
     cpu_reference,
+    histogram_quantile,
     load_synthetic,
     pct,
     peak_rss_mb,
@@ -95,6 +98,12 @@ def pipeline_phase(
     measuring = False
     scrapes = 0
 
+    def stage_counts() -> dict[str, np.ndarray]:
+        """The stage histogram's bucket counts now, by stage (not cumulative)."""
+        hist = platform.metrics.ingest_stage
+        with hist._lock:
+            return {labels[0]: counts.copy() for labels, (counts, _) in hist._series.items()}
+
     async def scrape(url: str) -> None:
         """Scrape /metrics every 5 s, as Prometheus would (its default is every 15 s)."""
         nonlocal scrapes
@@ -119,6 +128,7 @@ def pipeline_phase(
         scraper = asyncio.create_task(scrape(platform.api_url)) if metrics else None
         await asyncio.sleep(warmup)
         before = platform.writer.stats.rows.get("silver_trades", 0)
+        stages_before = stage_counts()
         measuring, start = True, time.monotonic()
         if offload:
             async with httpx.AsyncClient(timeout=600) as client:
@@ -130,10 +140,28 @@ def pipeline_phase(
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
         measuring = False
         elapsed = time.monotonic() - start
+        if metrics and latency:
+            bounds = list(platform.metrics.ingest_stage.bounds)
+            result["stages"] = {
+                stage: [
+                    histogram_quantile(bounds, counts - stages_before.get(stage, 0), q) * 1000
+                    for q in (0.5, 0.99)
+                ]
+                for stage, counts in stage_counts().items()
+            }
         result["silver_rows_per_s"] = (
             platform.writer.stats.rows.get("silver_trades", 0) - before
         ) / elapsed
         result["backpressure_s"] = platform.writer.stats.backpressure_s
+        if not latency and not offload:  # the firehose: what a trade costs on disk, per table
+            assert platform.store is not None
+            parts = await asyncio.to_thread(
+                platform.store.rows,
+                "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
+                "WHERE database = 'k2' AND active GROUP BY table",
+            )
+            silver = {t: (b, r) for t, b, r in parts}.get("silver_trades", (0, 0))[1]
+            result["bytes_per_trade"] = {t: b / silver for t, b, _ in sorted(parts) if silver and b}
         if scraper is not None:
             scraper.cancel()
             result["scrapes"] = scrapes
@@ -248,6 +276,13 @@ def main() -> None:
                 f"(backpressure {fire['backpressure_s']:.1f} s, "
                 f"peak RSS {fire['rss_peak_mb']:.0f} MB)"
             )
+    on_disk = fires[modes[0]][-1].get("bytes_per_trade")
+    if isinstance(on_disk, dict):
+        print(
+            "hot store on disk, bytes per trade stored in silver (after the last firehose round, "
+            "parts not merged yet included): "
+            + ", ".join(f"{t} {b:.1f}" for t, b in on_disk.items())
+        )
     throughput = {
         m: statistics.median(float(f["silver_rows_per_s"]) for f in fires[m]) for m in modes
     }  # type: ignore[arg-type]
@@ -257,13 +292,20 @@ def main() -> None:
             f"(median of {args.rounds})"
         )
         steady = run_phase(
-            ["pipeline", str(5000 / symbols), "1", mode, str(args.seconds), "latency"]
+            HERE, ["pipeline", str(5000 / symbols), "1", mode, str(args.seconds), "latency"]
         )
         print(
             f"[metrics {mode}] latency at {steady['silver_rows_per_s']:,.0f} trades/s: "
             f"p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms "
             f"(peak RSS {steady['rss_peak_mb']:.0f} MB)"
         )
+        stages = steady.get("stages")
+        if isinstance(stages, dict):
+            print(
+                f"[metrics {mode}] by stage, p50 / p99 ms (k2_writer_stage_latency_seconds, "
+                "interpolated in its buckets): "
+                + "; ".join(f"{k} {v[0]:.1f} / {v[1]:.1f}" for k, v in stages.items())
+            )
     if len(modes) == 2:
         loss = 1 - throughput["on"] / throughput["off"]
         print(

@@ -20,12 +20,15 @@ log = logging.getLogger(__name__)
 def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
     """Return per-venue cursors from silver and the gaps that were still pending."""
     state = ResumeState()
-    for exchange, symbol, high, high_ts in store.rows(
-        "SELECT exchange, symbol, max(trade_id), "
+    # silver's key starts with the canonical symbol: a read of one symbol's ids names it
+    canonical: dict[tuple[str, str], str] = {}
+    for exchange, symbol, canon, high, high_ts in store.rows(
+        "SELECT exchange, symbol, any(canonical_symbol), max(trade_id), "
         "toUnixTimestamp64Nano(argMax(ts_event, trade_id)) "
         f"FROM {DATABASE}.silver_trades GROUP BY exchange, symbol"
     ):
         state.cursors.setdefault(exchange, {})[symbol] = SymbolCursor(high, high_ts)
+        canonical[exchange, symbol] = canon
     windowed = [v for v in VENUE_NAMES if not make_adapter(v).contiguous_ids]
     if windowed:
         # Venues deduplicated by a window of recent ids need that window back.
@@ -47,13 +50,22 @@ def load_resume(store: HotStore, recent_ids: int) -> ResumeState:
         gap_id, exchange, symbol, first, last, ts_from, ts_to, detected, kind = row
         holes: list[tuple[int, int]] = []
         kind = GapKind(kind)
-        if kind == GapKind.IDS:
+        if kind == GapKind.IDS and (exchange, symbol) not in canonical:
+            holes = [(first, last)]  # silver holds nothing of this symbol
+        elif kind == GapKind.IDS:
             present = [
                 r[0]
                 for r in store.rows(
-                    f"SELECT trade_id FROM {DATABASE}.silver_trades WHERE exchange = {{e:String}} "
-                    f"AND symbol = {{s:String}} AND trade_id BETWEEN {{a:UInt64}} AND {{b:UInt64}}",
-                    {"e": exchange, "s": symbol, "a": first, "b": last},
+                    f"SELECT trade_id FROM {DATABASE}.silver_trades "
+                    "WHERE canonical_symbol = {c:String} AND exchange = {e:String} "
+                    "AND symbol = {s:String} AND trade_id BETWEEN {a:UInt64} AND {b:UInt64}",
+                    {
+                        "c": canonical[exchange, symbol],
+                        "e": exchange,
+                        "s": symbol,
+                        "a": first,
+                        "b": last,
+                    },
                 )
             ]
             holes = holes_in(first, last, present)
