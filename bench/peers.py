@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from _common import cpu_reference  # bench/_common.py
 from parse import PER_MESSAGE, messages  # bench/parse.py: the simulator's encoders
 
 from k2.exchanges import make_adapter
@@ -191,7 +192,8 @@ def main() -> None:
     versions = worker.ask(op="versions")
     print(
         f"K2 on Python {sys.version.split()[0]}; peers on Python {versions['python']}: "
-        f"cryptofeed {versions['cryptofeed']}, ccxt {versions['ccxt']}"
+        f"cryptofeed {versions['cryptofeed']}, ccxt {versions['ccxt']}; "
+        f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)"
     )
     ours_msgs = {v: messages(v) for v in VENUES}  # as K2 subscribes: Binance times in µs
     # The peers' messages: the same trades; Binance with millisecond times as its default streams
@@ -240,6 +242,7 @@ def main() -> None:
                 flush=True,
             )
     worker.close()
+    print(f"cpu reference at the end {cpu_reference():,.0f} msg/s")
     ccxt_min = min(r["k2"] / r["ccxt"] for r in rows.values())
     print(f"smallest ratio against ccxt: {ccxt_min:.2f}x")
     print(f"peers_min_ratio: {min(r['k2'] / r['cryptofeed'] for r in rows.values()):.2f}")
