@@ -201,11 +201,14 @@ def test_late_trades_and_late_candle_corrections_arrive(store: ClickHouseStore, 
 def test_candles_are_archived_only_once_their_window_closed(
     store: ClickHouseStore, lake: Lake
 ) -> None:
-    minute = int(time.time()) // 60 * 60
+    # The next minute: still open when the offload runs, however long it takes to start (this
+    # minute would close under a slow machine's feet).
+    minute = int(time.time()) // 60 * 60 + 60
     market = Market(store)
     market.write(10)  # three hours ago: closed windows
-    market.write(5, start_ns=minute * 10**9, step_ns=1_000_000_000)  # this minute: still open
+    market.write(5, start_ns=minute * 10**9, step_ns=1_000_000_000)
     offload_all(store, lake)
+    assert time.time() < minute + 60, "the offload took over a minute: the window closed"
     starts = {
         r[sorted(CANDLE_TABLES[0].schema.column_names).index("window_start")].timestamp()
         for r in archive_rows(lake, BY_NAME["ohlcv_1m"])
