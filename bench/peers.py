@@ -19,7 +19,7 @@ and time (to the microsecond against cryptofeed; ccxt: price and amount as float
 millisecond, which is what it keeps, and Coinbase's side as the venue's field, the maker's side).
 
 Usage: python bench/peers.py [--seconds S] [--python PATH]
-Last line: `peers_min_ratio: <x>`, the smallest K2-to-cryptofeed ratio over the venues.
+Last line: `peers_min_ratio: <x>`, the smallest K2-to-peer ratio over the venues and peers.
 """
 
 from __future__ import annotations
@@ -243,9 +243,9 @@ def main() -> None:
             )
     worker.close()
     print(f"cpu reference at the end {cpu_reference():,.0f} msg/s")
-    ccxt_min = min(r["k2"] / r["ccxt"] for r in rows.values())
-    print(f"smallest ratio against ccxt: {ccxt_min:.2f}x")
-    print(f"peers_min_ratio: {min(r['k2'] / r['cryptofeed'] for r in rows.values()):.2f}")
+    smallest = {p: min(r["k2"] / r[p] for r in rows.values()) for p in PEERS}
+    print("smallest ratio per peer: " + ", ".join(f"{p} {x:.2f}x" for p, x in smallest.items()))
+    print(f"peers_min_ratio: {min(smallest.values()):.2f}")
 
 
 if __name__ == "__main__":
