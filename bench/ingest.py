@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -172,7 +173,11 @@ def pipeline_phase(
         asyncio.run(main())
     finally:
         sim.terminate()
-        sim.wait(10)
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:  # busy to the end of a firehose: stop it hard
+            sim.kill()
+            sim.wait(10)
     if latency:
         result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
     result["rss_peak_mb"] = peak_rss_mb()

@@ -175,6 +175,7 @@ class ArchiveSettings(_Section):
     reconcile_cron: str = "30 2 * * *"
     schedule_enabled: bool = True
     chunk_rows: int = Field(1_000_000, ge=1)
+    chunk_bytes: int = Field(64 * 2**20, ge=1)  # a trade chunk's rows, uncompressed, about this
     candle_lookback_minutes: int = Field(180, ge=0)
     snapshot_max_age_days: float = Field(7.0, gt=0)
     snapshot_min_keep: int = Field(3, ge=1)

@@ -16,7 +16,7 @@ import pytest
 from pyiceberg.expressions import EqualTo
 
 from k2.archive import maintenance as mnt
-from k2.archive import marks
+from k2.archive import marks, offload
 from k2.archive.lake import Lake, watermark
 from k2.archive.offload import POINTS, offload_table
 from k2.archive.reconcile import reconcile_table
@@ -181,6 +181,30 @@ def test_a_killed_offload_process_reruns_to_the_exact_archive(
     finally:
         lake.close()
         store.close()
+
+
+def test_trade_chunks_are_bounded_by_bytes_as_well_as_rows(
+    store: ClickHouseStore, lake: Lake
+) -> None:
+    Market(store).write(60)
+    per_row = {
+        name: offload._row_bytes(store, name) for name in ("silver_trades", "bronze_trades_binance")
+    }
+    assert per_row["bronze_trades_binance"] > per_row["silver_trades"] > 1  # raw JSON weighs
+    for name in per_row:
+        spec = BY_NAME[name]
+        rows = hot_rows(store, spec)
+        # room for about 10 rows a chunk: the row bound (a million) never binds
+        result = offload_table(
+            store,
+            lake,
+            spec,
+            chunk_rows=1_000_000,
+            chunk_bytes=10 * per_row[name],
+            lookback_minutes=0,
+        )
+        assert result.rows == len(rows) and result.commits >= len(rows) // 10 - 1
+        assert archive_rows(lake, spec) == rows
 
 
 def test_late_trades_and_late_candle_corrections_arrive(store: ClickHouseStore, lake: Lake) -> None:

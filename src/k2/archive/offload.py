@@ -2,7 +2,9 @@
 
 Trade tables (bronze, silver): per writer, rows whose ingest sequence is above the writer's
 watermark and at or below its highest visible sequence when the run starts (archive/marks.py),
-in chunks of at most `chunk_rows`. Each chunk is one Iceberg commit that carries the new marks in
+in chunks of at most `chunk_rows` rows and about `chunk_bytes` bytes (uncompressed, by the table's
+average row: a bronze row carries its raw JSON and weighs several silver rows, and a chunk is held
+in memory whole while it is written). Each chunk is one Iceberg commit that carries the new marks in
 the same snapshot's summary, so data and marks land together or not at all, and a rerun after a
 crash anywhere resumes exactly.
 
@@ -61,6 +63,21 @@ def _no_checkpoint(table: str, point: str) -> None:
     return None
 
 
+# A chunk's rows, uncompressed, at most about this (setting archive.chunk_bytes): a chunk is read
+# from the store as one Parquet blob and written as one file per day.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+def _row_bytes(store: HotStore, table: str) -> int:
+    """The table's average row, uncompressed, in bytes (1 for a table with no parts yet)."""
+    ((size, rows),) = store.rows(
+        "SELECT sum(data_uncompressed_bytes), sum(rows) FROM system.parts "
+        "WHERE database = {db:String} AND table = {t:String} AND active",
+        {"db": DATABASE, "t": table},
+    )
+    return max(1, int(size or 0) // int(rows)) if rows else 1
+
+
 def offload_table(
     store: HotStore,
     lake: Lake,
@@ -68,6 +85,7 @@ def offload_table(
     *,
     chunk_rows: int,
     lookback_minutes: int,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     checkpoint: Checkpoint = _no_checkpoint,
     now: Callable[[], float] = time.time,
 ) -> OffloadResult:
@@ -81,7 +99,8 @@ def offload_table(
                 store, table, spec, result, chunk_rows, lookback_minutes * 60, checkpoint, now()
             )
         else:
-            _rows(store, table, spec, result, chunk_rows, checkpoint)
+            rows = min(chunk_rows, max(1, chunk_bytes // _row_bytes(store, spec.name)))
+            _rows(store, table, spec, result, rows, checkpoint)
     result.seconds = time.monotonic() - started
     if result.commits:
         log.info(

@@ -29,6 +29,7 @@ def offload_one(table: str) -> dict[str, Any]:
         rt.lake,
         BY_NAME[table],
         chunk_rows=s.chunk_rows,
+        chunk_bytes=s.chunk_bytes,
         lookback_minutes=s.candle_lookback_minutes,
         checkpoint=rt.checkpoint,
     )
