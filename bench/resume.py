@@ -1,9 +1,10 @@
 """What a restart costs with a full hot store: the resume state, and the time to first capture.
 
-A data directory is filled once with `--trades` synthetic trades (default 10 million) over the
+A data directory is filled with `--trades` synthetic trades (default 10 million) over the
 default instruments of Binance and Coinbase (Coinbase's ids may skip, so its resume state includes
 each symbol's window of recent ids), and `--gaps` pending gap records spread over the symbols (each
-read back as the ids of its range silver still lacks). Then, in fresh processes, each round:
+read back as the ids of its range silver still lacks), and marked as a clean stop leaves it. Then,
+in fresh processes (each round fills a directory of its own):
 
 1. `load_resume` alone, on the opened store;
 2. a whole restart: the `k2 up` pipeline against a simulator, from opening the store to the first
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -33,7 +35,7 @@ TARGET_S = 5.0
 def fill(data: Path, trades: int, gaps: int) -> dict[str, object]:
     """Store `trades` trades (a fifth of them Coinbase's) and `gaps` pending gaps in `data`."""
     from k2.exchanges import make_adapter
-    from k2.hotstore import migrate
+    from k2.hotstore import migrate, recovery
     from k2.hotstore.clickhouse import ClickHouseStore
     from k2.instruments import load_instruments
     from k2.settings import HotStoreSettings
@@ -87,6 +89,7 @@ def fill(data: Path, trades: int, gaps: int) -> dict[str, object]:
         stored = store.rows("SELECT count() FROM k2.silver_trades")[0][0]
     finally:
         store.close()
+    recovery.mark_clean(data / "hot")  # as `k2 up` leaves it after a clean stop
     return {"stored": stored, "gaps": gaps, "seconds": time.monotonic() - began}
 
 
@@ -168,19 +171,20 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)")
-    data = scratch_dir("k2-bench-resume-")
-    filled = run_phase(HERE, ["fill", str(data), str(args.trades), str(args.gaps)])
-    print(
-        f"stored {filled['stored']:,} trades and {filled['gaps']} pending gaps "
-        f"in {filled['seconds']:.0f} s"
-    )
     firsts = []
     for i in range(args.rounds):
+        # Each round fills a directory of its own: a fresh simulator numbers its trades from the
+        # same ids as the last one, which would make a round's first trades duplicates of the round
+        # before (and a copied chDB directory does not open).
+        data = scratch_dir("k2-bench-resume-")
+        filled = run_phase(HERE, ["fill", str(data), str(args.trades), str(args.gaps)])
         alone = run_phase(HERE, ["resume", str(data)])
         whole = run_phase(HERE, ["restart", str(data)])
+        shutil.rmtree(data, ignore_errors=True)
         firsts.append(float(whole["first_capture_s"]))  # type: ignore[arg-type]
         print(
-            f"round {i + 1}: store opened in {alone['open_s']:.2f} s, resume state "
+            f"round {i + 1}: stored {filled['stored']:,} trades and {filled['gaps']} pending gaps "
+            f"in {filled['seconds']:.0f} s; store opened in {alone['open_s']:.2f} s, resume state "
             f"({alone['cursors']} cursors, {alone['pending']} pending gaps) in "
             f"{alone['resume_s']:.2f} s; restart: resumed at {whole['resumed_s']:.2f} s, "
             f"first capture at {whole['first_capture_s']:.2f} s",
