@@ -48,6 +48,17 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
     return proc, env
 
 
+def stop_simulator(sim: subprocess.Popen[bytes]) -> None:
+    """Stop a simulator from `start_simulator`; kill it if it is still busy after 10 s (the end
+    of a firehose)."""
+    sim.terminate()
+    try:
+        sim.wait(10)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+        sim.wait(10)
+
+
 def scratch_dir(prefix: str) -> Path:
     """A new temporary data directory, removed when this process exits (a firehose phase leaves
     ~700 MB in one; they used to pile up in /tmp)."""

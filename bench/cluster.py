@@ -41,6 +41,7 @@ from _common import (  # bench/_common.py
     run_phase,
     scratch_dir,
     start_simulator,
+    stop_simulator,
 )
 
 HERE = Path(__file__).resolve()
@@ -171,8 +172,7 @@ def cluster_phase(
         if thread.is_alive():
             thread.join(60)
         owner.close()
-        sim.terminate()
-        sim.wait(10)
+        stop_simulator(sim)
         broker.kill()
         broker.wait(10)
     result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from _common import (  # bench/_common.py
     run_phase,
     scratch_dir,
     start_simulator,
+    stop_simulator,
     venues_from_env,
 )
 
@@ -172,12 +172,7 @@ def pipeline_phase(
     try:
         asyncio.run(main())
     finally:
-        sim.terminate()
-        try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:  # busy to the end of a firehose: stop it hard
-            sim.kill()
-            sim.wait(10)
+        stop_simulator(sim)
     if latency:
         result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
     result["rss_peak_mb"] = peak_rss_mb()

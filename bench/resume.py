@@ -26,7 +26,14 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import cpu_reference, run_phase, scratch_dir, start_simulator, venues_from_env
+from _common import (
+    cpu_reference,
+    run_phase,
+    scratch_dir,
+    start_simulator,
+    stop_simulator,
+    venues_from_env,
+)
 
 HERE = Path(__file__).resolve()
 TARGET_S = 5.0
@@ -145,8 +152,7 @@ def restart(data: Path) -> dict[str, object]:
     try:
         asyncio.run(main())
     finally:
-        sim.terminate()
-        sim.wait(10)
+        stop_simulator(sim)
     return result
 
 
