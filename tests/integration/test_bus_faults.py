@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,8 +87,14 @@ def test_brokers_down_and_up_and_moving_leaders_lose_and_double_nothing(
         assert sink.stats.delivered == sink.stats.messages > 0
         assert sink.stats.delivery_errors == 0 and not sink.stats.fatal
         wait_caught_up(bus, timeout=120)
+        # The second member joined the group and was given partitions. On a loaded machine its
+        # join (which the whole cluster's outage interrupts) may end after m1 has read everything,
+        # so whether it wrote batches itself depends on timing; the rows below must not.
+        deadline = time.monotonic() + 60
+        while joined and not joined[0].stats.rebalances and time.monotonic() < deadline:
+            time.sleep(0.5)
         group.stop()
-        assert joined and joined[0].stats.batches > 0
+        assert joined and joined[0].stats.rebalances > 0, joined[0].stats if joined else None
         assert first.stats.rebalances >= 2
         assert "bus: the broker is unreachable" in caplog.text  # the outage was felt
         silver = read_silver(store)  # asserts no trade is there twice
