@@ -184,7 +184,7 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     from k2.hotstore import migrate
     from k2.hotstore.clickhouse import ClickHouseStore
     from k2.instruments import load_instruments
-    from k2.query import frames, tiers
+    from k2.query import candle_tiers, frames, tiers
     from k2.settings import HotStoreSettings
 
     data = scratch_dir("k2-bench-q-")
@@ -198,12 +198,14 @@ def query_phase(trades: int, runs: int) -> dict[str, object]:
     # One untimed query per symbol first: the first read of a table in a process loads its marks
     # and primary index (~50 ms once); a dashboard asks the same query again and again.
     for symbol in symbols:
-        tiers.candles(store, None, "1m", tiers.Filter("binance", f"{symbol[:-4]}/USDT"), 100)
+        candle_tiers.candles(store, None, "1m", tiers.Filter("binance", f"{symbol[:-4]}/USDT"), 100)
     timings = []
     for i in range(runs):
         symbol = f"{symbols[i % len(symbols)][:-4]}/USDT"
         t0 = time.perf_counter_ns()
-        rows = frames.rows(tiers.candles(store, None, "1m", tiers.Filter("binance", symbol), 100))
+        rows = frames.rows(
+            candle_tiers.candles(store, None, "1m", tiers.Filter("binance", symbol), 100)
+        )
         timings.append(time.perf_counter_ns() - t0)
         assert len(rows) == 100, len(rows)
     store.close()

@@ -119,7 +119,7 @@ def main() -> None:
     from k2.hotstore import migrate
     from k2.hotstore.clickhouse import ClickHouseStore
     from k2.instruments import load_instruments
-    from k2.query import frames, stream, tiers
+    from k2.query import candle_tiers, frames, stream, tiers
     from k2.query.frames import TRADE_SCHEMA
     from k2.query.replay import runs
     from k2.settings import ArchiveSettings, HotStoreSettings
@@ -145,11 +145,11 @@ def main() -> None:
     # 1. candles
     markets = [f"{s[:-4]}/USDT" for s in symbols]
     for m in markets:
-        tiers.candles(store, None, "1m", tiers.Filter("binance", m), 100)
+        candle_tiers.candles(store, None, "1m", tiers.Filter("binance", m), 100)
     picks = iter(random.Random(1).choices(markets, k=300))
     c50, c99 = timed(
         lambda: frames.rows(
-            tiers.candles(store, lake, "1m", tiers.Filter("binance", next(picks)), 100)
+            candle_tiers.candles(store, lake, "1m", tiers.Filter("binance", next(picks)), 100)
         ),
         300,
     )

@@ -310,6 +310,11 @@ class SimulatorSettings(_Section):
     seed: int = 1
     host: str = "127.0.0.1"
     trades_per_second: float = Field(5.0, gt=0)  # per symbol
+    # Bursts: every `burst_every_s` seconds (0: never), `burst_factor` times the rate for
+    # `burst_for_s` seconds, as markets move in spurts.
+    burst_every_s: float = Field(0.0, ge=0)
+    burst_for_s: float = Field(10.0, ge=0)
+    burst_factor: float = Field(10.0, ge=1)
     faults: str = "none"  # none | all | comma-separated fault names (checked when loaded)
     disconnect_every_s: float = 20.0
     connection_max_age_s: float = 30.0  # the compressed "24-hour" cut

@@ -26,7 +26,7 @@ from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.expired import expired_days
 from k2.hotstore.schema import TIMEFRAMES
-from k2.query import frames, stream, tiers
+from k2.query import candle_tiers, frames, stream, tiers
 from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA
 from k2.settings import HotStoreSettings
 from tests.archive_support import Market, archive_settings
@@ -88,7 +88,7 @@ def test_reads_are_exact_while_the_seam_moves(
     btc = tiers.Filter("binance", "BTC/USDT")
     btc_truth = tiers.hot_trades(store, btc)
     candle_truth = {
-        tf.name: text(tiers.hot_candles(store, tf.name, everything)) for tf in TIMEFRAMES
+        tf.name: text(candle_tiers.hot_candles(store, tf.name, everything)) for tf in TIMEFRAMES
     }
 
     done = threading.Event()
@@ -134,7 +134,8 @@ def test_reads_are_exact_while_the_seam_moves(
     )
     for tf in TIMEFRAMES:  # candles stay in hot for good
         assert (
-            text(tiers.candles_between(store, lake, tf.name, everything)) == candle_truth[tf.name]
+            text(candle_tiers.candles_between(store, lake, tf.name, everything))
+            == candle_truth[tf.name]
         )
 
     # A late trade into an emptied day: hot holds it until it is archived and expired again, and
@@ -160,8 +161,8 @@ def test_both_tiers_give_the_same_rows_and_text(
     assert hot.equals(cold) and text(hot) == text(cold)
     closed = tiers.Filter(end_ns=time.time_ns() // HOUR_NS * HOUR_NS)
     for tf in ("1m", "1h"):
-        hot_c = tiers.hot_candles(store, tf, closed)
-        assert len(hot_c) and hot_c.equals(tiers.cold_candles(lake, tf, closed))
+        hot_c = candle_tiers.hot_candles(store, tf, closed)
+        assert len(hot_c) and hot_c.equals(candle_tiers.cold_candles(lake, tf, closed))
     row = text(hot)[0]
     assert row["price"] == "106" and row["amount"] == "0.51"  # 106.000..., 0.510... stored
     assert str(row["ts_event"]).endswith("Z") and len(str(row["ts_event"])) == 30
@@ -186,17 +187,17 @@ def test_candles_come_from_the_archive_before_the_first_window_hot_holds(
     the archive serves the windows before the first one hot holds, the hot store the rest."""
     store, lake, _, now_hour = tiered
     f = tiers.Filter(end_ns=now_hour)  # closed windows: those the archive has
-    truth = {tf: tiers.hot_candles(store, tf, f) for tf in ("1m", "1h", "1d")}
+    truth = {tf: candle_tiers.hot_candles(store, tf, f) for tf in ("1m", "1h", "1d")}
     for tf in truth:  # hot keeps the last two days only
         store.execute(
             f"DELETE FROM k2.ohlcv_{tf} WHERE window_start < fromUnixTimestamp64Nano({{t:Int64}})",
             {"t": now_hour - 2 * DAY_NS},
         )
     for tf, rows in truth.items():
-        assert len(tiers.hot_candles(store, tf, f)) < len(rows)
-        assert tiers.candles_between(store, lake, tf, f).equals(rows), tf
+        assert len(candle_tiers.hot_candles(store, tf, f)) < len(rows)
+        assert candle_tiers.candles_between(store, lake, tf, f).equals(rows), tf
     kraken = tiers.Filter("kraken", "BTC/USD", end_ns=now_hour)
-    latest = tiers.candles(store, lake, "1h", kraken, 40)
+    latest = candle_tiers.candles(store, lake, "1h", kraken, 40)
     want = truth["1h"].filter(pa.compute.equal(truth["1h"].column("exchange"), "kraken"))
     assert len(want) > 40 and latest.equals(want.slice(len(want) - 40))
 
@@ -223,7 +224,7 @@ def test_streamed_exports_hold_every_row_once_in_order(
     candles = list(stream.candle_chunks(store, lake, "1h", tiers.Filter(), 0, end))
     assert len(candles) <= 10
     assert pa.concat_tables([c.rows for c in candles]).equals(
-        tiers.candles_between(store, lake, "1h", tiers.Filter(start_ns=0, end_ns=end))
+        candle_tiers.candles_between(store, lake, "1h", tiers.Filter(start_ns=0, end_ns=end))
     )
 
     def encoded(fmt: stream.Format) -> bytes:
@@ -264,7 +265,9 @@ def test_replayed_trades_build_the_stored_candles(
         c.update(high=max(c["high"], p), low=min(c["low"], p), close=p)  # type: ignore[type-var]
         c["volume"] += a  # type: ignore[operator]
         c["n"] += 1  # type: ignore[operator]
-    stored = tiers.candles_between(store, lake, "1h", tiers.Filter(start_ns=start, end_ns=end))
+    stored = candle_tiers.candles_between(
+        store, lake, "1h", tiers.Filter(start_ns=start, end_ns=end)
+    )
     assert len(stored) == len(built)
     for row in text(stored):
         c = built[(row["exchange"], row["canonical_symbol"], row["window_start"])]
@@ -391,7 +394,7 @@ def test_api_pages_back_through_both_tiers_and_answers_problems(tmp_path: Path) 
         assert len(pages) == -(-len(truth) // 7)
 
         # candles page back the same way (several markets share each window: the order is total)
-        every = text(tiers.candles_between(emb.store, emb.lake, "1h", tiers.Filter()))
+        every = text(candle_tiers.candles_between(emb.store, emb.lake, "1h", tiers.Filter()))
         candle_pages: list[list[dict[str, object]]] = []
         params = {"timeframe": "1h", "limit": 5}
         while True:

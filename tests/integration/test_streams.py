@@ -18,7 +18,7 @@ from k2.api.app import create_app
 from k2.archive.retention import expire_hot
 from k2.embedded import Embedded
 from k2.instruments import load_instruments
-from k2.query import frames, tiers
+from k2.query import candle_tiers, frames, tiers
 from k2.settings import load_settings
 from tests.archive_support import Market
 from tests.integration.test_query import DAY_NS, HOUR_NS, RETENTION, SILVER, offload_all
@@ -68,7 +68,7 @@ def test_live_stream_sends_new_trades_and_the_candles_they_change(
         candles: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
         want = frames.rows(
-            tiers.hot_candles(emb.store, "1m", tiers.Filter("binance", start_ns=now))
+            candle_tiers.hot_candles(emb.store, "1m", tiers.Filter("binance", start_ns=now))
         )
         while candles[-len(want) :] != want and time.monotonic() < deadline:
             message = ws.receive_json()

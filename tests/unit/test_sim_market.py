@@ -35,3 +35,20 @@ def test_only_enabled_venues_are_simulated() -> None:
     settings = load_settings(venues={"kraken": {"enabled": False}})
     sim = from_settings(settings, {"binance": ("BTCUSDT",), "kraken": ("BTC/USD",)})
     assert set(sim.servers) == {"binance"}
+
+
+def test_bursts_multiply_the_rate_for_their_length_every_period() -> None:
+    settings = load_settings(
+        simulator={
+            "trades_per_second": 5,
+            "burst_every_s": 60,
+            "burst_for_s": 10,
+            "burst_factor": 20,
+        }
+    )
+    sim = from_settings(settings, {"binance": ("BTCUSDT",)})
+    second = 1_000_000_000
+    minute = 1_800_000_000 // 60 * 60 * second  # a whole minute: a burst starts here
+    assert sim.rate_at(minute) == 100 and sim.rate_at(minute + 9 * second) == 100
+    assert sim.rate_at(minute + 10 * second) == 5 and sim.rate_at(minute + 59 * second) == 5
+    assert from_settings(load_settings(), {"binance": ("BTCUSDT",)}).rate_at(minute) == 5

@@ -21,6 +21,7 @@ from k2.api import page, problems
 from k2.api.context import Context
 from k2.api.routes import data_routes
 from k2.api.security import HostCheck, allowed_hosts, token_check
+from k2.api.streams import stream_routes
 from k2.hotstore.store import HotStore
 from k2.observe.health import FAIL, evaluate, report
 from k2.observe.metrics import build_registry, render
@@ -90,6 +91,7 @@ def create_app(ctx: Context) -> FastAPI:
     problems.install(app)
     page.install(app)
     router = data_routes(ctx, store)
+    router.include_router(stream_routes(ctx, store))
     router.include_router(page.status_routes(ctx, store))
     app.include_router(router, prefix="/api/v1")
     # The paths before v1, kept for clients of earlier releases; not in the schema.

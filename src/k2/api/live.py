@@ -26,7 +26,7 @@ from k2.errors import K2Error
 from k2.hotstore.queries import merged_candles_sql
 from k2.hotstore.schema import DATABASE, SILVER_TABLE, TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
-from k2.query import frames, tiers
+from k2.query import candle_tiers, frames, tiers
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
@@ -164,5 +164,5 @@ class LiveFeed:
             )
             sql = merged_candles_sql(tf, where, "window_start, exchange, canonical_symbol")
             data = store.query_arrow(sql, {"markets": markets, "start": first_ns // step * step})
-            out[tf] = tiers.conform_candles(data)
+            out[tf] = candle_tiers.conform_candles(data)
         return out

@@ -1,10 +1,9 @@
 """The API's data routes (served under /api/v1): trades, candles, exports, gaps, rejects,
-instruments, and archive flows run on request."""
+instruments, and archive flows run on request. The streams are in api/streams.py."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import json
 import logging
 import queue
@@ -21,27 +20,19 @@ from fastapi import (
     Query,
     Request,
     Response,
-    WebSocket,
-    WebSocketDisconnect,
-    status,
 )
-from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from k2.api import NDJSON, problems
 from k2.api import cursor as pages
-from k2.api.live import QUEUE_MESSAGES, LiveFeed, Subscriber
+from k2.api.params import FROM, TO, checked_filters
 from k2.api.security import same_origin_json
 from k2.errors import ConfigError, InputError, K2Error
 from k2.hotstore import queries
 from k2.hotstore.store import HotStore
-from k2.instruments import resolve_filters
-from k2.query import coverage, frames, stream, tiers
-from k2.query.replay import runs
-from k2.query.replay import speed as replay_speed
-from k2.timeutil import user_time
+from k2.query import candle_tiers, coverage, frames, stream, tiers
 
 if TYPE_CHECKING:
     from k2.api.context import Context
@@ -67,10 +58,6 @@ PAGE: dict[int | str, dict[str, Any]] = {  # /trades and /candles, as the schema
 }
 
 
-def _ns(value: str | None, what: str) -> int | None:
-    return None if value is None else user_time(value, what)
-
-
 class FlowRequest(BaseModel):
     """What to run a flow on."""
 
@@ -82,17 +69,8 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
     """The routes, on `ctx`'s instruments and archive and the store `store()` returns."""
     router = APIRouter(responses=problems.RESPONSES)
 
-    def filters(
-        venue: str | None, symbol: str | None, start: str | None, end: str | None
-    ) -> tuple[str | None, str | None, int | None, int | None]:
-        """The common filters, checked like the CLI's: known venue and symbol, storable times."""
-        venue, symbol = resolve_filters(ctx.instruments, venue, symbol)
-        return venue, symbol, _ns(start, "from"), _ns(end, "to")
+    filters = functools.partial(checked_filters, ctx)
 
-    FROM = Query(
-        None, alias="from", description="RFC 3339, a date, or a duration ago (15m, 2h, 1d)."
-    )
-    TO = Query(None, alias="to", description="Up to (not including) this time; same forms as from.")
     CURSOR = Query(
         None,
         description="The `next` of an earlier answer: the page before it, on that answer's "
@@ -152,13 +130,13 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         queries.timeframe(timeframe)
         f = tiers.Filter(*filters(venue, symbol, start, end))
         if cursor is None:
-            rows = tiers.candles(store(), ctx.lake, timeframe, f, limit)
+            rows = candle_tiers.candles(store(), ctx.lake, timeframe, f, limit)
         else:
             f, key = paged(f, cursor, timeframe)
             before = (int(key[0]), str(key[1]), str(key[2]))
-            rows = tiers.candles_before(store(), ctx.lake, timeframe, f, limit, before)
+            rows = candle_tiers.candles_before(store(), ctx.lake, timeframe, f, limit, before)
         after = (
-            pages.encode(timeframe, f, tiers.last_candle_key(rows, 0))
+            pages.encode(timeframe, f, candle_tiers.last_candle_key(rows, 0))
             if len(rows) == limit
             else None
         )
@@ -319,104 +297,5 @@ def data_routes(ctx: Context, store: Callable[[], HotStore]) -> APIRouter:
         # A client that goes away stops the stream, not the flow: it finishes in its thread.
         threading.Thread(target=stream, name=f"k2-flow-{name}", daemon=True).start()
         return StreamingResponse(lines(), media_type=NDJSON)
-
-    live_feed = LiveFeed(store)
-
-    async def refuse(ws: WebSocket, err: Exception) -> None:
-        """A mistake in a stream's request: close at once, the reason as the close reason."""
-        await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason=str(err)[:120])
-
-    async def until_closed(ws: WebSocket) -> None:
-        """Return when the client goes away (anything it sends is ignored)."""
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-
-    @router.websocket("/stream/live")
-    async def live(
-        ws: WebSocket,
-        venue: str | None = None,
-        symbol: str | None = None,
-        timeframe: str | None = None,
-    ) -> None:
-        """New trades as they become visible in silver, in batches ({"type": "trades", "rows":
-        [...]}), and with `timeframe` the candles they change ({"type": "candles", ...}),
-        filtered by venue and symbol. A client more than 1,000 batches behind is closed (1013)."""
-        try:
-            venue, symbol = resolve_filters(ctx.instruments, venue, symbol)
-            if timeframe is not None:
-                queries.timeframe(timeframe)
-        except InputError as err:
-            await refuse(ws, err)
-            return
-        await ws.accept()
-        sub = Subscriber(venue, symbol, timeframe, asyncio.get_running_loop())
-        live_feed.subscribe(sub)
-        closed = asyncio.ensure_future(until_closed(ws))
-        try:
-            while True:
-                getting = asyncio.ensure_future(sub.queue.get())
-                await asyncio.wait({getting, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    return  # the client went away
-                message = getting.result()
-                if message is None:
-                    reason = f"too slow: more than {QUEUE_MESSAGES:,} batches behind"
-                    await ws.close(code=status.WS_1013_TRY_AGAIN_LATER, reason=reason)
-                    return
-                await ws.send_text(orjson.dumps(message).decode())
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        finally:
-            live_feed.unsubscribe(sub)
-            closed.cancel()
-
-    @router.websocket("/stream/replay")
-    async def replay_stream(
-        ws: WebSocket,
-        start: str | None = FROM,
-        end: str | None = TO,
-        venue: str | None = None,
-        symbol: str | None = None,
-        speed: str = "max",
-    ) -> None:
-        """Stored trades of [from, to) from both tiers, every venue merged in exchange-time order,
-        at real time times `speed` (or max), in batches ({"type": "trades", "rows": [...]}), then
-        {"type": "end", "trades": N} and a normal close."""
-        try:
-            f = tiers.Filter(*filters(venue, symbol, start, end))
-            if f.start_ns is None:
-                raise InputError("from is required: where the replay starts")
-            factor = replay_speed(speed)
-        except InputError as err:
-            await refuse(ws, err)
-            return
-        await ws.accept()
-        until = f.end_ns if f.end_ns is not None else time.time_ns()
-        chunks = stream.trade_chunks(store(), ctx.lake, f, f.start_ns, until)
-        pieces = runs(chunks, factor)
-        closed = asyncio.ensure_future(until_closed(ws))
-        began, count = time.monotonic(), 0
-        try:
-            while (item := await run_in_threadpool(next, pieces, None)) is not None:
-                due, rows = item
-                wait = began + due - time.monotonic()
-                if wait > 0:
-                    await asyncio.wait({closed}, timeout=wait)
-                if closed.done():
-                    return
-                await ws.send_text(
-                    orjson.dumps({"type": "trades", "rows": frames.rows(rows)}).decode()
-                )
-                count += len(rows)
-            await ws.send_text(orjson.dumps({"type": "end", "trades": count}).decode())
-            await ws.close()
-        except (WebSocketDisconnect, RuntimeError):
-            return
-        finally:
-            closed.cancel()
 
     return router

@@ -21,7 +21,7 @@ from k2.hotstore import queries
 from k2.hotstore.owner import OwnedStore
 from k2.hotstore.store import HotStore
 from k2.instruments import Instruments, load_instruments, resolve_filters
-from k2.query import coverage, frames, tiers
+from k2.query import candle_tiers, coverage, frames, tiers
 from k2.query.frames import CANDLE_SCHEMA
 from k2.records import TRADE_KEYS
 from k2.settings import Settings
@@ -77,7 +77,9 @@ def _local(
     if kind == "trades":
         return frames.rows(tiers.trades(store, lake, f, params["limit"]))
     if kind == "candles":
-        return frames.rows(tiers.candles(store, lake, params["timeframe"], f, params["limit"]))
+        return frames.rows(
+            candle_tiers.candles(store, lake, params["timeframe"], f, params["limit"])
+        )
     if kind == "gaps":
         return queries.gaps(store, params["venue"], params["outcome"], start, end, params["limit"])
     if kind == "rejects":

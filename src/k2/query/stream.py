@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from k2.hotstore.schema import TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
-from k2.query import tiers
+from k2.query import candle_tiers, tiers
 from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA, as_text
 
 SECOND_NS = 1_000_000_000
@@ -133,13 +133,13 @@ def candle_chunks(
     """Every candle of `tf` matching `f` with its window in [start_ns, end_ns or now)."""
     end = time.time_ns() if end_ns is None else end_ns
     return chunks(
-        lambda w: tiers.candles_between(store, lake, tf, w),
+        lambda w: candle_tiers.candles_between(store, lake, tf, w),
         f,
         start_ns,
         end,
         target_rows,
         first_window_ns=max(3_600, 1_000 * TIMEFRAME_BY_NAME[tf].seconds) * SECOND_NS,
-        seek=lambda w: tiers.first_candle(store, lake, tf, w),
+        seek=lambda w: candle_tiers.first_candle(store, lake, tf, w),
     )
 
 

@@ -51,6 +51,7 @@ class Simulator:
         history: int = 50_000,
     ) -> None:
         self.seed, self.rate, self.host, self.tick_s = seed, trades_per_second, host, tick_s
+        self.burst_every_s, self.burst_for_s, self.burst_factor = 0.0, 0.0, 1.0  # no bursts
         self.faults = faults or Faults(seed=seed)
         f = self.faults
         self.servers: dict[str, VenueServer] = {}
@@ -185,6 +186,14 @@ class Simulator:
         await self.stop()
 
     # -- the market clock --------------------------------------------------------------------------
+    def rate_at(self, now_ns: int) -> float:
+        """Trades per second per symbol at `now_ns`: the rate, times `burst_factor` during the
+        first `burst_for_s` seconds of every `burst_every_s` (wall clock)."""
+        every = self.burst_every_s
+        if every and (now_ns / 1e9) % every < self.burst_for_s:
+            return self.rate * self.burst_factor
+        return self.rate
+
     async def _clock(self) -> None:
         last = time.time_ns()
         while True:
@@ -198,7 +207,7 @@ class Simulator:
             for venue, server in self.servers.items():
                 for market in server.markets.values():
                     key = (venue, market.symbol)
-                    owed = self._owed.get(key, 0.0) + self.rate * elapsed
+                    owed = self._owed.get(key, 0.0) + self.rate_at(now) * elapsed
                     n = int(owed)
                     self._owed[key] = owed - n
                     if n:
@@ -278,4 +287,6 @@ def from_settings(
         tick_s=tick_s,
     )
     sim.fault_seconds = sim_cfg.fault_seconds
+    sim.burst_every_s, sim.burst_for_s = sim_cfg.burst_every_s, sim_cfg.burst_for_s
+    sim.burst_factor = sim_cfg.burst_factor
     return sim
