@@ -284,7 +284,7 @@ def report(
     for flow in ("maintenance", "reconcile"):
         timed[flow] = [(f["t"], f["seconds"]) for f in flows if f["flow"] == flow]
     for name, points in timed.items():
-        if len(points) < 2:
+        if len(points) < 3:
             print(f"  {name}: {len(points)} run(s), too few to fit")
             continue
         slope = slope_per_hour(points)
