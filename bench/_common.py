@@ -48,15 +48,18 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
     return proc, env
 
 
-def stop_simulator(sim: subprocess.Popen[bytes]) -> None:
-    """Stop a simulator from `start_simulator`; kill it if it is still busy after 10 s (the end
-    of a firehose)."""
-    sim.terminate()
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Stop a process the bench started (SIGTERM); kill it if it is still busy after `grace_s`
+    (a simulator at the end of a firehose)."""
+    proc.terminate()
     try:
-        sim.wait(10)
+        proc.wait(grace_s)
     except subprocess.TimeoutExpired:
-        sim.kill()
-        sim.wait(10)
+        proc.kill()
+        proc.wait(10)
+
+
+stop_simulator = stop_process
 
 
 def scratch_dir(prefix: str) -> Path:

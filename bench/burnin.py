@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import cpu_reference, scratch_dir  # bench/_common.py
+from _common import cpu_reference, scratch_dir, stop_process  # bench/_common.py
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -212,13 +212,8 @@ def main() -> None:
                     )
                 time.sleep(max(0.0, args.sample - (time.monotonic() - began) % args.sample))
     finally:
-        up.terminate()
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-        sim.terminate()
-        sim.wait(30)
+        stop_process(up, 60)  # k2 up's own grace period is 15 s
+        stop_process(sim)
     report(samples, flows, args)
 
 
