@@ -59,9 +59,6 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         proc.wait(10)
 
 
-stop_simulator = stop_process
-
-
 def scratch_dir(prefix: str) -> Path:
     """A new temporary data directory, removed when this process exits (a firehose phase leaves
     ~700 MB in one; they used to pile up in /tmp)."""

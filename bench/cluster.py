@@ -41,7 +41,7 @@ from _common import (  # bench/_common.py
     run_phase,
     scratch_dir,
     start_simulator,
-    stop_simulator,
+    stop_process,
 )
 
 HERE = Path(__file__).resolve()
@@ -172,7 +172,7 @@ def cluster_phase(
         if thread.is_alive():
             thread.join(60)
         owner.close()
-        stop_simulator(sim)
+        stop_process(sim)
         broker.kill()
         broker.wait(10)
     result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)

@@ -42,7 +42,7 @@ from _common import (  # bench/_common.py
     run_phase,
     scratch_dir,
     start_simulator,
-    stop_simulator,
+    stop_process,
     venues_from_env,
 )
 
@@ -172,7 +172,7 @@ def pipeline_phase(
     try:
         asyncio.run(main())
     finally:
-        stop_simulator(sim)
+        stop_process(sim)
     if latency:
         result["p50_ms"], result["p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
     result["rss_peak_mb"] = peak_rss_mb()

@@ -31,7 +31,7 @@ from _common import (
     run_phase,
     scratch_dir,
     start_simulator,
-    stop_simulator,
+    stop_process,
     venues_from_env,
 )
 
@@ -152,7 +152,7 @@ def restart(data: Path) -> dict[str, object]:
     try:
         asyncio.run(main())
     finally:
-        stop_simulator(sim)
+        stop_process(sim)
     return result
 
 
