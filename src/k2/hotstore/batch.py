@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from k2.hotstore.rows import ingest_rows, unconvertible
 from k2.hotstore.schema import INGEST_TABLE
@@ -184,3 +186,9 @@ def without_unconvertible(chunks: Chunks) -> tuple[Chunks, list[Reject]]:
                 rejects.append(Reject(t.exchange, reason, t.raw, t.ts_recv, conn_id))
     kept = [c._replace(received=[t for t in c.received if id(t) not in bad]) for c in chunks]
     return [c for c in kept if c.received], rejects
+
+
+def ns_column(table: pa.Table, column: str) -> np.ndarray:
+    """A timestamp column of `table` as int64 nanoseconds, one numpy array."""
+    values: np.ndarray = pc.cast(table.column(column), pa.int64()).combine_chunks().to_numpy()
+    return values

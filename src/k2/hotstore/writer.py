@@ -49,6 +49,7 @@ from k2.hotstore.batch import (
     TableSlices,
     Write,
     batch_ingest_rows,
+    ns_column,
     without_unconvertible,
 )
 from k2.hotstore.inserts import write_slices
@@ -286,11 +287,9 @@ class StoreWriter:
         committed = time.time_ns()
         inserted = next((t.data for t in w.tables if t.name == INGEST_TABLE), None)
         if self.metrics is not None:
-            recv_ns, event_ns = (
-                (_ns(inserted, "ts_recv"), _ns(inserted, "ts_event"))
-                if inserted is not None
-                else (np.empty(0, np.int64), np.empty(0, np.int64))
-            )
+            none = np.empty(0, np.int64)
+            recv_ns = none if inserted is None else ns_column(inserted, "ts_recv")
+            event_ns = none if inserted is None else ns_column(inserted, "ts_event")
             self.metrics.batch_committed(w.rows, w.insert_s, recv_ns, committed)
             self.metrics.stages(event_ns, recv_ns, w.handoffs, w.started_ns, committed)
         if inserted is not None:
@@ -398,8 +397,3 @@ class StoreWriter:
                 self.stats.store_error or "slow",
             )
         return left
-
-
-def _ns(table: pa.Table, column: str) -> np.ndarray:
-    values: np.ndarray = pc.cast(table.column(column), pa.int64()).combine_chunks().to_numpy()
-    return values
