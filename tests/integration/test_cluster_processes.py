@@ -45,6 +45,19 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def exit_code(process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> int:
+    """`process`'s exit code once it stops; if it does not stop in time, fail with every thread's
+    stack (k2 prints them on SIGUSR1) and the end of its log."""
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        process.wait(10)
+        pytest.fail(f"{log.name} did not stop in {timeout_s:.0f} s:\n{log.read_text()[-12_000:]}")
+
+
 def caught_up(bootstrap: str, group: str, topics: dict[str, int]) -> bool:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
@@ -105,6 +118,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
     )
     run_env = env | exports
     logs: list = []  # type: ignore[type-arg]
+    log_of: dict[int, Path] = {}
 
     ports = {"feed-binance": free_port(), "ingest": free_port()}
 
@@ -112,9 +126,11 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         log = open(tmp_path / f"{name}-{len(logs)}.log", "wb")  # noqa: SIM115 - closed below
         logs.append(log)
         own = {"K2_BUS__METRICS_PORT": str(ports[name])} if name in ports else {}
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [*K2, "--config", str(config), *args], env=run_env | own, stdout=log, stderr=log
         )
+        log_of[process.pid] = Path(log.name)
+        return process
 
     feeds: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -145,14 +161,14 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         running = read_bus(bus)  # each process's heartbeat, as k2 health reads them
         for venue, process in feeds.items():
             process.send_signal(signal.SIGTERM)
-            assert process.wait(60) == 0, venue
+            assert exit_code(process, log_of[process.pid], 60) == 0, venue
         time.sleep(3)
         while time.monotonic() < deadline and not caught_up(
             bus.bootstrap_servers, bus.group_id, topics
         ):
             time.sleep(1)
         ingest.send_signal(signal.SIGTERM)
-        assert ingest.wait(60) == 0
+        assert exit_code(ingest, log_of[ingest.pid], 60) == 0
     finally:
         for process in [*feeds.values()]:
             if process.poll() is None:

@@ -43,6 +43,7 @@ from k2.settings import BusSettings, WriterSettings
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 POLL_S = 0.05  # a consume call returns within this long: cuts are checked at least this often
+LEAVE_S = 10.0  # at stop, how long to wait for the group to take the partitions back
 CUTS_TABLE = f"{DATABASE}.bus_cuts"
 CUTS_SCHEMA = pa.schema(
     [
@@ -100,6 +101,7 @@ class IngestMember:
         self._forced: dict[tuple[str, int], int] = {}  # a replayed cut's last offset
         self._next: dict[tuple[str, int], int] = {}  # offset after the last cut written
         self._stop = threading.Event()
+        self._leaving = False  # the last cut is written and committed
         self._consumer = Consumer(
             config(
                 bus,
@@ -125,7 +127,7 @@ class IngestMember:
             [self._trades, self._rejects],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         lag_at = 0.0
         try:
@@ -143,7 +145,21 @@ class IngestMember:
             self._cut(final=True)
         finally:
             self._commit_sync()
-            self._consumer.close()
+            self._leave()
+
+    def _leave(self) -> None:
+        """Hand the partitions back, then close. librdkafka's close() can wedge when it has a
+        revocation of its own to run (a member fenced during a broker outage, say), so the
+        partitions go back first, by unsubscribing and polling until none is left."""
+        self._leaving = True
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + LEAVE_S
+            while self._consumer.assignment() and time.monotonic() < deadline:
+                self._consumer.consume(5_000, POLL_S)  # read after the last cut: not written
+        except Exception as err:  # noqa: BLE001 - stopping: close() still runs
+            log.warning("ingest %s: leaving the group: %s", self.stats.member, err)
+        self._consumer.close()
 
     def _add(self, msg: Any) -> None:
         tp = (msg.topic(), msg.partition())
@@ -287,16 +303,29 @@ class IngestMember:
         consumer.assign(partitions)
         self.stats.assigned = sorted((tp.topic, tp.partition) for tp in partitions)
 
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        """Partitions handed back: commit what was written of them, forget what was read. The
+        client unassigns them itself once this returns."""
         gone = [(tp.topic, tp.partition) for tp in partitions]
-        self._commit_sync(gone)
+        if not self._leaving:  # leaving, the last commit is made
+            self._commit_sync(gone)
+        self._forget(gone)
+
+    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        """Partitions taken away (this member missed its session): no commit can land now, and the
+        recorded cuts cover what was written."""
+        log.warning(
+            "ingest %s: lost %d partitions to the group", self.stats.member, len(partitions)
+        )
+        self._forget([(tp.topic, tp.partition) for tp in partitions])
+
+    def _forget(self, gone: list[tuple[str, int]]) -> None:
         for key in gone:
             # read, not cut: the next owner reads these messages again from the committed offset
             self._pending.pop(key, None)
             self._forced.pop(key, None)
             self._next.pop(key, None)
-        consumer.unassign()
-        self.stats.assigned = []
+        self.stats.assigned = [tp for tp in self.stats.assigned if tp not in gone]
 
     def _check_lag(self) -> None:
         from confluent_kafka import KafkaException, TopicPartition

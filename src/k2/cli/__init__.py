@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from pathlib import Path
 
@@ -108,7 +110,9 @@ def global_options_first(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """The `k2` entry point: a bad flag or value is one line on stderr and exit 2,
-    as any K2 error is."""
+    as any K2 error is. `kill -USR1 <pid>` prints every thread's stack to stderr, for a process
+    that does not stop or does not move."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = app(args=global_options_first(sys.argv[1:]), prog_name="k2", standalone_mode=False)
     except NoArgsIsHelpError as err:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
+from k2.cli.common import (
+    exit_now,
+    positive,
+    reported,
+    run_until_signal,
+    settings,
+    setup_logging,
+    stop_after,
+)
 from k2.instruments import load_instruments, resolve_venue
 
 log = logging.getLogger("k2.cluster")
@@ -142,7 +150,7 @@ def ingest(
     token, so a batch delivered again after a crash or a rebalance is dropped by the store.
     """
     from k2.bus.client import ensure_topics
-    from k2.bus.consumer import IngestMember
+    from k2.bus.consumer import LEAVE_S, IngestMember
     from k2.bus.status import Heartbeats
     from k2.hotstore.owner import OwnedStore
     from k2.hotstore.resume import last_sequence
@@ -160,6 +168,7 @@ def ingest(
         ensure_topics(cfg.bus)
         owner = OwnedStore(cfg.data_dir, cfg.hotstore, "k2 ingest", repair=False)
         clean = False
+        stuck: list[str] = []  # members that did not stop
         try:
             writer = StoreWriter(
                 owner.store,
@@ -179,10 +188,12 @@ def ingest(
                 lambda: {"consumers": [m.stats for m in group], "writer": writer.stats},
             )
 
-            async def main(stop: asyncio.Event) -> None:
+            async def main(stop: asyncio.Event) -> list[str]:
+                """Run the members until a signal; the names of those that did not stop."""
                 halt = threading.Event()
                 threads = [
-                    threading.Thread(target=m.run, args=(halt,), name=m.stats.member) for m in group
+                    threading.Thread(target=m.run, args=(halt,), name=m.stats.member, daemon=True)
+                    for m in group
                 ]
                 for t in threads:
                     t.start()
@@ -192,16 +203,22 @@ def ingest(
                     await asyncio.sleep(0.2)
                 halt.set()
                 timer.cancel()
+                # the last cuts, their commits, and leaving the group
+                deadline = time.monotonic() + cfg.shutdown_grace_s + LEAVE_S
                 for t in threads:
-                    await asyncio.to_thread(t.join)
+                    await asyncio.to_thread(t.join, max(0.0, deadline - time.monotonic()))
+                return [t.name for t in threads if t.is_alive()]
 
-            run_until_signal(main)
+            stuck = run_until_signal(main)
             beats.close()
             if server is not None:
                 server.shutdown()
-            clean = True
+            clean = not stuck
         finally:
             owner.close(clean)
+        if stuck:  # what they wrote is committed, or covered by its recorded cut
+            log.error("ingest: %s did not leave the group in time; exiting", ", ".join(stuck))
+            exit_now(1)  # not waiting for their threads
 
 
 def api(
