@@ -26,6 +26,7 @@ from k2.archive.status import ArchiveStatus
 from k2.archive.tables import TABLES
 from k2.background import in_daemon_thread
 from k2.bus.stats import ConsumerStats, ProducerStats
+from k2.errors import StoreError
 from k2.flows import API, FLOWS
 from k2.flows.runtime import ArchiveRuntime, using
 from k2.flows.schedule import Job, Schedule
@@ -188,9 +189,12 @@ class Embedded:
         assert self.store is not None
         venues = self.venues()
         while True:
-            self.table_rows, self.hot_newest = await asyncio.wrap_future(
-                self.store.submit(hot_state, self.store, venues)
-            )
+            try:
+                self.table_rows, self.hot_newest = await asyncio.wrap_future(
+                    self.store.submit(hot_state, self.store, venues)
+                )
+            except StoreError as err:  # the writer reports the outage; the last figures stand
+                log.debug("hot store figures not refreshed: %s", err)
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

@@ -398,12 +398,13 @@ class Settings(BaseSettings):
 
 
 _TOML_PATH: Path | None = None
+FAILPOINT_ENV = "K2_FAILPOINT_"  # a harness's faults (hotstore/clickhouse.py), not settings
 
 
 def _check_env_names(environ: dict[str, str]) -> None:
     fields = {name.upper() for name in Settings.model_fields}
     for key in environ:
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or key.startswith(FAILPOINT_ENV):
             continue
         top = key[len(ENV_PREFIX) :].split("__", 1)[0]
         if top not in fields:

@@ -34,6 +34,7 @@ class ArchiveStatus:
         default_factory=lambda: {t.name: TableStatus() for t in TABLES}
     )
     cycle_seconds: float = 0.0
+    cycle_started: float = 0.0  # wall clock when the running cycle began (0: none is running)
     cycle_at: float = 0.0
     cycles: int = 0
     maintenance: dict[str, MaintenanceResult] = field(default_factory=dict)

@@ -58,6 +58,9 @@ def simulate(
     formats.
 
     The first lines printed are `export K2_...` lines that point K2 at the simulator.
+
+    A fault can also be started on demand, on a venue's port: `GET
+    /_sim/fault?name=outage|silent|ratelimit&seconds=S` (bench/faults.py uses it).
     """
     with reported():
         positive(

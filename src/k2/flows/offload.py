@@ -82,8 +82,11 @@ def offload_flow(tables: list[str] | None = None) -> dict[str, Any]:
         if not mine:
             log.warning("another offload run is in progress: this one skips")
             return {"skipped": True}
-        cycle_started = time.time()
-        results, failures = for_each_table(rt, NAME, names, offload_one, _Steps(rt))
+        cycle_started = rt.status.cycle_started = time.time()
+        try:
+            results, failures = for_each_table(rt, NAME, names, offload_one, _Steps(rt))
+        finally:
+            rt.status.cycle_started = 0.0
         rt.status.cycle_seconds, rt.status.cycle_at = time.time() - cycle_started, time.time()
         rt.status.cycles += 1
         if rt.metrics is not None:

@@ -8,6 +8,10 @@ data path and one call at a time on a connection, so every call runs on a single
 in order; callers on other threads block until their call has run, and async callers await
 `submit(...)`. Errors come back as K2's: StoreRefused (the data), StoreUnavailable (the store),
 or StoreError (neither could be told).
+
+A failpoint, for measuring what a store outage does (bench/faults.py): while the file named by
+the environment variable K2_FAILPOINT_STORE_DOWN exists, every call fails as an unreachable
+store's would. Unset (always, outside such a harness) it costs nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from k2.hotstore.store import HotStore
 from k2.settings import HotStoreSettings
 
 T = TypeVar("T")
+FAILPOINT_STORE_DOWN = os.environ.get("K2_FAILPOINT_STORE_DOWN", "")
 JEMALLOC_CONF = "dirty_decay_ms:250"
 
 # ClickHouse error codes that mean "these rows cannot be stored": retrying them cannot help.
@@ -162,6 +167,8 @@ class ClickHouseStore:
 
     def _run(self, fn: Callable[[], T], what: str) -> T:
         def call() -> T:
+            if FAILPOINT_STORE_DOWN and os.path.exists(FAILPOINT_STORE_DOWN):
+                raise StoreUnavailable(f"{what}: the store is down (K2_FAILPOINT_STORE_DOWN)")
             try:
                 return fn()
             except StoreError:

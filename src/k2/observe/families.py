@@ -149,6 +149,13 @@ def archive_families(st: ArchiveStatus) -> Iterator[Metric]:
         [],
         [((), st.cycle_seconds)],
     )
+    yield gauge(
+        "k2_offload_running_seconds",
+        "How long the offload cycle now running has run (0: none is running); an object store "
+        "that stops answering holds a cycle here.",
+        [],
+        [((), now - st.cycle_started if st.cycle_started else 0.0)],
+    )
     yield counter(
         "k2_offload_cycles_total", "Offload cycles run by this process.", [], [((), st.cycles)]
     )

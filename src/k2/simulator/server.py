@@ -1,6 +1,10 @@
 """A simulated venue on one loopback port: WebSocket streams and REST, with scripted faults.
 
 Venue wire formats live in the venue modules; this module owns connections, fan-out and faults.
+
+Besides the scripted faults (`Faults`), a fault can be started on demand, for a harness that
+measures what one fault does (bench/faults.py): `GET /_sim/fault?name=<name>&seconds=<s>` on a
+venue's port, with `name` one of ON_DEMAND. It answers 200 with what it did, or 400.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from k2.simulator.market import (
 )
 
 log = logging.getLogger(__name__)
+CONTROL_PATH = "/_sim/fault"
+ON_DEMAND = {
+    "outage": "drop every connection at once (no close frame) and refuse new ones for the time",
+    "silent": "send nothing on the open connections for the time (heartbeats neither), then drop",
+    "ratelimit": "answer every REST request with the venue's rate-limit reply for the time",
+}
 
 
 @dataclass(eq=False)
@@ -101,6 +111,8 @@ class VenueServer:
         self._rng = random.Random(f"{faults.seed}:{self.name}:server")
         self.rest_requests = 0
         self.http_log: list[tuple[str, int, float]] = []  # path, status, monotonic time
+        self._down_until = 0.0  # on-demand faults: monotonic deadlines
+        self._ratelimited_until = 0.0
 
     @property
     def port(self) -> int:
@@ -187,12 +199,20 @@ class VenueServer:
             self.conns.discard(conn)
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return None
-        self.rest_requests += 1
         parts = urlsplit(request.path)
         query = parse_qsl(parts.query)
-        if self.faults.on("ratelimit") and self.faults.active() and self.rest_requests % 4 == 1:
+        if parts.path == CONTROL_PATH:
+            reply = self._on_demand(dict(query))
+            return connection.respond(reply.status, reply.body.decode())
+        now = time.monotonic()
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if now < self._down_until:
+                return connection.respond(503, "the venue is down\n")
+            return None
+        self.rest_requests += 1
+        if now < self._ratelimited_until or (
+            self.faults.on("ratelimit") and self.faults.active() and self.rest_requests % 4 == 1
+        ):
             reply = self.rate_limited()
         else:
             try:
@@ -317,6 +337,33 @@ class VenueServer:
                 for conn in list(self.conns)[:1]:
                     await self.shutdown_notice(conn)
 
+    def _on_demand(self, query: dict[str, str]) -> HttpReply:
+        name = query.get("name", "")
+        try:
+            seconds = float(query.get("seconds", "0"))
+        except ValueError:
+            seconds = -1.0
+        if name not in ON_DEMAND or not 0 <= seconds <= 3600:
+            choices = ", ".join(ON_DEMAND)
+            return HttpReply(400, f"name: one of {choices}; seconds: 0 to 3600\n".encode())
+        until = time.monotonic() + seconds
+        conns = list(self.conns)
+        if name == "outage":
+            self._down_until = until
+            for conn in conns:
+                self._drop(conn, abrupt=True)
+        elif name == "silent":
+            for conn in conns:
+                self._stall(conn, seconds)
+        else:
+            self._ratelimited_until = until
+        log.warning(
+            "simulated %s: %s for %g s (%d connections)", self.name, name, seconds, len(conns)
+        )
+        return HttpReply(
+            200, f"{self.name}: {name} for {seconds:g} s, {len(conns)} connections\n".encode()
+        )
+
     def _drop(self, conn: SimConnection, abrupt: bool) -> None:
         self.conns.discard(conn)
         if abrupt and conn.ws.transport is not None:
@@ -324,12 +371,12 @@ class VenueServer:
         else:
             asyncio.get_running_loop().create_task(conn.ws.close(1001, "simulated disconnect"))
 
-    def _stall(self, conn: SimConnection) -> None:
+    def _stall(self, conn: SimConnection, seconds: float | None = None) -> None:
         # Go silent without closing: only the client's heartbeat watchdog can notice.
         conn.stalled = True
 
         async def later() -> None:
-            await asyncio.sleep(self.faults.stall_s)
+            await asyncio.sleep(self.faults.stall_s if seconds is None else seconds)
             self._drop(conn, abrupt=True)
 
         self._tasks.append(asyncio.create_task(later()))
