@@ -253,3 +253,38 @@ def test_health_says_when_the_broker_cannot_be_read(broker: Broker) -> None:
     started = time.monotonic()
     view = read_bus(bus, timeout_s=2.0)
     assert view.error and time.monotonic() - started < 10
+
+
+def test_a_broker_that_answers_nothing_counts_as_down_and_then_as_back(broker: Broker) -> None:
+    """A hung broker keeps its connections open and raises no client error for a minute; a
+    producer whose messages wait unacknowledged for ACK_STALL_S says the broker is down."""
+    from k2.bus.producer import ACK_STALL_S
+    from k2.records import Reject
+
+    bus = broker.settings()
+    partitions = ensure_topics(bus)
+
+    sink = BusSink(bus, partitions)
+    try:
+        reject = Reject("binance", "a test", b"{}", time.time_ns(), "BTCUSDT")
+        asyncio.run(sink.reject(reject))
+        deadline = time.monotonic() + 10
+        while sink.stats.delivered < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.stats.delivered == 1 and not sink.stats.brokers_down_since
+        broker.pause()
+        paused = time.monotonic()
+        try:
+            asyncio.run(sink.reject(reject))
+            while not sink.stats.brokers_down_since and time.monotonic() - paused < 30:
+                time.sleep(0.2)
+            seen = time.monotonic() - paused
+            assert sink.stats.brokers_down_since, "a hung broker never counted as down"
+            assert ACK_STALL_S <= seen < ACK_STALL_S + 5, seen
+        finally:
+            broker.resume()
+        while sink.stats.brokers_down_since and time.monotonic() - paused < 90:
+            time.sleep(0.2)
+        assert not sink.stats.brokers_down_since and sink.stats.delivered == 2
+    finally:
+        assert asyncio.run(sink.close(time.monotonic() + 30)) == 0

@@ -32,6 +32,7 @@ from k2.settings import BusSettings
 
 log = logging.getLogger(__name__)
 ROOM_POLL_S = 0.05  # while the buffer is full, look for room this often
+ACK_STALL_S = 10.0  # messages waiting and no acknowledgement this long: the broker is away
 _trade_id = attrgetter("trade_id")
 
 
@@ -158,10 +159,26 @@ class BusSink:
             log.warning("bus: %s", err.str())
 
     def _poll(self) -> None:
-        """Serve delivery reports (and errors) as they come, on this thread."""
+        """Serve delivery reports (and errors) as they come, on this thread. A broker that keeps
+        its connections open and answers nothing (hung, or cut off beyond them) raises no error
+        until requests time out; one that acknowledges nothing for ACK_STALL_S while messages
+        wait counts as unreachable too."""
+        progress_at, delivered = time.monotonic(), self.stats.delivered
         while not self._stop.is_set():
             self._producer.poll(0.1)
             self.stats.buffered = len(self._producer)
+            now = time.monotonic()
+            if self.stats.delivered > delivered or not self.stats.buffered:
+                progress_at, delivered = now, self.stats.delivered
+            elif now - progress_at > ACK_STALL_S and not self.stats.brokers_down_since:
+                self.stats.brokers_down_since = time.time()
+                self._delivered_at_outage = self.stats.delivered
+                log.error(
+                    "bus: the broker has acknowledged nothing for %.0f s, %d messages waiting; "
+                    "counted as unreachable",
+                    now - progress_at,
+                    self.stats.buffered,
+                )
             if self.stats.brokers_down_since and self.stats.delivered > self._delivered_at_outage:
                 # a delivery since the outage began: the broker is back
                 log.warning(
