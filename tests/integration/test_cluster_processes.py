@@ -119,6 +119,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
     run_env = env | exports
     logs: list = []  # type: ignore[type-arg]
     log_of: dict[int, Path] = {}
+    started: list[subprocess.Popen[bytes]] = []  # every process, to kill any left at the end
 
     ports = {"feed-binance": free_port(), "ingest": free_port()}
 
@@ -130,6 +131,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
             [*K2, "--config", str(config), *args], env=run_env | own, stdout=log, stderr=log
         )
         log_of[process.pid] = Path(log.name)
+        started.append(process)
         return process
 
     feeds: dict[str, subprocess.Popen[bytes]] = {}
@@ -170,7 +172,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         ingest.send_signal(signal.SIGTERM)
         assert exit_code(ingest, log_of[ingest.pid], 60) == 0
     finally:
-        for process in [*feeds.values()]:
+        for process in started:
             if process.poll() is None:
                 process.kill()
         sim.send_signal(signal.SIGTERM)

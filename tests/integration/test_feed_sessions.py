@@ -157,6 +157,55 @@ def test_silent_connection_trips_the_watchdog() -> None:
         assert stats(cap, venue).watchdog_trips >= 1, venue
 
 
+def test_on_demand_outage_silence_and_rate_limits_are_survived_exactly() -> None:
+    """The simulator's on-demand faults (GET /_sim/fault, bench/faults.py's tools): a bad request
+    is refused; an outage drops every connection and refuses new ones for its time; silence trips
+    the heartbeat venues' watchdogs; rate limiting answers REST with 429. The stream stays exact."""
+    import httpx
+    import websockets
+
+    answers: dict[str, int] = {}
+    overrides = {v: {"heartbeat_timeout_s": 2.0} for v in HEARTBEAT_VENUES}
+
+    async def during(cap) -> None:  # type: ignore[no-untyped-def]
+        async with httpx.AsyncClient() as client:
+
+            async def fault(venue: str, name: str, seconds: float) -> int:
+                url = f"{cap.sim.rest_url(venue)}/_sim/fault"
+                reply = await client.get(url, params={"name": name, "seconds": seconds})
+                return reply.status_code
+
+            answers["bad name"] = await fault("binance", "flood", 1)
+            answers["bad time"] = await fault("binance", "outage", -1)
+            await asyncio.sleep(1.0)
+            for venue in SMALL:
+                answers[f"outage {venue}"] = await fault(venue, "outage", 2)
+            try:
+                async with websockets.connect(cap.sim.ws_url("binance")):
+                    answers["connect in an outage"] = 101
+            except websockets.InvalidStatus as err:
+                answers["connect in an outage"] = err.response.status_code
+            await asyncio.sleep(3.0)
+            for venue in SMALL:  # a gap to repair while REST refuses
+                await fault(venue, "ratelimit", 4)
+                await fault(venue, "outage", 1)
+            await asyncio.sleep(5.0)
+            for venue in SMALL:
+                await fault(venue, "silent", 3)
+
+    cap = run(capture(SMALL, faults(), fault_seconds=13, venue_overrides=overrides, during=during))
+    assert answers.pop("bad name") == answers.pop("bad time") == 400
+    assert answers.pop("connect in an outage") == 503
+    assert set(answers.values()) == {200}, answers
+    assert_exact(cap.sim, cap.sink.accepted)
+    for venue in SMALL:
+        assert stats(cap, venue).reconnects >= 3, venue  # two outages, then the silence
+    for venue in HEARTBEAT_VENUES:
+        assert stats(cap, venue).watchdog_trips >= 1, venue
+    assert sum(stats(cap, v).rest_rate_limited for v in SMALL) > 0
+    assert set(final_gaps(cap.sink).values()) <= {REPAIRED}
+
+
 class StallingSink(CollectingSink):
     """Holds the feeds back for `hold_s` once, as a writer applying backpressure would."""
 
