@@ -18,6 +18,12 @@ outage is the store's failpoint (K2_FAILPOINT_STORE_DOWN, hotstore/clickhouse.py
 is SIGSTOP (Tansu keeps its logs in memory, so a restart would lose them); object storage is a
 moto S3 server under SIGSTOP; a full disk is a tmpfs filled to its last byte.
 
+The archive modes run in the embedded shape only. In the cluster shape the archive flows run in
+`k2 api` or `k2 flows serve`, reading the ClickHouse server that `k2 ingest` writes; no ClickHouse
+server installs on this machine, and chDB allows one process per data path, so here the cluster's
+ingest and its flows cannot run at once. In the cluster shape the hot store is `k2 ingest`'s chDB
+(the failpoint and the full disk act on it).
+
 Usage: python bench/faults.py [--modes M ...] [--shapes embedded cluster] [--fault S]
 Last line: `faults_max_recovery_s: <s>` (over the modes K2 controls)
 """
@@ -237,13 +243,18 @@ def _kill_mid_offload(ctx: Ctx) -> None:
 
 
 def _restart_and_offload(ctx: Ctx) -> None:
+    """Start k2 up again (as a supervisor would), and offload once its API answers."""
     ctx.run.processes["k2 up"].start()
-    for _ in range(600):  # the API answers once chDB is open
-        with contextlib.suppress(Exception):
-            ctx.run.client.get(f"{ctx.run.api}/health", timeout=2)
-            break
-        time.sleep(0.2)
-    _offload_in_background(ctx, until_ok=True)
+
+    def offload_once_up() -> None:
+        while True:  # the API answers once chDB is open
+            with contextlib.suppress(Exception):
+                ctx.run.client.get(f"{ctx.run.api}/health", timeout=2)
+                break
+            time.sleep(0.2)
+        _offload_in_background(ctx, until_ok=True).join()
+
+    threading.Thread(target=offload_once_up, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -369,11 +380,11 @@ MODES = [
         _restart_and_offload,
         _process_down("k2 up"),
         offload=True,
-        hold_s=0,
+        hold_s=2,
     ),
     Mode(
         "disk full",
-        ("embedded",),
+        BOTH,
         "k2_storage_free_bytes / size < 0.10 (K2DiskSpaceLow)",
         _fill_disk,
         _free_disk,
