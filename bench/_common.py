@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,12 +14,26 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from k2.instruments import load_instruments
 
 
-def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    """Start `k2 simulate` (no faults) and return it with the K2_ variables that point K2 at it."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(
+    rate: float,
+    tick_ms: float = 20.0,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    stderr: Any = subprocess.DEVNULL,
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start `k2 simulate` (no faults; `extra` arguments after ours) and return it with the K2_
+    variables that point K2 at it."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -33,19 +48,21 @@ def start_simulator(rate: float, tick_ms: float) -> tuple[subprocess.Popen[bytes
             str(rate),
             "--tick-ms",
             str(tick_ms),
+            *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        env=env,
     )
     assert proc.stdout is not None
-    env = {}
+    exports = {}
     # its first lines: a WebSocket and a REST URL per venue
     for _ in range(2 * len(load_instruments())):
         key, _, value = (
             proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
         )
-        env[key] = value
-    return proc, env
+        exports[key] = value
+    return proc, exports
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from _common import free_port, start_simulator  # bench/_common.py
 from prometheus_client.parser import text_string_to_metric_families
 
 VENUES = ("binance", "kraken", "coinbase")
 K2 = [sys.executable, "-m", "k2"]
 Labels = frozenset[tuple[str, str]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -115,16 +109,9 @@ class Run:
             process.start()
 
     def _start_simulator(self) -> None:
-        self.sim = subprocess.Popen(
-            [
-                *K2,
-                "simulate",
-                "--port",
-                "0",
-                "--faults",
-                "none",
-                "--rate",
-                str(self.rate),
+        self.sim, exports = start_simulator(
+            self.rate,
+            extra=[
                 "--record",
                 str(self.tape),
                 "--clients",
@@ -132,16 +119,11 @@ class Run:
                 "--market-for",
                 str(self.market_s),
             ],
-            stdout=subprocess.PIPE,
-            stderr=(self.work / "simulator.log").open("wb"),
             env=self.base_env,
+            stderr=(self.work / "simulator.log").open("wb"),
         )
-        assert self.sim.stdout is not None
-        for _ in range(2 * len(VENUES)):
-            key, _, value = (
-                self.sim.stdout.readline().decode().strip().removeprefix("export ").partition("=")
-            )
-            self.base_env[key] = value
+        self.base_env |= exports
+        for key, value in exports.items():
             if key.endswith("__REST_URL"):
                 venue = key.split("__")[1].lower()
                 self.venue_ports[venue] = int(urlsplit(value).port or 0)

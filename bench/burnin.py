@@ -30,7 +30,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,18 +37,12 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import cpu_reference, scratch_dir, stop_process  # bench/_common.py
+from _common import cpu_reference, free_port, scratch_dir, stop_process  # bench/_common.py
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
 BOUNDS = {"rss_mb": 64.0, "open_files": 10.0, "cpu_pct": 10.0}
 BYTES_PER_TRADE_BOUND = 200.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], dict[str, str]]:

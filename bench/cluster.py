@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from _common import (  # bench/_common.py
     cpu_reference,
+    free_port,
     pct,
     peak_rss_mb,
     run_phase,
@@ -63,14 +64,6 @@ def feed_trades(port: int) -> float:
         for s in f.samples
         if s.name == "k2_feed_trades_total"
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_broker() -> tuple[subprocess.Popen[bytes], str]:

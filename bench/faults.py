@@ -43,8 +43,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import scratch_dir  # bench/_common.py
-from _faults_shapes import VENUES, Metrics, Run, free_port
+from _common import free_port, scratch_dir  # bench/_common.py
+from _faults_shapes import VENUES, Metrics, Run
 
 TARGET_S = 30.0
 MOTO_PIDS: dict[str, int] = {}  # a run's directory: its S3 server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from k2.ingest.feed import Feed
 from k2.ingest.runner import build_feeds, http_client, run_feeds
@@ -209,3 +212,16 @@ def k2(
         env=env,
         check=False,
     )
+
+
+def exit_code(process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> int:
+    """`process`'s exit code once it stops; if it does not stop in time, fail with every thread's
+    stack (k2 prints them on SIGUSR1) and the end of its log."""
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        process.wait(10)
+        pytest.fail(f"{log.name} did not stop in {timeout_s:.0f} s:\n{log.read_text()[-12_000:]}")

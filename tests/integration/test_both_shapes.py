@@ -47,6 +47,7 @@ from tests.hot_support import (
 from tests.integration.test_cluster_processes import caught_up
 from tests.integration.test_up import K2, env_without_k2, open_store, write_config
 from tests.prefect_support import clear_deployments, deployments, run_deployment, wait_for_runs
+from tests.support import exit_code
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")
@@ -181,7 +182,8 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
 
     def stop(p: subprocess.Popen[bytes], name: str) -> None:
         p.send_signal(signal.SIGTERM)
-        assert p.wait(60) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        log = tmp_path / f"{name}.log"
+        assert exit_code(p, log, 60) == 0, log.read_text()[-3000:]
 
     try:
         # -- both shapes capture the same market -------------------------------------------------
@@ -248,7 +250,7 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
         assert first["end_time"] <= second["start_time"], (first, second)
         stop(offload, "offload")
         serving.send_signal(signal.SIGINT)
-        serving.wait(60)
+        exit_code(serving, tmp_path / "serve.log", 60)
     finally:
         for p in running:
             if p.poll() is None:

@@ -28,6 +28,7 @@ from k2.settings import HealthSettings
 from tests.bus_support import Broker, free_port
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
 from tests.integration.test_up import K2, env_without_k2, open_store, write_config
+from tests.support import exit_code
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")
@@ -43,19 +44,6 @@ def metrics(port: int) -> dict[str, float]:
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
             out.setdefault(family.name, 0.0)
     return out
-
-
-def exit_code(process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> int:
-    """`process`'s exit code once it stops; if it does not stop in time, fail with every thread's
-    stack (k2 prints them on SIGUSR1) and the end of its log."""
-    try:
-        return process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGUSR1)
-        time.sleep(2)
-        process.kill()
-        process.wait(10)
-        pytest.fail(f"{log.name} did not stop in {timeout_s:.0f} s:\n{log.read_text()[-12_000:]}")
 
 
 def caught_up(bootstrap: str, group: str, topics: dict[str, int]) -> bool:

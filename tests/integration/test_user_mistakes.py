@@ -4,6 +4,7 @@ and none of them damages the data directory."""
 from __future__ import annotations
 
 import contextlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -271,7 +272,17 @@ def test_help_config_anywhere_log_level_and_completion(tmp_path: Path, data: Pat
     line = one_line(k2("trades", cwd=tmp_path, env={"K2_LOG_LEVEL": "verbose"}))
     assert "unknown log level 'verbose'; choose from DEBUG, INFO, WARNING, ERROR, CRITICAL" in line
     assert "No such option: --bogus" in one_line(k2("trades", "--bogus", cwd=tmp_path))
-    completion = k2("--show-completion", "bash", cwd=tmp_path, env={"SHELL": "/bin/bash"})
+    # Typer takes the shell from the process tree (--show-completion takes no shell name): run it
+    # under a bash that stays its parent (`; true` keeps bash from exec-ing it).
+    completion = subprocess.run(
+        ["bash", "-c", f"{shlex.join([*K2, '--show-completion'])}; true"],
+        cwd=tmp_path,
+        env=env_without_k2(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (
         completion.returncode == 0
         and "complete" in completion.stdout
