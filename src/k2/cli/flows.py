@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import typer
 
@@ -30,7 +31,8 @@ app = typer.Typer(
 def serve() -> None:
     """Register the offload, maintenance and reconcile deployments with their schedules
     (archive.offload_cron, maintenance_cron, reconcile_cron) on the Prefect server at
-    PREFECT_API_URL, and run their flow runs until Ctrl-C. Runs of one flow never overlap."""
+    PREFECT_API_URL, and run their flow runs until Ctrl-C or SIGTERM. Runs of one flow never
+    overlap."""
     with reported():
         cfg = settings()
         setup_logging(cfg.log_level)
@@ -73,4 +75,9 @@ def serve() -> None:
             for name, cron in a.crons.items()
         ]
         log.info("flows: serving %s", ", ".join(a.crons))
+        # Prefect's runner stops on KeyboardInterrupt. Ctrl-C raises it even when the process was
+        # started with SIGINT ignored (a background job of a non-interactive shell, which its
+        # children inherit), and so does SIGTERM (docker stop), which would otherwise kill it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         prefect_serve(*deployments, print_starting_message=False)
