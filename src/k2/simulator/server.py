@@ -4,7 +4,7 @@ Venue wire formats live in the venue modules; this module owns connections, fan-
 
 Besides the scripted faults (`Faults`), a fault can be started on demand, for a harness that
 measures what one fault does (bench/faults.py): `GET /_sim/fault?name=<name>&seconds=<s>` on a
-venue's port, with `name` one of ON_DEMAND. It answers 200 with what it did, or 400.
+venue's port, with `name` one of on_demand.ON_DEMAND. It answers 200 with what it did, or 400.
 """
 
 from __future__ import annotations
@@ -36,14 +36,9 @@ from k2.simulator.market import (
     fmt_min,
     poisoned,
 )
+from k2.simulator.on_demand import CONTROL_PATH, USAGE, parse_request
 
 log = logging.getLogger(__name__)
-CONTROL_PATH = "/_sim/fault"
-ON_DEMAND = {
-    "outage": "drop every connection at once (no close frame) and refuse new ones for the time",
-    "silent": "send nothing on the open connections for the time (heartbeats neither), then drop",
-    "ratelimit": "answer every REST request with the venue's rate-limit reply for the time",
-}
 
 
 @dataclass(eq=False)
@@ -338,16 +333,11 @@ class VenueServer:
                     await self.shutdown_notice(conn)
 
     def _on_demand(self, query: dict[str, str]) -> HttpReply:
-        name = query.get("name", "")
-        try:
-            seconds = float(query.get("seconds", "0"))
-        except ValueError:
-            seconds = -1.0
-        if name not in ON_DEMAND or not 0 <= seconds <= 3600:
-            choices = ", ".join(ON_DEMAND)
-            return HttpReply(400, f"name: one of {choices}; seconds: 0 to 3600\n".encode())
-        until = time.monotonic() + seconds
-        conns = list(self.conns)
+        asked = parse_request(query)
+        if asked is None:
+            return HttpReply(400, USAGE.encode())
+        name, seconds = asked
+        until, conns = time.monotonic() + seconds, list(self.conns)
         if name == "outage":
             self._down_until = until
             for conn in conns:
@@ -357,12 +347,9 @@ class VenueServer:
                 self._stall(conn, seconds)
         else:
             self._ratelimited_until = until
-        log.warning(
-            "simulated %s: %s for %g s (%d connections)", self.name, name, seconds, len(conns)
-        )
-        return HttpReply(
-            200, f"{self.name}: {name} for {seconds:g} s, {len(conns)} connections\n".encode()
-        )
+        did = f"{self.name}: {name} for {seconds:g} s, {len(conns)} connections"
+        log.warning("simulated %s", did)
+        return HttpReply(200, f"{did}\n".encode())
 
     def _drop(self, conn: SimConnection, abrupt: bool) -> None:
         self.conns.discard(conn)
