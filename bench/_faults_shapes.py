@@ -35,13 +35,17 @@ class Metrics:
     samples: dict[str, list[tuple[Labels, float]]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
 
+    def values(self, name: str, **labels: str) -> list[float]:
+        """`name`'s samples that carry these labels (and any others)."""
+        return [v for ls, v in self.samples.get(name, []) if set(labels.items()) <= ls]
+
     def sum(self, name: str, **labels: str) -> float | None:
-        """The sum of `name`'s samples with these labels; None if there are none."""
-        values = [v for ls, v in self.samples.get(name, []) if set(labels.items()) <= ls]
+        """The sum of those samples; None if there are none."""
+        values = self.values(name, **labels)
         return sum(values) if values else None
 
     def min(self, name: str, **labels: str) -> float | None:
-        values = [v for ls, v in self.samples.get(name, []) if set(labels.items()) <= ls]
+        values = self.values(name, **labels)
         return min(values) if values else None
 
 

@@ -58,7 +58,6 @@ class Ctx:
     fault_s: float
     started: float = 0.0  # the fault's start (monotonic)
     ended: float = 0.0  # its end
-    ended_wall: float = 0.0
     offload_ok_at: float | None = None  # monotonic, an offload after the fault succeeded
     notes: list[str] = field(default_factory=list)
     aside: dict[str, object] = field(default_factory=dict)  # a mode's own things (moto, ...)
@@ -457,12 +456,20 @@ def measure(mode: Mode, shape: str, args: argparse.Namespace) -> Row:
     row = Row(mode.name, shape, mode.signal)
     work = Path(tempfile.mkdtemp(prefix="k2-faults-")) if args.keep else scratch_dir("k2-faults-")
     prepare = mode.prepare(work) if mode.prepare else contextlib.nullcontext({})
-    try:
-        env = prepare.__enter__()
-    except Skip as why:
-        row.skipped = str(why)
-        return row
-    run = Run(shape, work, args.market, args.rate, env)
+    with contextlib.ExitStack() as stack:
+        try:
+            env = stack.enter_context(prepare)
+        except Skip as why:
+            row.skipped = str(why)
+            return row
+        _run_mode(mode, shape, args, row, Run(shape, work, args.market, args.rate, env))
+    if args.keep:
+        row.notes.append(f"logs in {work}")
+    return row
+
+
+def _run_mode(mode: Mode, shape: str, args: argparse.Namespace, row: Row, run: Run) -> None:
+    """Start K2, play the fault, measure, stop, check: into `row`."""
     ctx = Ctx(run, mode.hold_s if mode.hold_s is not None else args.fault)
     try:
         run.start()
@@ -476,7 +483,7 @@ def measure(mode: Mode, shape: str, args: argparse.Namespace) -> Row:
             now = time.monotonic()
             if not ctx.ended and now - ctx.started >= ctx.fault_s:
                 mode.clear(ctx)
-                ctx.ended, ctx.ended_wall = time.monotonic(), time.time()
+                ctx.ended = time.monotonic()
             m = run.scrape()
             if row.detect_s is None and mode.detected(m, ctx):
                 row.detect_s = time.monotonic() - ctx.started
@@ -494,14 +501,9 @@ def measure(mode: Mode, shape: str, args: argparse.Namespace) -> Row:
         row.notes.append(f"{type(err).__name__}: {err}")
         with contextlib.suppress(Exception):
             row.exits = run.stop()
-    finally:
-        prepare.__exit__(None, None, None)
     row.notes += ctx.notes
     if "mid_offload" in ctx.aside and not ctx.aside["mid_offload"]:
         row.notes.append("the offload had finished before the kill")
-    if args.keep:
-        row.notes.append(f"logs in {work}")
-    return row
 
 
 # -- the table ------------------------------------------------------------------------------------
@@ -529,6 +531,17 @@ def verdict(row: Row, mode: Mode) -> str:
     return "ok"
 
 
+def seconds(text: str) -> float:
+    """A positive number (argparse type): anything else is one line and exit 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -543,20 +556,20 @@ def main() -> None:
         help=f"the modes to run (default: all): {'; '.join(names)}",
     )
     parser.add_argument("--shapes", nargs="+", choices=BOTH, default=list(BOTH))
-    parser.add_argument("--fault", type=float, default=30.0, help="seconds a fault lasts")
-    parser.add_argument("--rate", type=float, default=2.0, help="trades/s per symbol")
+    parser.add_argument("--fault", type=seconds, default=30.0, help="seconds a fault lasts")
+    parser.add_argument("--rate", type=seconds, default=2.0, help="trades/s per symbol")
     parser.add_argument(
         "--market",
-        type=float,
+        type=seconds,
         default=80.0,
         help="seconds the market trades, from the first subscription",
     )
     parser.add_argument(
-        "--settle", type=float, default=5.0, help="seconds of capture before a fault"
+        "--settle", type=seconds, default=5.0, help="seconds of capture before a fault"
     )
     parser.add_argument(
         "--give-up",
-        type=float,
+        type=seconds,
         default=60.0,
         help="seconds after a fault's end to wait for recovery",
     )
