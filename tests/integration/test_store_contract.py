@@ -170,3 +170,23 @@ def test_the_url_chooses_the_engine_and_never_shows_a_password(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"chdb://, http:// or https://.*\*\*\*") as err:
         ClickHouseStore("tcp://k2:s3cret@ch.example:9000")
     assert "s3cret" not in str(err.value)
+
+
+def test_chdb_bounds_the_caches_a_server_sizes_for_itself(tmp_path: Path) -> None:
+    """chDB is ClickHouse with a server's defaults: 5 GiB each for marks and primary indexes. The
+    embedded store bounds them by `hotstore.embedded_cache_mb`."""
+    store = open_store(HotStoreSettings(embedded_cache_mb=48), tmp_path)
+    try:
+        sizes = dict(
+            store.rows(
+                "SELECT name, toUInt64(value) FROM system.server_settings WHERE name IN "
+                "('mark_cache_size', 'primary_index_cache_size', 'index_mark_cache_size')"
+            )
+        )
+    finally:
+        store.close()
+    assert sizes == {
+        "mark_cache_size": 48 << 20,
+        "primary_index_cache_size": 48 << 20,
+        "index_mark_cache_size": 48 << 20,
+    }

@@ -91,6 +91,9 @@ def classify(err: BaseException, what: str) -> StoreError:
     return StoreError(message)
 
 
+DEFAULT_CACHE_MB: int = HotStoreSettings.model_fields["embedded_cache_mb"].default
+
+
 def chdb_url(path: Path) -> str:
     return f"chdb://{path.resolve()}"
 
@@ -111,13 +114,24 @@ def redacted(url: str) -> str:
 
 def open_store(settings: HotStoreSettings, data_dir: Path) -> HotStore:
     """The one way K2 opens its hot store: the engine is the URL's."""
-    return ClickHouseStore(store_url(settings, data_dir))
+    return ClickHouseStore(store_url(settings, data_dir), settings.embedded_cache_mb)
+
+
+def chdb_options(cache_mb: int) -> dict[str, int]:
+    """chDB's start-up options: ClickHouse server settings for the engine inside this process.
+    Its caches of marks and primary indexes default to a server's 5 GiB each; bound them."""
+    size = cache_mb * 1024 * 1024
+    return {
+        "mark_cache_size": size,
+        "primary_index_cache_size": size,
+        "index_mark_cache_size": size,
+    }
 
 
 class ClickHouseStore:
     """The HotStore on one clickhouse-connect client, owned by one thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache_mb: int = DEFAULT_CACHE_MB) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("chdb", "http", "https"):
             raise ConfigError(
@@ -131,14 +145,14 @@ class ClickHouseStore:
             self.path.mkdir(parents=True, exist_ok=True)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="k2-store")
         self._thread: threading.Thread | None = None
-        self._client = self._executor.submit(self._open, url).result()
+        self._client = self._executor.submit(self._open, url, cache_mb).result()
 
     @classmethod
     def at(cls, path: Path) -> ClickHouseStore:
         """chDB in directory `path`."""
         return cls(chdb_url(path))
 
-    def _open(self, url: str) -> Any:
+    def _open(self, url: str, cache_mb: int) -> Any:
         # ClickHouse's allocator (jemalloc) keeps freed pages for 5 s by default. Every batch insert
         # frees tens of MB, so under load that held 100-250 MB more than ClickHouse was using.
         # 250 ms returns them promptly, from jemalloc's background thread (ClickHouse turns it
@@ -153,7 +167,11 @@ class ClickHouseStore:
             # With a chdb:// URL this loads chDB (~300 MB), on this thread.
             import clickhouse_connect
 
-            return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0})
+            if not self.embedded:
+                return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0})
+            return clickhouse_connect.get_client(
+                dsn=url, settings={"async_insert": 0}, chdb_options=chdb_options(cache_mb)
+            )
         except Exception as err:
             raise classify(err, f"cannot open the hot store at {self.url}") from err
         finally:

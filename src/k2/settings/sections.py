@@ -108,6 +108,10 @@ class HotStoreSettings(_Section):
     # never deletes what is not archived (archive/retention.py).
     bronze_ttl_days: int = Field(7, ge=1)
     silver_ttl_days: int = Field(30, ge=1)
+    # chDB only: the bound, in MiB, of each of ClickHouse's mark, primary-index and skip-index mark
+    # caches. A ClickHouse server's default is 5 GiB each; inside `k2 up` they grew with every
+    # table the daily flows read whole. A server keeps its own configuration.
+    embedded_cache_mb: int = Field(128, ge=1)
 
     @property
     def shortest_retention_days(self) -> int:
