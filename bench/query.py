@@ -171,7 +171,9 @@ def main() -> None:
     )
     rows_per_hour = len(tiers.trades_between(store, lake, hour_filter(0)))
     count = iter(range(10**9))
-    k50, k99 = timed(lambda: frames.rows(tiers.cold_trades(lake, hour_filter(next(count)))), 100)
+    k50, k99 = timed(
+        lambda: frames.rows(tiers.cold_trades(lake, hour_filter(next(count)), store)), 100
+    )
     print(
         f"one symbol-hour of trades (~{rows_per_hour:,} rows, as rows of text): "
         f"hot p50 {h50:.1f} ms, p99 {h99:.1f} ms; archive p50 {k50:.1f} ms, p99 {k99:.1f} ms"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
@@ -20,13 +21,13 @@ import pytest
 from k2.archive.lake import Lake
 from k2.archive.offload import offload_table
 from k2.archive.retention import expire_hot
-from k2.archive.tables import TABLES
+from k2.archive.tables import BY_NAME, TABLES
 from k2.cli.export import play
 from k2.hotstore import migrate
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.hotstore.expired import expired_days
 from k2.hotstore.schema import TIMEFRAMES
-from k2.query import candle_tiers, frames, stream, tiers
+from k2.query import candle_tiers, cold_files, frames, stream, tiers
 from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA
 from k2.settings import HotStoreSettings
 from tests.archive_support import Market, archive_settings
@@ -159,6 +160,16 @@ def test_both_tiers_give_the_same_rows_and_text(
     f = tiers.Filter()
     hot, cold = tiers.hot_trades(store, f), tiers.cold_trades(lake, f)
     assert hot.equals(cold) and text(hot) == text(cold)
+    # the archive read by chDB's Parquet reader (query/cold_files.py) gives the same rows, to the
+    # nanosecond at the filter's edges
+    table = lake.table(BY_NAME["silver_trades"])
+    assert cold_files.read(store, table.scan(), ["trade_id"], "1", {}) is not None
+    assert tiers.cold_trades(lake, f, store).equals(cold)
+    ns = pc.cast(hot.column("ts_event"), pa.int64()).to_pylist()
+    edges = tiers.Filter("binance", "BTC/USDT", ns[len(ns) // 3], ns[2 * len(ns) // 3])
+    engine = tiers.cold_trades(lake, edges, store)
+    assert len(engine) and engine.equals(tiers.cold_trades(lake, edges))
+    assert engine.equals(tiers.hot_trades(store, edges))
     closed = tiers.Filter(end_ns=time.time_ns() // HOUR_NS * HOUR_NS)
     for tf in ("1m", "1h"):
         hot_c = candle_tiers.hot_candles(store, tf, closed)
