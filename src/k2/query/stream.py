@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from k2.hotstore.schema import TIMEFRAME_BY_NAME
 from k2.hotstore.store import HotStore
-from k2.query import candle_tiers, tiers
+from k2.query import candle_tiers, text_lines, tiers
 from k2.query.frames import CANDLE_SCHEMA, TRADE_SCHEMA, as_text
 
 SECOND_NS = 1_000_000_000
@@ -205,16 +205,21 @@ class Encoder:
         if not len(table):
             return b""
         if self.format is Format.jsonl:
+            fast = text_lines.jsonl(table)
+            if fast is not None:
+                return fast
             return b"".join(orjson.dumps(row) + b"\n" for row in as_text(table).to_pylist())
         if self.format is Format.csv:  # as `k2 trades --format csv` writes it: quoted where needed
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            if self._header:
+            header, self._header = self._header, False
+            fast = text_lines.csv(table, header)
+            if fast is not None:
+                return fast
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            if header:
                 writer.writerow(self.schema.names)
-                self._header = False
-            columns = as_text(table).columns
-            writer.writerows(zip(*(c.to_pylist() for c in columns), strict=True))
-            return text.getvalue().encode()
+            writer.writerows(zip(*(c.to_pylist() for c in as_text(table).columns), strict=True))
+            return out.getvalue().encode()
         assert self._writer is not None
         self._writer.write_table(table)
         return self._take()
