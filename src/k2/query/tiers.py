@@ -235,13 +235,12 @@ def cold_trades(lake: Archive, f: Filter, store: HotStore | None = None) -> pa.T
     where, params = f.sql("ts_event_ns", epoch_ns=True)
     read = cold_files.read(store, scan, fields, where.removeprefix(" WHERE ") or "1", params)
     scanned = scan.to_arrow() if read is None else read
-    scanned = scanned.rename_columns(
-        [
-            {"ts_event_ns": "ts_event", "ts_recv_ns": "ts_recv"}.get(n, n)
-            for n in scanned.column_names
-        ]
-    )
-    return within(conform(scanned, TRADE_SCHEMA), "ts_event", f).sort_by(TRADE_ORDER)
+    renamed = {"ts_event_ns": "ts_event", "ts_recv_ns": "ts_recv"}
+    scanned = scanned.rename_columns([renamed.get(n, n) for n in scanned.column_names])
+    scanned = conform(scanned, TRADE_SCHEMA)
+    if read is None:  # the scan's filter is to the microsecond: the exact edges here
+        scanned = within(scanned, "ts_event", f)
+    return scanned.sort_by(TRADE_ORDER)
 
 
 def within(table: pa.Table, column: str, f: Filter) -> pa.Table:
