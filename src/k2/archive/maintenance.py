@@ -20,7 +20,7 @@ from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 
-from k2.archive.lake import Lake
+from k2.archive.lake import Lake, watermark
 from k2.archive.marks import snapshot_text
 from k2.archive.tables import (
     SILVER_SEQUENCE,
@@ -32,6 +32,7 @@ from k2.archive.tables import (
     time_range,
 )
 from k2.errors import ArchiveError
+from k2.hotstore.schema import TIMEFRAME_BY_NAME
 from k2.settings import ArchiveSettings
 
 log = logging.getLogger(__name__)
@@ -61,25 +62,73 @@ def _partition_range(spec: ArchiveTable, value: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+def _bounds_s(table: Table, spec: ArchiveTable, f: dict[str, Any]) -> tuple[float, float] | None:
+    """A data file's lowest and highest `partition_by` value in epoch seconds, from its column
+    statistics (microsecond timestamps); None without them."""
+    field_id = table.schema().find_field(spec.partition_by).field_id
+    low, high = dict(f["lower_bounds"] or []), dict(f["upper_bounds"] or [])
+    if field_id not in low or field_id not in high:
+        return None
+    return tuple(int.from_bytes(b[field_id], "little", signed=True) / 1e6 for b in (low, high))  # type: ignore[return-value]
+
+
+def candle_horizon(table: Table, spec: ArchiveTable, settings: ArchiveSettings) -> int:
+    """Epoch seconds before which offloads no longer replace this candle table's windows.
+
+    Each offload replaces the windows from its last watermark minus the lookback on, and its
+    overwrite rewrites every file holding rows in that range. A compaction that merged those
+    windows into the partition's big file therefore had the next offload read and rewrite the
+    whole partition: a month of 1m candles, after every maintenance run. Compaction stops here.
+    (A backfill of older windows still rewrites the file holding them: rarely, and rightly.)"""
+    assert spec.timeframe is not None
+    mark = watermark(table)
+    if mark is None:
+        return 0
+    step = TIMEFRAME_BY_NAME[spec.timeframe].seconds
+    return (int(mark) - settings.candle_lookback_minutes * 60) // step * step
+
+
+def _settled(
+    table: Table, spec: ArchiveTable, members: list[dict[str, Any]], end: int, horizon: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The files wholly before a cut at or below min(end, horizon) that no file straddles, and
+    that cut: rewriting [partition start, cut) then touches those files and no other."""
+    bounds = [_bounds_s(table, spec, f) for f in members]
+    if any(b is None for b in bounds):
+        return [], 0  # no statistics: leave the partition as it is
+    cut = float(min(end, horizon))
+    while True:
+        straddling = [lo for lo, hi in bounds if lo < cut <= hi]  # type: ignore[misc]
+        if not straddling:
+            break
+        cut = min(straddling)
+    return [f for f, (_, hi) in zip(members, bounds, strict=True) if hi < cut], int(cut)  # type: ignore[misc]
+
+
 def compact(
     table: Table, spec: ArchiveTable, settings: ArchiveSettings, result: MaintenanceResult
 ) -> None:
-    """Rewrite every partition with two or more small files into target-size files."""
+    """Rewrite every partition with two or more small files into target-size files. Candle
+    tables: only what lies before `candle_horizon`, so the next offload rewrites nothing big."""
     files = table.inspect.data_files().to_pylist()
     small = settings.small_file_mb * 2**20
     by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for f in files:
         by_partition[partition_ordinal(next(iter(f["partition"].values())))].append(f)
+    horizon = candle_horizon(table, spec, settings) if spec.is_candles else None
     # The offload's marks, carried onto the rewrite (readers walk back past it anyway).
     kept = {
         key: text
         for key in (WATERMARK, WRITER_MARKS, SILVER_WRITER_MARKS, SILVER_SEQUENCE)
         if (text := snapshot_text(table, key)) is not None
     }
-    for value, members in sorted(by_partition.items()):
+    for value, in_partition in sorted(by_partition.items()):
+        start, end = _partition_range(spec, value)
+        members = in_partition
+        if horizon is not None:
+            members, end = _settled(table, spec, in_partition, end, horizon)
         if len(members) < 2 or not any(m["file_size_in_bytes"] < small for m in members):
             continue
-        start, end = _partition_range(spec, value)
         where = time_range(spec.partition_by, start, end)
         data = table.scan(row_filter=where).to_arrow()
         expected = sum(m["record_count"] for m in members)
