@@ -333,6 +333,31 @@ def test_maintenance_compacts_expires_and_removes_orphans_keeping_every_row(
     assert_archive_equals_hot(store, lake)
 
 
+def test_an_offload_after_compaction_rewrites_no_compacted_candles(
+    store: ClickHouseStore, lake: Lake
+) -> None:
+    """Each offload replaces the candle windows from its last watermark minus the lookback on,
+    rewriting every file that holds rows there. Compaction leaves those windows in their own
+    files, so the offload after it reads and rewrites none of what compaction wrote (before, it
+    rewrote the partition's whole compacted file after every maintenance run)."""
+    hour = 3_600_000_000_000
+    now_h = time.time_ns() // hour * hour
+    market = Market(store, start_ns=now_h - 30 * hour)
+    spec = BY_NAME["ohlcv_1m"]
+    for start in (now_h - 30 * hour, now_h - 26 * hour, now_h - 3 * hour):
+        market.write(60, start_ns=start, step_ns=120_000_000_000)  # 2 h of windows each
+        offload_table(store, lake, spec, chunk_rows=100_000, lookback_minutes=180)
+    before = {f["file_path"] for f in lake.table(spec).inspect.data_files().to_pylist()}
+    result = mnt.maintain_table(lake, spec, ArchiveSettings(small_file_mb=64), now=time.time())
+    written = {f["file_path"] for f in lake.table(spec).inspect.data_files().to_pylist()} - before
+    assert result.partitions_compacted >= 1 and written
+    market.write(20, start_ns=now_h - hour // 2, step_ns=60_000_000_000)
+    offload_table(store, lake, spec, chunk_rows=100_000, lookback_minutes=180)
+    after = {f["file_path"] for f in lake.table(spec).inspect.data_files().to_pylist()}
+    assert written <= after, "the offload rewrote files the compaction had written"
+    assert archive_rows(lake, spec) == hot_rows(store, spec)
+
+
 def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(
     store: ClickHouseStore, lake: Lake
 ) -> None:
@@ -503,3 +528,13 @@ def test_hot_retention_drops_only_days_the_archive_holds(
         sum(r.rows_dropped for r in expire_hot(store, lake, hot) if r.table == "silver_trades") == 4
     )
     assert len(archive_rows(lake, BY_NAME["silver_trades"])) == 84
+
+
+def test_candle_spans_join_into_as_few_commits_as_their_bound_allows() -> None:
+    """Scattered windows a backfill touched go out in one commit while they fit the bound; spans
+    longer than it are cut; nothing outside the spans' hull is rewritten."""
+    scattered = [(t, t + 60) for t in range(0, 7200, 120)]  # every other 1m window for 2 h
+    assert offload._ranges(scattered, 10_000) == [(0, 7140)]
+    assert offload._ranges(scattered, 3600) == [(0, 3540), (3600, 7140)]
+    assert offload._ranges([(0, 60), (100_000, 100_060)], 3600) == [(0, 60), (100_000, 100_060)]
+    assert offload._ranges([(0, 9000)], 3600) == [(0, 3600), (3600, 7200), (7200, 9000)]

@@ -229,11 +229,15 @@ def _rows(
 
 
 def _ranges(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
-    """Merge overlapping or touching [start, end) spans,
-    then cut them into pieces <= `limit` long."""
+    """Merge overlapping or touching [start, end) spans, and neighbours while the piece they make
+    stays within `limit`; then cut what is longer into pieces <= `limit` long.
+
+    Joining neighbours rewrites the windows between them with what hot holds, the same as the
+    archive holds. A backfill that touched a window every few minutes was one commit per window
+    (60 commits, 20 s, for two hours of 1m windows); now it is one."""
     merged: list[list[int]] = []
     for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
+        if merged and (start <= merged[-1][1] or max(end, merged[-1][1]) - merged[-1][0] <= limit):
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
