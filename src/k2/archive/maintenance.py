@@ -69,7 +69,8 @@ def _bounds_s(table: Table, spec: ArchiveTable, f: dict[str, Any]) -> tuple[floa
     low, high = dict(f["lower_bounds"] or []), dict(f["upper_bounds"] or [])
     if field_id not in low or field_id not in high:
         return None
-    return tuple(int.from_bytes(b[field_id], "little", signed=True) / 1e6 for b in (low, high))  # type: ignore[return-value]
+    lowest, highest = (int.from_bytes(b[field_id], "little", signed=True) for b in (low, high))
+    return lowest / 1e6, highest / 1e6
 
 
 def candle_horizon(table: Table, spec: ArchiveTable, settings: ArchiveSettings) -> int:
@@ -93,16 +94,15 @@ def _settled(
 ) -> tuple[list[dict[str, Any]], int]:
     """The files wholly before a cut at or below min(end, horizon) that no file straddles, and
     that cut: rewriting [partition start, cut) then touches those files and no other."""
-    bounds = [_bounds_s(table, spec, f) for f in members]
-    if any(b is None for b in bounds):
-        return [], 0  # no statistics: leave the partition as it is
+    bounds = []
+    for f in members:
+        if (b := _bounds_s(table, spec, f)) is None:
+            return [], 0  # no statistics: leave the partition as it is
+        bounds.append(b)
     cut = float(min(end, horizon))
-    while True:
-        straddling = [lo for lo, hi in bounds if lo < cut <= hi]  # type: ignore[misc]
-        if not straddling:
-            break
+    while straddling := [lo for lo, hi in bounds if lo < cut <= hi]:
         cut = min(straddling)
-    return [f for f, (_, hi) in zip(members, bounds, strict=True) if hi < cut], int(cut)  # type: ignore[misc]
+    return [f for f, (_, hi) in zip(members, bounds, strict=True) if hi < cut], int(cut)
 
 
 def compact(
