@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import pytest
 from pyiceberg.expressions import EqualTo
 
 from k2.archive import maintenance as mnt
-from k2.archive import marks, offload
+from k2.archive import marks, offload, reconcile
 from k2.archive.lake import Lake, watermark
 from k2.archive.offload import POINTS, offload_table
 from k2.archive.reconcile import reconcile_table
@@ -367,6 +368,12 @@ def test_reconcile_finds_nothing_after_offload_and_the_row_deleted_on_purpose(
         checks = reconcile_table(store, lake, spec, retention_days=30)
         assert checks and all(c.ok for c in checks), (spec.name, checks)
     silver = lake.table(BY_NAME["silver_trades"])
+    # The archive's checksums, computed by chDB from its files where it can read them (local
+    # disk) and in Python otherwise, are the same numbers.
+    days = [c.day for c in reconcile_table(store, lake, BY_NAME["silver_trades"], 30)]
+    lo, hi = ((dt.date.fromisoformat(d) - dt.date(1970, 1, 1)).days for d in (days[0], days[-1]))
+    by_python = reconcile._archive_checksums(silver, lo, hi)
+    assert by_python and by_python == reconcile._archive_checksums(silver, lo, hi, store)
     victim = silver.scan().to_arrow().slice(3, 1).to_pylist()[0]
     silver.delete(EqualTo("ingest_seq", victim["ingest_seq"]))
     (check,) = reconcile_table(store, lake, BY_NAME["silver_trades"], retention_days=30)

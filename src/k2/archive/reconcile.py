@@ -32,18 +32,32 @@ from k2.archive.tables import (
 )
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
+from k2.query import cold_files
 
 log = logging.getLogger(__name__)
 DAY = 86400
 # One text per trade, the same on both sides: hashed with MD5, the first 8 bytes summed as a
-# little-endian UInt64 (mod 2**64). ClickHouse computes the hot side; Python the archive side
-# from a pyiceberg scan, so the check needs no engine that can reach the warehouse.
+# little-endian UInt64 (mod 2**64). ClickHouse computes the hot side. The archive side is
+# computed by chDB from the archive's files where it can read them (query/cold_files.py), and
+# otherwise in Python from a pyiceberg scan, a batch at a time.
 _HOT_ROW = (
     "concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), "
     "'|', toString(amount), '|', toString(taker_side), "
     "'|', toString(toUnixTimestamp64Nano(ts_event)))"
 )
-_HOT_SUM = f"sum(reinterpretAsUInt64(substring(MD5({_HOT_ROW}), 1, 8)))"
+_ARCHIVE_ROW = (  # the same text from the archive's columns (its taker side is a string already)
+    "concat(exchange, '|', symbol, '|', toString(trade_id), '|', toString(price), "
+    "'|', toString(amount), '|', taker_side, '|', toString(ts_event_ns))"
+)
+
+
+def _sum(row: str) -> str:
+    return f"sum(reinterpretAsUInt64(substring(MD5({row}), 1, 8)))"
+
+
+_HOT_SUM = _sum(_HOT_ROW)
+_FIELDS = ("exchange", "symbol", "trade_id", "price", "amount", "taker_side", "ts_event_ns")
+DAY_NS = DAY * 1_000_000_000
 
 
 def _decimal_text(value: Decimal) -> str:
@@ -51,36 +65,34 @@ def _decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def _archive_checksums(table: Table, lo_day: int, hi_day: int) -> dict[int, int]:
-    data = table.scan(
-        row_filter=time_range("ts_event", lo_day * DAY, (hi_day + 1) * DAY),
-        selected_fields=(
-            "exchange",
-            "symbol",
-            "trade_id",
-            "price",
-            "amount",
-            "taker_side",
-            "ts_event_ns",
-        ),
-    ).to_arrow()
-    if data.num_rows == 0:
-        return {}
-    # Decimal text as ClickHouse prints it: no exponent, no trailing zeros (Arrow's own cast to
-    # string switches to exponents for small values).
-    columns = [
-        data.column(c).to_pylist()
-        for c in ("exchange", "symbol", "trade_id", "price", "amount", "taker_side", "ts_event_ns")
-    ]
-    text = [
-        f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{side}|{ns}"
-        for e, s, i, p, a, side, ns in zip(*columns, strict=True)
-    ]
-    # positive: truncation is floor
-    days = pc.divide(data.column("ts_event_ns"), DAY * 1_000_000_000).to_pylist()
+def _archive_checksums(
+    table: Table, lo_day: int, hi_day: int, store: HotStore | None = None
+) -> dict[int, int]:
+    """Each day's checksum of the archive's trades, days `lo_day` to `hi_day`."""
+    scan = table.scan(
+        row_filter=time_range("ts_event", lo_day * DAY, (hi_day + 1) * DAY), selected_fields=_FIELDS
+    )
     sums: dict[int, int] = defaultdict(int)
-    for day, row in zip(days, text, strict=True):
-        sums[day] += int.from_bytes(hashlib.md5(row.encode()).digest()[:8], "little")
+    where = f"ts_event_ns >= {lo_day * DAY_NS} AND ts_event_ns < {(hi_day + 1) * DAY_NS}"
+    columns = [f"toUInt32(intDiv(ts_event_ns, {DAY_NS})) AS day", f"{_sum(_ARCHIVE_ROW)} AS s"]
+    by_engine = cold_files.read(store, scan, columns, where, {}, group_by="day")
+    if by_engine is not None:
+        if by_engine.num_rows:
+            days, totals = by_engine.column(0).to_pylist(), by_engine.column(1).to_pylist()
+            for day, total in zip(days, totals, strict=True):  # per file: add them up
+                sums[int(day)] += int(total)
+        return {day: total % 2**64 for day, total in sums.items()}
+    for batch in scan.to_arrow_batch_reader():  # a batch at a time: days of trades are large
+        # Decimal text as ClickHouse prints it: no exponent, no trailing zeros (Arrow's own cast
+        # to string switches to exponents for small values).
+        exchange, symbol, tid, price, amount, side, ns = (
+            batch.column(c).to_pylist() for c in _FIELDS
+        )
+        for e, s, i, p, a, sd, n in zip(
+            exchange, symbol, tid, price, amount, side, ns, strict=True
+        ):
+            row = f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{sd}|{n}"
+            sums[n // DAY_NS] += int.from_bytes(hashlib.md5(row.encode()).digest()[:8], "little")
     return {day: total % 2**64 for day, total in sums.items()}
 
 
@@ -184,7 +196,7 @@ def reconcile_table(
                 f"AND toDate(ts_event) BETWEEN toDate({lo}) AND toDate({hi}) GROUP BY 1"
             )
         )
-        archived = _archive_checksums(table, lo, hi)
+        archived = _archive_checksums(table, lo, hi, store)
         for check, (d, _n) in zip(checks, whole, strict=True):
             check.hot_checksum, check.archive_checksum = hot.get(d), archived.get(d)
     return checks

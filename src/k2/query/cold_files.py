@@ -54,9 +54,11 @@ def read(
     columns: list[str],
     where: str,
     params: dict[str, Any],
+    group_by: str | None = None,
 ) -> pa.Table | None:
     """`columns` of the rows matching `where` (an SQL condition over the files' columns, with
-    `params`) in the files `scan` plans; None where this reader does not apply."""
+    `params`) in the files `scan` plans; None where this reader does not apply. With `group_by`,
+    `columns` may hold aggregates: they come per file, for the caller to combine."""
     if store is None or not getattr(store, "embedded", False):
         return None
     paths = local_paths(scan)
@@ -66,8 +68,9 @@ def read(
     parts: list[pa.Table] = []
     for first in range(0, len(paths), FILES_PER_QUERY):
         group = paths[first : first + FILES_PER_QUERY]
+        grouped = f" GROUP BY {group_by}" if group_by else ""
         sql = " UNION ALL ".join(
-            f"SELECT {select} FROM file({{file_{i}:String}}, 'Parquet') WHERE {where}"
+            f"SELECT {select} FROM file({{file_{i}:String}}, 'Parquet') WHERE {where}{grouped}"
             for i in range(len(group))
         )
         files = {f"file_{i}": path for i, path in enumerate(group)}
