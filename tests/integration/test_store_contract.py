@@ -18,13 +18,7 @@ import pytest
 from k2.errors import ConfigError, StoreRefused, StoreUnavailable
 from k2.hotstore import migrate
 from k2.hotstore.batch import insert_settings
-from k2.hotstore.clickhouse import (
-    IDLE_THREADS,
-    ClickHouseStore,
-    open_store,
-    redacted,
-    store_url,
-)
+from k2.hotstore.clickhouse import ClickHouseStore, open_store, redacted, store_url
 from k2.hotstore.rows import ingest_rows
 from k2.hotstore.schema import INGEST_TABLE
 from k2.hotstore.store import HotStore
@@ -179,16 +173,14 @@ def test_the_url_chooses_the_engine_and_never_shows_a_password(tmp_path: Path) -
 
 
 def test_chdb_bounds_the_caches_a_server_sizes_for_itself(tmp_path: Path) -> None:
-    """chDB is ClickHouse with a server's defaults: 5 GiB each for marks and primary indexes, and
-    1,000 idle threads kept. The embedded store bounds the caches by `hotstore.embedded_cache_mb`,
-    and the idle threads too."""
+    """chDB is ClickHouse with a server's defaults: 5 GiB each for marks and primary indexes. The
+    embedded store bounds them by `hotstore.embedded_cache_mb`."""
     store = open_store(HotStoreSettings(embedded_cache_mb=48), tmp_path)
     try:
         sizes = dict(
             store.rows(
                 "SELECT name, toUInt64(value) FROM system.server_settings WHERE name IN "
-                "('mark_cache_size', 'primary_index_cache_size', 'index_mark_cache_size', "
-                "'max_thread_pool_free_size')"
+                "('mark_cache_size', 'primary_index_cache_size', 'index_mark_cache_size')"
             )
         )
     finally:
@@ -197,5 +189,4 @@ def test_chdb_bounds_the_caches_a_server_sizes_for_itself(tmp_path: Path) -> Non
         "mark_cache_size": 48 << 20,
         "primary_index_cache_size": 48 << 20,
         "index_mark_cache_size": 48 << 20,
-        "max_thread_pool_free_size": IDLE_THREADS,
     }

@@ -117,12 +117,6 @@ def open_store(settings: HotStoreSettings, data_dir: Path) -> HotStore:
     return ClickHouseStore(store_url(settings, data_dir), settings.embedded_cache_mb)
 
 
-# Idle threads ClickHouse's global pool keeps. A server keeps 1,000; each holds three open
-# /proc files (its own stat, schedstat and io), so `k2 up`'s open files rose with every burst of
-# merges and queries and never fell (+11 an hour in the burn-in). Past this, idle threads exit.
-IDLE_THREADS = 64
-
-
 def chdb_options(cache_mb: int) -> dict[str, int]:
     """chDB's start-up options: ClickHouse server settings for the engine inside this process.
     Its caches of marks and primary indexes default to a server's 5 GiB each; bound them."""
@@ -131,7 +125,6 @@ def chdb_options(cache_mb: int) -> dict[str, int]:
         "mark_cache_size": size,
         "primary_index_cache_size": size,
         "index_mark_cache_size": size,
-        "max_thread_pool_free_size": IDLE_THREADS,
     }
 
 
