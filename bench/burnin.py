@@ -264,17 +264,21 @@ def report(
         f"  hot tables together: {per_trade:.1f} bytes per trade captured "
         f"(bound {BYTES_PER_TRADE_BOUND:g})  {verdict}"
     )
+
     # Each offload's own duration, from the counters' steps between samples, for the offloads that
     # ended after the warm-up. (A mean so far rose by itself: the first offload, right after the
     # start, has a few minutes of trades to archive where the others have fifteen.)
+    def counter(sample: dict[str, object], key: str) -> float:
+        return float(sample.get(key, 0) or 0)  # type: ignore[arg-type]  # absent before the first
+
     offload = [
         (
             float(b["t"]),
-            (float(b["offload_s_sum"]) - float(a["offload_s_sum"]))
-            / (float(b["offload_count"]) - float(a["offload_count"])),
+            (counter(b, "offload_s_sum") - counter(a, "offload_s_sum"))
+            / (counter(b, "offload_count") - counter(a, "offload_count")),
         )
         for a, b in itertools.pairwise(steady)
-        if float(b.get("offload_count", 0) or 0) > float(a.get("offload_count", 0) or 0)
+        if counter(b, "offload_count") > counter(a, "offload_count")
     ]
     timed = {"offload (each)": offload}
     for flow in ("maintenance", "reconcile"):
