@@ -62,10 +62,9 @@ def _partition_range(spec: ArchiveTable, value: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def _bounds_s(table: Table, spec: ArchiveTable, f: dict[str, Any]) -> tuple[float, float] | None:
-    """A data file's lowest and highest `partition_by` value in epoch seconds, from its column
-    statistics (microsecond timestamps); None without them."""
-    field_id = table.schema().find_field(spec.partition_by).field_id
+def _bounds_s(field_id: int, f: dict[str, Any]) -> tuple[float, float] | None:
+    """A data file's lowest and highest value of column `field_id` in epoch seconds, from its
+    column statistics (microsecond timestamps); None without them."""
     low, high = dict(f["lower_bounds"] or []), dict(f["upper_bounds"] or [])
     if field_id not in low or field_id not in high:
         return None
@@ -94,9 +93,10 @@ def _settled(
 ) -> tuple[list[dict[str, Any]], int]:
     """The files wholly before a cut at or below min(end, horizon) that no file straddles, and
     that cut: rewriting [partition start, cut) then touches those files and no other."""
+    field_id = table.schema().find_field(spec.partition_by).field_id
     bounds = []
     for f in members:
-        if (b := _bounds_s(table, spec, f)) is None:
+        if (b := _bounds_s(field_id, f)) is None:
             return [], 0  # no statistics: leave the partition as it is
         bounds.append(b)
     cut = float(min(end, horizon))

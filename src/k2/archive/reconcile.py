@@ -14,7 +14,6 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +32,7 @@ from k2.archive.tables import (
 from k2.hotstore.schema import DATABASE
 from k2.hotstore.store import HotStore
 from k2.query import cold_files
+from k2.records import decimal_text
 
 log = logging.getLogger(__name__)
 DAY = 86400
@@ -60,11 +60,6 @@ _FIELDS = ("exchange", "symbol", "trade_id", "price", "amount", "taker_side", "t
 DAY_NS = DAY * 1_000_000_000
 
 
-def _decimal_text(value: Decimal) -> str:
-    """A decimal as ClickHouse's toString prints it."""
-    return format(value.normalize(), "f")
-
-
 def _archive_checksums(
     table: Table, lo_day: int, hi_day: int, store: HotStore | None = None
 ) -> dict[int, int]:
@@ -83,15 +78,15 @@ def _archive_checksums(
                 sums[int(day)] += int(total)
         return {day: total % 2**64 for day, total in sums.items()}
     for batch in scan.to_arrow_batch_reader():  # a batch at a time: days of trades are large
-        # Decimal text as ClickHouse prints it: no exponent, no trailing zeros (Arrow's own cast
-        # to string switches to exponents for small values).
+        # Decimal text as ClickHouse prints it, which is K2's text form: no exponent, no trailing
+        # zeros (Arrow's own cast to string switches to exponents for small values).
         exchange, symbol, tid, price, amount, side, ns = (
             batch.column(c).to_pylist() for c in _FIELDS
         )
         for e, s, i, p, a, sd, n in zip(
             exchange, symbol, tid, price, amount, side, ns, strict=True
         ):
-            row = f"{e}|{s}|{i}|{_decimal_text(p)}|{_decimal_text(a)}|{sd}|{n}"
+            row = f"{e}|{s}|{i}|{decimal_text(p)}|{decimal_text(a)}|{sd}|{n}"
             sums[n // DAY_NS] += int.from_bytes(hashlib.md5(row.encode()).digest()[:8], "little")
     return {day: total % 2**64 for day, total in sums.items()}
 

@@ -167,11 +167,10 @@ class ClickHouseStore:
             # With a chdb:// URL this loads chDB (~300 MB), on this thread.
             import clickhouse_connect
 
-            if not self.embedded:
-                return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0})
-            return clickhouse_connect.get_client(
-                dsn=url, settings={"async_insert": 0}, chdb_options=chdb_options(cache_mb)
+            engine: dict[str, Any] = (
+                {"chdb_options": chdb_options(cache_mb)} if self.embedded else {}
             )
+            return clickhouse_connect.get_client(dsn=url, settings={"async_insert": 0}, **engine)
         except Exception as err:
             raise classify(err, f"cannot open the hot store at {self.url}") from err
         finally:
