@@ -4,6 +4,7 @@ and none of them damages the data directory."""
 from __future__ import annotations
 
 import contextlib
+import random
 import shlex
 import socket
 import subprocess
@@ -135,11 +136,27 @@ def test_bad_simulator_options_are_one_line(tmp_path: Path, args: list[str], mes
     assert message in one_line(k2("simulate", *args, cwd=tmp_path))
 
 
+def _busy_after_a_free_port(busy: socket.socket) -> int:
+    """Bind `busy` to a port whose predecessor is free, below the ephemeral range (an ephemeral
+    neighbour was often taken by some other connection meanwhile, and the simulator then named
+    that port instead); return the busy port."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 30_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port - 1))  # free now; released for the simulator
+                busy.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        busy.listen()
+        return port
+    raise AssertionError("no free pair of ports between 20000 and 30000")
+
+
 def test_the_simulator_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+        port = _busy_after_a_free_port(busy)
         line = one_line(k2("simulate", "--port", str(port - 1), "--duration", "5", cwd=tmp_path))
     assert f"cannot serve kraken on 127.0.0.1:{port}: the port is already in use" in line
 
