@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from k2.instruments import load_instruments
+from k2.simulator.simulator import EXPORTS_END
 
 
 def free_port() -> int:
@@ -56,11 +56,11 @@ def start_simulator(
     )
     assert proc.stdout is not None
     exports = {}
-    # its first lines: a WebSocket and a REST URL per venue
-    for _ in range(2 * len(load_instruments())):
-        key, _, value = (
-            proc.stdout.readline().decode().strip().removeprefix("export ").partition("=")
-        )
+    # its first lines: the variables, then a line that ends them
+    while (line := proc.stdout.readline().decode().strip()) != EXPORTS_END:
+        if not line.startswith("export K2_"):
+            raise SystemExit(f"k2 simulate printed {line!r} among its exports")
+        key, _, value = line.removeprefix("export ").partition("=")
         exports[key] = value
     return proc, exports
 

@@ -38,7 +38,13 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import cpu_reference, free_port, scratch_dir, stop_process  # bench/_common.py
+from _common import (  # bench/_common.py
+    cpu_reference,
+    free_port,
+    scratch_dir,
+    start_simulator,
+    stop_process,
+)
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -46,29 +52,14 @@ BOUNDS = {"rss_mb": 64.0, "open_files": 10.0, "cpu_pct": 10.0}
 BYTES_PER_TRADE_BOUND = 200.0
 
 
-def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+def simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """The simulator with the run's bursts."""
     env = os.environ | {
         "K2_SIMULATOR__BURST_EVERY_S": str(args.burst_every),
         "K2_SIMULATOR__BURST_FOR_S": str(args.burst_for),
         "K2_SIMULATOR__BURST_FACTOR": str(args.burst_factor),
     }
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "k2", "simulate", "--port", "0", "--rate", str(args.rate)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert sim.stdout is not None
-    exports: dict[str, str] = {}
-    while True:
-        line = sim.stdout.readline().decode().strip()
-        if not line.startswith("export "):
-            break
-        key, _, value = line.removeprefix("export ").partition("=")
-        exports[key] = value
-        if len(exports) == 6:  # a WebSocket and a REST URL per venue
-            break
-    return sim, exports
+    return start_simulator(args.rate, env=env)
 
 
 def process_sample(pid: int) -> dict[str, float]:
@@ -151,7 +142,7 @@ def main() -> None:
     print(f"cpu reference {cpu_reference():,.0f} msg/s (bench/_common.py)", flush=True)
     data = scratch_dir("k2-burnin-")
     out = args.out or data.parent / f"{data.name}-samples.jsonl"
-    sim, exports = start_simulator(args)
+    sim, exports = simulator(args)
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     up = subprocess.Popen(

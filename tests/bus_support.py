@@ -92,6 +92,57 @@ def start_broker(log: Path) -> Broker:
     raise AssertionError(f"Tansu did not listen on {port}: {log.read_text()[-2000:]}")
 
 
+def published_trades(settings: BusSettings, timeout_s: float = 30) -> set[tuple[str, str, int]]:
+    """Every trade on the bus's trades topic, as (venue, symbol, trade id): read from the start to
+    each partition's end by a reader outside the ingest group (it commits nothing)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from k2.bus.topics import TradeBatch, decode_trades_message, trades_topic
+
+    topic = trades_topic(settings.topic_prefix)
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = reader.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, 0) for p in partitions])
+        at_end: set[int] = set()
+        seen: set[tuple[str, str, int]] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(at_end) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+            for msg in reader.consume(1_000, 0.2):
+                error = msg.error()
+                if error is not None:  # the end, or an error the client retries by itself
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
+                    continue
+                message = decode_trades_message(msg.value())
+                if isinstance(message, TradeBatch):
+                    seen.update(
+                        (message.exchange, message.symbol, t.trade_id) for t in message.trades
+                    )
+        return seen
+    finally:
+        reader.close()
+
+
+def missing_after_first(
+    truth: set[tuple[str, str, int]], seen: set[tuple[str, str, int]]
+) -> set[tuple[str, str, int]]:
+    """The trades of `truth` not in `seen`, from each symbol's lowest id in `seen` on (a symbol
+    with none seen misses all of its trades)."""
+    first: dict[tuple[str, str], int] = {}
+    for venue, symbol, trade_id in seen:
+        first[venue, symbol] = min(trade_id, first.get((venue, symbol), trade_id))
+    return {k for k in truth - seen if k[2] >= first.get((k[0], k[1]), k[2])}
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b = start_broker(tmp_path_factory.mktemp("tansu") / "tansu.log")

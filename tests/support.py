@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -24,6 +24,7 @@ from k2.instruments import Instruments
 from k2.records import Gap, Reject, Source, Trade
 from k2.settings import Settings, load_settings
 from k2.simulator import Faults, Simulator
+from k2.simulator.simulator import EXPORTS_END
 
 SMALL: Instruments = {
     "binance": ("BTCUSDT", "ETHUSDT"),
@@ -225,3 +226,34 @@ def exit_code(process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> 
         process.kill()
         process.wait(10)
         pytest.fail(f"{log.name} did not stop in {timeout_s:.0f} s:\n{log.read_text()[-12_000:]}")
+
+
+def wait_for_line(path: Path, text: str, timeout: float) -> None:
+    """Wait until the log at `path` has a line containing `text`."""
+    until(lambda: path.exists() and text in path.read_text(), timeout, f"{text!r} in {path.name}")
+
+
+def until(
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    why: Callable[[], object] | None = None,
+) -> None:
+    """Poll `ready` until it holds; after `timeout` seconds fail, naming `what` and what `why`
+    says (the missing keys, say)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() >= deadline:
+            detail = f": {why()!r:.2000}" if why is not None else ""
+            raise AssertionError(f"waited {timeout:.0f} s for {what}{detail}")
+        time.sleep(0.25)
+
+
+def read_exports(stdout: IO[bytes]) -> dict[str, str]:
+    """The `K2_...` variables `k2 simulate` prints first, up to the line that ends them."""
+    exports: dict[str, str] = {}
+    while (line := stdout.readline().decode().strip()) != EXPORTS_END:
+        assert line.startswith("export K2_"), f"k2 simulate printed {line!r} among its exports"
+        key, _, value = line.removeprefix("export ").partition("=")
+        exports[key] = value
+    return exports

@@ -36,7 +36,7 @@ from k2.bus.client import ensure_topics
 from k2.bus.topics import status_topic
 from k2.settings import load_settings
 from tests.archive_support import PG, S3_KEY, make_bucket, postgres_available
-from tests.bus_support import Broker
+from tests.bus_support import Broker, published_trades
 from tests.hot_support import (
     assert_candles_equal,
     assert_silver_equals,
@@ -45,9 +45,9 @@ from tests.hot_support import (
     read_silver,
 )
 from tests.integration.test_cluster_processes import caught_up
-from tests.integration.test_up import K2, env_without_k2, open_store, write_config
+from tests.integration.test_up import K2, env_without_k2, open_store, wait_for_api, write_config
 from tests.prefect_support import clear_deployments, deployments, run_deployment, wait_for_runs
-from tests.support import exit_code
+from tests.support import exit_code, read_exports, until, wait_for_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")
@@ -75,17 +75,10 @@ def catalog() -> Iterator[str]:
         admin.close()
 
 
-def wait_until_quiet(path: Path, quiet_s: float, timeout: float) -> None:
-    """Wait until `path` exists and has not grown for `quiet_s` (the market has closed)."""
-    deadline, size, since = time.monotonic() + timeout, -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = path.stat().st_size if path.exists() else -1
-        if now != size:
-            size, since = now, time.monotonic()
-        elif size > 0 and time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{path} still growing after {timeout:.0f} s")
+def stored_trades(api: str) -> int:
+    """The trades a running `k2 up` holds, by its API."""
+    rows = httpx.get(f"{api}/api/symbols", timeout=30).json()["rows"]
+    return sum(int(r["trades"]) for r in rows)
 
 
 def comparable(spec: ArchiveTable, lake: Lake) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -133,6 +126,7 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
         "K2_INSTRUMENTS_FILE": str(cluster_dir / "instruments.toml"),
         "PREFECT_API_URL": prefect_server,
     }
+    sim_log = (tmp_path / "simulate.log").open("wb")
     sim = subprocess.Popen(
         [
             *K2,
@@ -151,14 +145,11 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
             "15",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=sim_log,
         env=env,
     )
     assert sim.stdout is not None
-    exports = dict(
-        line.decode().strip().removeprefix("export ").split("=", 1)
-        for line in (sim.stdout.readline() for _ in range(6))
-    )
+    exports = read_exports(sim.stdout)
     bus_env = {
         "K2_BUS__BOOTSTRAP_SERVERS": bus.bootstrap_servers,
         "K2_BUS__TOPIC_PREFIX": bus.topic_prefix,
@@ -190,16 +181,21 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
         feeds = {v: start(f"feed-{v}", cluster, "feed", "--venue", v, own=bus_env) for v in VENUES}
         ingest = start("ingest", cluster, "ingest", own=bus_env)
         up = start("up", embedded, "up")
-        wait_until_quiet(truth_file, quiet_s=2.0, timeout=120)  # the market opened and closed
-        time.sleep(2)  # the last trades arrive
+        wait_for_line(tmp_path / "simulate.log", "market closed: no new trades", timeout=120)
+        truth = load_record(truth_file)  # whole once the market has closed
+        assert len(truth) > 500  # 9 symbols at 6 a second for 15 s
+        # every trade captured, before anything stops: on the bus, and in k2 up's silver
+        until(lambda: set(truth) <= published_trades(bus), 60, "the feeds to publish every trade")
+        api = wait_for_api(embedded_dir / "data")
+        until(lambda: stored_trades(api) >= len(truth), 60, "k2 up to store every trade")
         for venue, p in feeds.items():
             stop(p, f"feed-{venue}")
         stop(up, "up")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not caught_up(
-            bus.bootstrap_servers, bus.group_id, topics
-        ):
-            time.sleep(0.5)
+        until(
+            lambda: caught_up(bus.bootstrap_servers, bus.group_id, topics),
+            60,
+            "k2 ingest to write all the bus holds",
+        )
         stop(ingest, "ingest")
 
         # -- the cluster's API on what ingest stored ---------------------------------------------
@@ -258,12 +254,13 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
                 p.wait(10)
         sim.send_signal(signal.SIGTERM)
         sim.wait(30)
+        sim_log.close()
         for f in logs:
             f.close()
     archived_at = {"cluster": first["start_time"], "embedded": offload_started}
 
     # -- the hot stores: silver and candles ------------------------------------------------------
-    truth = load_record(truth_file)
+    assert load_record(truth_file) == truth  # nothing traded after the close
     silver, candles = {}, {}
     for shape, data in (("cluster", cluster_dir / "data"), ("embedded", embedded_dir / "data")):
         store = open_store(data)
@@ -275,7 +272,6 @@ def test_cluster_and_embedded_shapes_store_and_archive_the_same_rows(
             candles[shape] = {tf: read_candles(store, tf) for tf in TIMEFRAMES}
         finally:
             store.close()
-    assert len(truth) > 500  # 9 symbols at 6 a second for 15 s
     assert silver["cluster"] == silver["embedded"]
     assert candles["cluster"] == candles["embedded"]
     print(f"both shapes: silver equal to the tape and to each other, {len(truth):,} trades")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, sample_bytes
-from tests.support import K2, k2
+from tests.support import K2, k2, read_exports
 
 pytestmark = pytest.mark.integration
 KEYS = [
@@ -102,11 +102,9 @@ def test_simulate_prints_exports_first_and_records_on_sigterm(tmp_path: Path) ->
         stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None
-    exports = [proc.stdout.readline().decode().strip() for _ in range(6)]
-    assert all(line.startswith("export K2_VENUES__") for line in exports), exports
-    assert any(
-        line.startswith("export K2_VENUES__KRAKEN__WS_URL=ws://127.0.0.1:") for line in exports
-    )
+    exports = read_exports(proc.stdout)  # export lines only, up to the line that ends them
+    assert all(key.startswith("K2_VENUES__") for key in exports), exports
+    assert exports["K2_VENUES__KRAKEN__WS_URL"].startswith("ws://127.0.0.1:")
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0

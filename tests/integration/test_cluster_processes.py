@@ -25,10 +25,10 @@ from k2.bus.status import read_bus
 from k2.bus.topics import status_topic
 from k2.observe.health import HealthInputs, evaluate
 from k2.settings import HealthSettings
-from tests.bus_support import Broker, free_port
+from tests.bus_support import Broker, free_port, missing_after_first, published_trades
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
 from tests.integration.test_up import K2, env_without_k2, open_store, write_config
-from tests.support import exit_code
+from tests.support import exit_code, read_exports, until, wait_for_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")
@@ -76,6 +76,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         "K2_BUS__SESSION_TIMEOUT_MS": "6000",
         "K2_BUS__CONSUMERS": "2",
     }
+    sim_log = (tmp_path / "simulate.log").open("wb")
     sim = subprocess.Popen(
         [
             *K2,
@@ -96,14 +97,11 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
             "45",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=sim_log,
         env=env,
     )
     assert sim.stdout is not None
-    exports = dict(
-        line.decode().strip().removeprefix("export ").split("=", 1)
-        for line in (sim.stdout.readline() for _ in range(6))
-    )
+    exports = read_exports(sim.stdout)
     run_env = env | exports
     logs: list = []  # type: ignore[type-arg]
     log_of: dict[int, Path] = {}
@@ -141,8 +139,16 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         time.sleep(10)
         broker.resume()
         deadline = time.monotonic() + 150
-        time.sleep(max(0.0, 45 - 32))  # to the market's close
-        time.sleep(15)  # repairs finish
+        wait_for_line(tmp_path / "simulate.log", "market closed: no new trades", timeout=60)
+        truth_keys = set(load_record(truth_file))  # whole once the market has closed
+        # the gaps repaired: every trade on the bus from each symbol's first one there (the
+        # market opened before the feeds subscribed)
+        until(
+            lambda: not missing_after_first(truth_keys, published_trades(bus)),
+            90,
+            "the feeds to publish every trade",
+            lambda: sorted(missing_after_first(truth_keys, published_trades(bus))),
+        )
         while time.monotonic() < deadline and not caught_up(
             bus.bootstrap_servers, bus.group_id, topics
         ):
@@ -165,6 +171,7 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
                 process.kill()
         sim.send_signal(signal.SIGTERM)
         sim.wait(30)
+        sim_log.close()
         for f in logs:
             f.close()
     # the bus's metrics, from the processes that export them

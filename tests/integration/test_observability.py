@@ -22,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_up import K2, env_without_k2, wait_for_api, write_config
+from tests.support import read_exports
 
 # These tests judge feeds, writer and archive: the disk check is kept out of their verdicts (it
 # reads the real disk, which CI shares with whatever else the machine holds; it has its own test).
@@ -349,10 +350,7 @@ def test_health_fails_with_a_feed_down_and_on_a_stopped_data_directory(tmp_path:
         env=env,
     )
     assert sim.stdout is not None
-    exports = dict(
-        line.decode().strip().removeprefix("export ").split("=", 1)
-        for line in (sim.stdout.readline() for _ in range(6))
-    )
+    exports = read_exports(sim.stdout)
     # nothing listens: kraken stays down
     exports["K2_VENUES__KRAKEN__WS_URL"] = f"ws://127.0.0.1:{free_port()}"
     up = subprocess.Popen(

@@ -16,6 +16,7 @@ from k2.hotstore.clickhouse import ClickHouseStore
 from k2.simulator.faults import FAULTS
 from k2.timeutil import ns_to_rfc3339
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
+from tests.support import read_exports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 K2 = [sys.executable, "-m", "k2"]
@@ -228,10 +229,7 @@ def test_kill_minus_9_and_restart_never_duplicates_and_repairs_the_downtime(tmp_
         env=env,
     )
     assert sim.stdout is not None
-    exports = dict(
-        line.decode().strip().removeprefix("export ").split("=", 1)
-        for line in (sim.stdout.readline() for _ in range(6))
-    )
+    exports = read_exports(sim.stdout)
     up_env = env | exports
     logs = [open(tmp_path / f"up{i}.log", "wb") for i in range(2)]  # noqa: SIM115 - closed in the finally below
     try:

@@ -12,7 +12,7 @@ import typer
 from k2.cli.common import positive, reported, run_until_signal, settings, setup_logging, stop_after
 from k2.instruments import load_instruments
 from k2.simulator.faults import FAULTS
-from k2.simulator.simulator import Simulator, from_settings
+from k2.simulator.simulator import EXPORTS_END, Simulator, from_settings
 
 log = logging.getLogger("k2.simulate")
 FAULT_HELP = "none, all, or a comma-separated list of: " + ", ".join(FAULTS)
@@ -57,7 +57,8 @@ def simulate(
     """Serve Binance, Kraken and Coinbase WebSocket and REST APIs on loopback, in their wire
     formats.
 
-    The first lines printed are `export K2_...` lines that point K2 at the simulator.
+    The first lines printed are `export K2_...` lines that point K2 at the simulator, and then a
+    `#` line that says they are all there.
 
     A fault can also be started on demand, on a venue's port: `GET
     /_sim/fault?name=outage|silent|ratelimit&seconds=S` (bench/faults.py uses it).
@@ -92,6 +93,7 @@ def simulate(
             async with sim:
                 for key, value in sim.env().items():
                     print(f"export {key}={value}")
+                print(EXPORTS_END)
                 sys.stdout.flush()
                 opening = asyncio.create_task(trade(sim, clients, market_for, stop))
                 log.info(

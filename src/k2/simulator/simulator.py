@@ -23,6 +23,9 @@ from k2.simulator.market import POISONED, SimTrade, SymbolMarket, poison_kind
 from k2.simulator.server import VenueServer
 from k2.timeutil import ns_to_rfc3339
 
+# what `k2 simulate` prints after its `export` lines: a shell comment, so the output can still be
+# sourced, that tells a reader the variables are all there (their number depends on the faults)
+EXPORTS_END = "# k2 simulate: serving; the variables above point K2 at it"
 log = logging.getLogger(__name__)
 
 # Every venue the simulator serves; each server class declares its own wire details.
@@ -117,8 +120,10 @@ class Simulator:
 
     def close_market(self) -> None:
         """Stop trading for good; WebSocket heartbeats and REST keep serving."""
-        log.info("market closed: no new trades")
         self.paused = True
+        if self._record is not None:
+            self._record.flush()  # the ground truth is whole from here on
+        log.info("market closed: no new trades")
 
     # -- addresses ---------------------------------------------------------------------------------
     def ws_url(self, venue: str) -> str:
