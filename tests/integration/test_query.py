@@ -170,6 +170,23 @@ def test_both_tiers_give_the_same_rows_and_text(
     engine = tiers.cold_trades(lake, edges, store)
     assert len(engine) and engine.equals(tiers.cold_trades(lake, edges))
     assert engine.equals(tiers.hot_trades(store, edges))
+    # the engine's read is planned from each file's bounds: fewer files than the snapshot holds,
+    # and the same rows as pyiceberg's plan for every venue and symbol, and across the days
+    listed = cold_files.FILES.of(table, ["exchange", "canonical_symbol", "ts_event_ns"])
+    assert listed is not None and len(listed) > 1
+    planned = cold_files.plan(
+        store,
+        table,
+        {"exchange": "binance", "canonical_symbol": "BTC/USDT"},
+        {"ts_event_ns": (edges.start_ns, edges.end_ns)},
+    )
+    assert planned is not None and 0 < len(planned) < len(listed)
+    markets = {(r["exchange"], r["canonical_symbol"]) for r in hot.to_pylist()}
+    assert len(markets) > 1
+    for venue, symbol in sorted(markets):
+        for lo, hi in ((None, ns[len(ns) // 2]), (ns[len(ns) // 2], None)):
+            each = tiers.Filter(venue, symbol, lo, hi)
+            assert tiers.cold_trades(lake, each, store).equals(tiers.cold_trades(lake, each))
     closed = tiers.Filter(end_ns=time.time_ns() // HOUR_NS * HOUR_NS)
     for tf in ("1m", "1h"):
         hot_c = candle_tiers.hot_candles(store, tf, closed)

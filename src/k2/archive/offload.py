@@ -143,14 +143,17 @@ def _commit(
 # level 1, the tables' own `write.parquet.compression-level` (lake.py), which compaction uses too.
 # Row groups of at most 64 MiB: the default, 512 MiB, let a million bronze rows with their raw
 # JSON sit in memory at once (`k2 up` under a firehose peaked at 1.55 GB during an offload,
-# 1.2-1.3 GB with this).
+# 1.2-1.3 GB with this). Data pages of 128 KiB, not 1 MiB: the page index then lets a read of one
+# symbol-hour skip most of a row group (bench/query.py's archive reads: 20 -> 12.7 ms p50), for
+# files 18 % larger until compaction rewrites the day (219 -> 258 MB for 10 million silver rows).
 _PARQUET = (
     " SETTINGS output_format_parquet_compression_method = 'zstd', "
     "output_format_compression_level = 1, "
     "output_format_parquet_string_as_string = 1, "
     "output_format_parquet_row_group_size = 1048576, "
     "output_format_parquet_write_bloom_filter = 0, "
-    "output_format_parquet_row_group_size_bytes = 67108864"
+    "output_format_parquet_row_group_size_bytes = 67108864, "
+    "output_format_parquet_data_page_size = 131072"
 )
 
 

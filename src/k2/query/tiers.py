@@ -231,10 +231,21 @@ def cold_trades(lake: Archive, f: Filter, store: HotStore | None = None) -> pa.T
     table = lake.table(BY_NAME[SILVER_TABLE])
     fields = ["exchange", "symbol", "canonical_symbol", "trade_id", "price", "amount"]
     fields += ["taker_side", "ts_event_ns", "ts_recv_ns"]
-    scan = table.scan(row_filter=f.iceberg("ts_event"), selected_fields=tuple(fields))
-    where, params = f.sql("ts_event_ns", epoch_ns=True)
-    read = cold_files.read(store, scan, fields, where.removeprefix(" WHERE ") or "1", params)
-    scanned = scan.to_arrow() if read is None else read
+    equal = {"exchange": f.venue} if f.venue else {}
+    if f.symbol:
+        equal["canonical_symbol"] = f.symbol.upper()
+    paths = cold_files.plan(store, table, equal, {"ts_event_ns": (f.start_ns, f.end_ns)})
+    read = None
+    if store is not None and paths is not None:
+        where, params = f.sql("ts_event_ns", epoch_ns=True)
+        read = cold_files.read_files(
+            store, paths, fields, where.removeprefix(" WHERE ") or "1", params
+        )
+    if read is None:
+        scan = table.scan(row_filter=f.iceberg("ts_event"), selected_fields=tuple(fields))
+        scanned = scan.to_arrow()
+    else:
+        scanned = read
     renamed = {"ts_event_ns": "ts_event", "ts_recv_ns": "ts_recv"}
     scanned = scanned.rename_columns([renamed.get(n, n) for n in scanned.column_names])
     scanned = conform(scanned, TRADE_SCHEMA)
