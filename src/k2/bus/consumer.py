@@ -42,7 +42,7 @@ from k2.settings import BusSettings, WriterSettings
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
-POLL_S = 0.05  # a consume call returns within this long: cuts are checked at least this often
+POLL_S = 0.05  # a wait for messages ends within this long: cuts are checked at least this often
 LEAVE_S = 10.0  # at stop, how long to wait for the group to take the partitions back
 CUTS_TABLE = f"{DATABASE}.bus_cuts"
 CUTS_SCHEMA = pa.schema(
@@ -132,7 +132,7 @@ class IngestMember:
         lag_at = 0.0
         try:
             while not stop.is_set():
-                for msg in self._consumer.consume(5_000, POLL_S):
+                for msg in self._fetch():
                     error = msg.error()
                     if error is not None:  # the client retries by itself: say so, go on
                         log.warning("ingest %s: %s", self.stats.member, error.str())
@@ -170,7 +170,7 @@ class IngestMember:
             del self._forced[tp]
         pending = self._pending.get(tp)
         if pending is None:
-            pending = self._pending[tp] = _Pending(offset)
+            pending = self._pending[tp] = _Pending(offset, started=self._waiting_since(msg))
         pending.last = offset
         self.stats.messages += 1
         batch, value = pending.batch, msg.value() or b""
@@ -200,6 +200,38 @@ class IngestMember:
             )
         if self._forced.get(tp) == offset:
             self._write([tp])
+
+    def _waiting_since(self, msg: Any) -> float:
+        """When (monotonic) this message began to wait for its batch: when it was produced, by
+        its timestamp, so that what arrived during the last write is cut as soon as it is due,
+        not a whole interval after it was read. A producer clock ahead of this one counts from
+        now; one behind counts at most one interval back."""
+        now = time.monotonic()
+        kind, at_ms = msg.timestamp()
+        if kind == 0 or at_ms <= 0:  # TIMESTAMP_NOT_AVAILABLE
+            return now
+        interval = self._settings.batch_interval_ms / 1000
+        return now - min(interval, max(0.0, time.time() - at_ms / 1000))
+
+    def _fetch(self) -> list[Any]:
+        """The next messages. With a batch pending, those that come until it is due (a consume
+        call for many waits out its whole timeout unless it fills); with none, the first to come
+        within POLL_S and whatever the client holds with it."""
+        if self._pending:
+            pending: list[Any] = self._consumer.consume(5_000, self._poll_s())
+            return pending
+        first = self._consumer.poll(POLL_S)
+        return [] if first is None else [first, *self._consumer.consume(5_000, 0)]
+
+    def _poll_s(self) -> float:
+        """How long the next consume call may wait: until the first batch is due, at most
+        POLL_S."""
+        if not self._pending:
+            return POLL_S
+        due = (
+            min(p.started for p in self._pending.values()) + self._settings.batch_interval_ms / 1000
+        )
+        return min(POLL_S, max(0.001, due - time.monotonic()))
 
     def _cut(self, final: bool) -> None:
         now = time.monotonic()
