@@ -115,6 +115,7 @@ class IngestMember:
                     "max.poll.interval.ms": max(300_000, bus.session_timeout_ms),
                     # answer a fetch as soon as there is data, and within 50 ms when there is none
                     "fetch.wait.max.ms": 50,
+                    "queued.max.messages.kbytes": bus.consumer_queue_kbytes,
                 },
             )
         )
@@ -211,7 +212,8 @@ class IngestMember:
         if kind == 0 or at_ms <= 0:  # TIMESTAMP_NOT_AVAILABLE
             return now
         interval = self._settings.batch_interval_ms / 1000
-        return now - min(interval, max(0.0, time.time() - at_ms / 1000))
+        age = max(0.0, time.time() - float(at_ms) / 1000)
+        return now - min(interval, age)
 
     def _fetch(self) -> list[Any]:
         """The next messages. With a batch pending, those that come until it is due (a consume
