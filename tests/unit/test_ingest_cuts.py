@@ -61,3 +61,9 @@ def test_the_wait_for_messages_ends_when_the_first_batch_is_due(member: IngestMe
     assert member._poll_s() == pytest.approx(0.02, abs=0.01)
     member._pending[("t", 1)] = _Pending(5, started=time.monotonic() - 5)  # overdue
     assert member._poll_s() == pytest.approx(0.001, abs=0.001)
+
+
+def test_a_replayed_cut_is_not_waited_for_by_time(member: IngestMember) -> None:
+    member._pending[("t", 0)] = _Pending(0, started=time.monotonic() - 5)
+    member._forced[("t", 0)] = 10  # it ends at offset 10, however long that takes
+    assert member._poll_s() == POLL_S

@@ -227,12 +227,11 @@ class IngestMember:
 
     def _poll_s(self) -> float:
         """How long the next consume call may wait: until the first batch is due, at most
-        POLL_S."""
-        if not self._pending:
+        POLL_S. (A replayed cut is not cut by time: it ends at its recorded offset.)"""
+        started = [p.started for tp, p in self._pending.items() if tp not in self._forced]
+        if not started:
             return POLL_S
-        due = (
-            min(p.started for p in self._pending.values()) + self._settings.batch_interval_ms / 1000
-        )
+        due = min(started) + self._settings.batch_interval_ms / 1000
         return min(POLL_S, max(0.001, due - time.monotonic()))
 
     def _cut(self, final: bool) -> None:
