@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from k2.simulator.simulator import EXPORTS_END
+from k2.simulator.simulator import read_exports
 
 
 def free_port() -> int:
@@ -55,14 +55,7 @@ def start_simulator(
         env=env,
     )
     assert proc.stdout is not None
-    exports = {}
-    # its first lines: the variables, then a line that ends them
-    while (line := proc.stdout.readline().decode().strip()) != EXPORTS_END:
-        if not line.startswith("export K2_"):
-            raise SystemExit(f"k2 simulate printed {line!r} among its exports")
-        key, _, value = line.removeprefix("export ").partition("=")
-        exports[key] = value
-    return proc, exports
+    return proc, read_exports(proc.stdout)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

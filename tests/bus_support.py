@@ -132,17 +132,6 @@ def published_trades(settings: BusSettings, timeout_s: float = 30) -> set[tuple[
         reader.close()
 
 
-def missing_after_first(
-    truth: set[tuple[str, str, int]], seen: set[tuple[str, str, int]]
-) -> set[tuple[str, str, int]]:
-    """The trades of `truth` not in `seen`, from each symbol's lowest id in `seen` on (a symbol
-    with none seen misses all of its trades)."""
-    first: dict[tuple[str, str], int] = {}
-    for venue, symbol, trade_id in seen:
-        first[venue, symbol] = min(trade_id, first.get((venue, symbol), trade_id))
-    return {k for k in truth - seen if k[2] >= first.get((k[0], k[1]), k[2])}
-
-
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b = start_broker(tmp_path_factory.mktemp("tansu") / "tansu.log")

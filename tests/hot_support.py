@@ -51,6 +51,15 @@ def read_silver(store: HotStore) -> dict[Key, Row]:
     return out
 
 
+def from_first_seen(truth: set[Key], seen: set[Key]) -> set[Key]:
+    """The trades of `truth` from each symbol's lowest id in `seen` on (a client cannot know what
+    traded before it first connected); a symbol with none seen keeps all of its trades."""
+    first: dict[tuple[str, str], int] = {}
+    for exchange, symbol, trade_id in seen:
+        first[exchange, symbol] = min(first.get((exchange, symbol), trade_id), trade_id)
+    return {k for k in truth if k[2] >= first.get(k[:2], k[2])}
+
+
 def assert_silver_equals(
     silver: dict[Key, Row], truth: dict[Key, Row], from_first_stored: bool = False
 ) -> int:
@@ -58,10 +67,8 @@ def assert_silver_equals(
     (a client cannot know what traded before it first connected). A symbol with nothing stored
     misses all of its trades either way."""
     if from_first_stored:
-        first: dict[tuple[str, str], int] = {}
-        for exchange, symbol, trade_id in silver:
-            first[(exchange, symbol)] = min(first.get((exchange, symbol), trade_id), trade_id)
-        truth = {k: v for k, v in truth.items() if k[2] >= first.get(k[:2], k[2])}
+        kept = from_first_seen(set(truth), set(silver))
+        truth = {k: v for k, v in truth.items() if k in kept}
     missing = sorted(set(truth) - set(silver))
     extra = sorted(set(silver) - set(truth))
     assert not missing, f"{len(missing)} trades missing from silver, e.g. {missing[:3]}"

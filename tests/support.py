@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -24,7 +24,6 @@ from k2.instruments import Instruments
 from k2.records import Gap, Reject, Source, Trade
 from k2.settings import Settings, load_settings
 from k2.simulator import Faults, Simulator
-from k2.simulator.simulator import EXPORTS_END
 
 SMALL: Instruments = {
     "binance": ("BTCUSDT", "ETHUSDT"),
@@ -247,13 +246,3 @@ def until(
             detail = f": {why()!r:.2000}" if why is not None else ""
             raise AssertionError(f"waited {timeout:.0f} s for {what}{detail}")
         time.sleep(0.25)
-
-
-def read_exports(stdout: IO[bytes]) -> dict[str, str]:
-    """The `K2_...` variables `k2 simulate` prints first, up to the line that ends them."""
-    exports: dict[str, str] = {}
-    while (line := stdout.readline().decode().strip()) != EXPORTS_END:
-        assert line.startswith("export K2_"), f"k2 simulate printed {line!r} among its exports"
-        key, _, value = line.removeprefix("export ").partition("=")
-        exports[key] = value
-    return exports

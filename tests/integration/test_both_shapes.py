@@ -35,6 +35,7 @@ from k2.archive.tables import TABLES, ArchiveTable
 from k2.bus.client import ensure_topics
 from k2.bus.topics import status_topic
 from k2.settings import load_settings
+from k2.simulator.simulator import read_exports
 from tests.archive_support import PG, S3_KEY, make_bucket, postgres_available
 from tests.bus_support import Broker, published_trades
 from tests.hot_support import (
@@ -47,7 +48,7 @@ from tests.hot_support import (
 from tests.integration.test_cluster_processes import caught_up
 from tests.integration.test_up import K2, env_without_k2, open_store, wait_for_api, write_config
 from tests.prefect_support import clear_deployments, deployments, run_deployment, wait_for_runs
-from tests.support import exit_code, read_exports, until, wait_for_line
+from tests.support import exit_code, until, wait_for_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from k2.simulator.simulator import read_exports
 from tests.conftest import SAMPLES, sample_bytes
-from tests.support import K2, k2, read_exports
+from tests.support import K2, k2
 
 pytestmark = pytest.mark.integration
 KEYS = [

@@ -25,10 +25,17 @@ from k2.bus.status import read_bus
 from k2.bus.topics import status_topic
 from k2.observe.health import HealthInputs, evaluate
 from k2.settings import HealthSettings
-from tests.bus_support import Broker, free_port, missing_after_first, published_trades
-from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
+from k2.simulator.simulator import read_exports
+from tests.bus_support import Broker, free_port, published_trades
+from tests.hot_support import (
+    assert_candles_equal,
+    assert_silver_equals,
+    from_first_seen,
+    load_record,
+    read_silver,
+)
 from tests.integration.test_up import K2, env_without_k2, open_store, write_config
-from tests.support import exit_code, read_exports, until, wait_for_line
+from tests.support import exit_code, until, wait_for_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VENUES = ("binance", "kraken", "coinbase")
@@ -141,13 +148,18 @@ def test_feeds_broker_and_ingest_processes_survive_kill_9_and_a_broker_outage(
         deadline = time.monotonic() + 150
         wait_for_line(tmp_path / "simulate.log", "market closed: no new trades", timeout=60)
         truth_keys = set(load_record(truth_file))  # whole once the market has closed
+
         # the gaps repaired: every trade on the bus from each symbol's first one there (the
         # market opened before the feeds subscribed)
+        def unpublished() -> set[tuple[str, str, int]]:
+            seen = published_trades(bus)
+            return from_first_seen(truth_keys, seen) - seen
+
         until(
-            lambda: not missing_after_first(truth_keys, published_trades(bus)),
+            lambda: not unpublished(),
             90,
             "the feeds to publish every trade",
-            lambda: sorted(missing_after_first(truth_keys, published_trades(bus))),
+            lambda: sorted(unpublished()),
         )
         while time.monotonic() < deadline and not caught_up(
             bus.bootstrap_servers, bus.group_id, topics

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from k2.simulator.simulator import read_exports
 from tests.integration.test_up import K2, env_without_k2, wait_for_api, write_config
-from tests.support import read_exports
 
 # These tests judge feeds, writer and archive: the disk check is kept out of their verdicts (it
 # reads the real disk, which CI shares with whatever else the machine holds; it has its own test).

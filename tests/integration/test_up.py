@@ -14,9 +14,9 @@ import pytest
 
 from k2.hotstore.clickhouse import ClickHouseStore
 from k2.simulator.faults import FAULTS
+from k2.simulator.simulator import read_exports
 from k2.timeutil import ns_to_rfc3339
 from tests.hot_support import assert_candles_equal, assert_silver_equals, load_record, read_silver
-from tests.support import read_exports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 K2 = [sys.executable, "-m", "k2"]

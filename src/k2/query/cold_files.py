@@ -49,13 +49,20 @@ SNAPSHOTS_KEPT = 16
 
 def local_paths(scan: DataScan) -> list[str] | None:
     """The planned files' paths, or None where the engine cannot read them all as they are."""
-    paths = []
+    files = _local_files(scan)
+    return None if files is None else [path for path, _ in files]
+
+
+def _local_files(scan: DataScan) -> list[tuple[str, Any]] | None:
+    """The planned data files with their local paths, or None where the engine cannot read them
+    all as they are."""
+    files = []
     for task in scan.plan_files():
         path = _local(task.file.file_path)
         if task.delete_files or path is None:
             return None
-        paths.append(path)
-    return paths
+        files.append((path, task.file))
+    return files
 
 
 def _local(path: str) -> str | None:
@@ -124,14 +131,14 @@ def _list(table: Table, snapshot_id: int, columns: Sequence[str]) -> list[DataFi
     from pyiceberg.conversions import from_bytes
 
     fields = [table.schema().find_field(c) for c in columns]
+    listed = _local_files(table.scan(snapshot_id=snapshot_id))
+    if listed is None:
+        return None
     files = []
-    for task in table.scan(snapshot_id=snapshot_id).plan_files():
-        path = _local(task.file.file_path)
-        if task.delete_files or path is None:
-            return None
+    for path, data_file in listed:
         bounds: list[dict[str, Any]] = [{}, {}]
         for found, side in zip(
-            bounds, (task.file.lower_bounds, task.file.upper_bounds), strict=True
+            bounds, (data_file.lower_bounds, data_file.upper_bounds), strict=True
         ):
             for field in fields:
                 raw = (side or {}).get(field.field_id)

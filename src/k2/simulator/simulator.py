@@ -26,6 +26,20 @@ from k2.timeutil import ns_to_rfc3339
 # what `k2 simulate` prints after its `export` lines: a shell comment, so the output can still be
 # sourced, that tells a reader the variables are all there (their number depends on the faults)
 EXPORTS_END = "# k2 simulate: serving; the variables above point K2 at it"
+
+
+def read_exports(stdout: IO[bytes]) -> dict[str, str]:
+    """The `K2_...` variables a `k2 simulate` process prints first, read from its stdout up to
+    the line that ends them; ValueError on anything else."""
+    exports: dict[str, str] = {}
+    while (line := stdout.readline().decode().strip()) != EXPORTS_END:
+        if not line.startswith("export K2_"):
+            raise ValueError(f"k2 simulate printed {line!r} among its exports")
+        key, _, value = line.removeprefix("export ").partition("=")
+        exports[key] = value
+    return exports
+
+
 log = logging.getLogger(__name__)
 
 # Every venue the simulator serves; each server class declares its own wire details.
